@@ -1,0 +1,35 @@
+# ParallelMind: `make demo` runs the main job end to end; `make test` runs the test suite.
+# Both create .venv and install requirements.txt on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+
+.PHONY: venv test demo bench lint experiments clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) scripts/run_demo.py
+
+experiments: $(STAMP)
+	$(PY) scripts/run_experiments.py
+
+bench: $(STAMP)
+	$(PY) scripts/bench_columnar.py
+	$(PY) scripts/bench_generate.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+clean-venv:
+	rm -rf $(VENV)

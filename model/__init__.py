@@ -1,0 +1,1 @@
+"""Models: MiniMind (with 2D RoPE), LoRA, checkpoints, KV cache, and Hugging Face model glue."""

@@ -1,0 +1,56 @@
+"""The ParallelMind core, in one import: columnar layouts, 2D RoPE and the attention masks.
+
+Pure torch. The pieces live in three small modules and are re-exported here under the seed's names:
+
+* `parallel.layout`: `build_flat_linear_layout` (time-major interleaving of a main and branches),
+  `BatchLayout`, `LayoutMetadata`.
+* `parallel.rope2d`: `Interleaved2DRoPE`, `auto_pair_indices`, `patch_model_with_interleaved_2d_rope`,
+  `set_rope_pos2d` (two schemes: `additive`, the default, and `reference`).
+* `parallel.masks`: the visibility predicate `visible` and its builders (`build_attention_mask`,
+  `build_columnar_causal_mask`, `build_incremental_mask`, `build_flex_block_mask`).
+
+Typical use with any model that takes 2D positions (MiniMind, or a patched Hugging Face model):
+
+    layout = build_flat_linear_layout(tokenizer, samples, device)
+    mask = build_attention_mask(layout.time_ids, layout.branch_ids, "columnar")   # [B, 1, T, T] bool
+    logits = model(layout.input_ids, attention_mask=mask, position_ids=layout.position_ids()).logits
+
+See docs/POSITION_ENCODING.md for a worked example.
+"""
+
+from parallel.layout import ALIGNMENTS, BatchLayout, LayoutMetadata, build_flat_linear_layout, resolve_pad_id
+from parallel.masks import (
+    MASK_MODES,
+    build_attention_mask,
+    build_columnar_causal_mask,
+    build_flex_block_mask,
+    build_incremental_mask,
+    check_mask_mode,
+    mask_for_attention,
+    query_chunk_plan,
+    to_additive_mask,
+    visible,
+)
+from parallel.rope2d import (
+    ROPE_2D_SCHEMES,
+    Interleaved2DRoPE,
+    auto_pair_indices,
+    check_rope_scheme,
+    find_rotary_holder,
+    get_rotary,
+    num_branch_pairs,
+    pair_coefficients,
+    patch_model_with_interleaved_2d_rope,
+    positions_3d,
+    select_pairs,
+    set_rope_pos2d,
+)
+
+__all__ = [
+    "ALIGNMENTS", "BatchLayout", "LayoutMetadata", "build_flat_linear_layout", "resolve_pad_id",
+    "MASK_MODES", "build_attention_mask", "build_columnar_causal_mask", "build_flex_block_mask",
+    "build_incremental_mask", "check_mask_mode", "mask_for_attention", "query_chunk_plan", "to_additive_mask",
+    "visible", "ROPE_2D_SCHEMES", "Interleaved2DRoPE", "auto_pair_indices", "check_rope_scheme",
+    "find_rotary_holder", "get_rotary", "num_branch_pairs", "pair_coefficients",
+    "patch_model_with_interleaved_2d_rope", "positions_3d", "select_pairs", "set_rope_pos2d",
+]

@@ -1,0 +1,287 @@
+"""Columnar layouts: interleave a shared context and several branches into one token sequence.
+
+Input samples: ``{"main": str | token ids, "branches": [str | token ids | {"text" | "content" |
+"input_ids", "answer_offset", "time_offset"}]}`` (a sample-level ``"input_ids"`` replaces main).
+
+Per sample, the main (shared context, branch id 0, branch coordinate 0) takes times 0..M-1. Branch
+k (ids 1..n) takes branch coordinate ``k * branch_stride`` when a main exists and ``(k-1) *
+branch_stride`` otherwise, and times starting at M (``align_to="left"``) or so that every branch ends
+in the same column (``"right"``), plus an optional per-branch ``time_offset`` and an optional random
+offset in [0, len] drawn from a seeded generator. Tokens are then ordered time-major (time, then
+branch id), which is the flat order of the sequence. Worked example in docs/POSITION_ENCODING.md.
+
+Everything after tokenisation is vectorised: no per-token Python loop. Truncation is explicit
+(`pad_to` pads and truncates, `max_tokens` only truncates): the earliest tokens in flat order are
+kept, i.e. every branch loses its tail; a branch that would lose all of its tokens is an error, and
+the number of dropped tokens is counted per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+
+ALIGNMENTS = ("left", "right")
+
+
+@dataclass
+class LayoutMetadata:
+    """Per-sample description (the seed's metadata, plus truncation counts)."""
+
+    branch_ids: list[int]  # 0 = main (if present), then 1..n
+    branch_positions: list[int]  # branch coordinate of each entry of branch_ids
+    branch_lengths: list[int]  # tokens kept
+    branch_start_y: list[int]  # time of each branch's first token
+    branch_pos1d_end: list[int]  # flat index of each branch's last kept token
+    answer_token_starts: list[int]  # branch-local index where the loss starts (main: its length)
+    background_branch_id: int  # 0 when a main exists, else -1
+    truncated_tokens: int = 0
+
+
+@dataclass
+class BatchLayout:
+    """A padded batch of interleaved samples. Shapes: B samples, T tokens, NB = max branch id + 1."""
+
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor  # [B, T] 1 = real token
+    pos1d: torch.Tensor  # [B, T] flat index 0..T-1
+    pos2d: torch.Tensor  # [B, T, 2] (branch coordinate, time); (0, 0) on pads
+    time_ids: torch.Tensor  # [B, T] time, -1 on pads
+    branch_ids: torch.Tensor  # [B, T] 0 main, 1..n branches, -1 pads
+    labels: torch.Tensor  # [B, T] next token of the same branch; -100 on main, prompts, last tokens, pads
+    branch_counts: torch.Tensor  # [B] number of branches (main excluded)
+    branch_last_index: torch.Tensor  # [B, NB] flat index of each branch's last token, -1 if absent
+    branch_next_time: torch.Tensor  # [B, NB] time after each branch's last token, -1 if absent
+    branch_coord: torch.Tensor  # [B, NB] branch coordinate, -1 if absent
+    branch_length: torch.Tensor  # [B, NB] tokens kept, 0 if absent
+    truncated_tokens: torch.Tensor  # [B] tokens dropped by pad_to / max_tokens
+    metadata: list[LayoutMetadata] = field(default_factory=list)
+    pad_id: int = 0
+
+    def to(self, device) -> BatchLayout:
+        kw = {f.name: (getattr(self, f.name).to(device) if isinstance(getattr(self, f.name), torch.Tensor)
+                       else getattr(self, f.name)) for f in fields(self)}
+        return BatchLayout(**kw)
+
+    def position_ids(self) -> torch.Tensor:
+        """`[B, T, 3]` positions for a forward without cache: (branch coordinate, time, flat index)."""
+        return torch.cat([self.pos2d, self.pos1d[..., None]], dim=-1)
+
+    @property
+    def num_truncated(self) -> int:
+        return int(self.truncated_tokens.sum())
+
+
+def resolve_pad_id(tokenizer) -> int:
+    """pad id, else eos id, else 0 (the earlier code's `pad or eos` treated id 0 as missing)."""
+    for name in ("pad_token_id", "eos_token_id"):
+        v = getattr(tokenizer, name, None) if tokenizer is not None else None
+        if v is not None:
+            return int(v)
+    return 0
+
+
+def _as_ids(value, where: str) -> list[int] | None:
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(x, int) for x in value):
+            raise ValueError(f"{where}: token ids must be integers")
+        return list(value)
+    return None
+
+
+def _parse_sample(i: int, sample) -> tuple[object, list[tuple[object, int, int]]]:
+    """-> (main text/ids or None, [(branch text/ids, answer_offset, time_offset), ...])."""
+    if not isinstance(sample, dict):
+        raise ValueError(f"sample {i}: expected a dict with 'branches', got {type(sample).__name__}")
+    branches = sample.get("branches")
+    if not isinstance(branches, (list, tuple)) or not branches:
+        raise ValueError(f"sample {i}: field 'branches' must be a non-empty list")
+    main = sample.get("input_ids", sample.get("main"))
+    if main is not None and not isinstance(main, (str, list, tuple, torch.Tensor)):
+        raise ValueError(f"sample {i}: field 'main' must be a string or token ids")
+    out = []
+    for k, br in enumerate(branches):
+        where = f"sample {i} branch {k}"
+        ans, toff = 0, 0
+        if isinstance(br, dict):
+            if "input_ids" in br:
+                content = br["input_ids"]
+            elif "text" in br:
+                content = br["text"]
+            elif "content" in br:
+                content = br["content"]
+            else:
+                raise ValueError(f"{where}: needs one of 'text', 'content' or 'input_ids'")
+            ans = br.get("answer_offset", 0) or 0
+            toff = br.get("time_offset", 0) or 0
+            if not isinstance(ans, int) or ans < 0:
+                raise ValueError(f"{where}: field 'answer_offset' must be a non-negative integer, got {ans!r}")
+            if not isinstance(toff, int) or toff < 0:
+                raise ValueError(f"{where}: field 'time_offset' must be a non-negative integer, got {toff!r}")
+        else:
+            content = br
+        if not isinstance(content, (str, list, tuple, torch.Tensor)):
+            raise ValueError(f"{where}: expected text or token ids, got {type(content).__name__}")
+        out.append((content, ans, toff))
+    return main, out
+
+
+def build_flat_linear_layout(tokenizer, samples, device=None, pad_to: int | None = None, branch_stride: int = 128,
+                             align_to: str = "left", random_time_offset: bool = False,
+                             interleave_branches: bool = False, *, max_tokens: int | None = None,
+                             generator: torch.Generator | None = None) -> BatchLayout:
+    """Lay out a batch of samples time-major (seed signature, plus `max_tokens` and `generator`).
+
+    `pad_to` pads every row to exactly that length (truncating longer rows); `max_tokens` caps rows
+    without padding (rows are padded to the batch maximum). Random time offsets come from
+    `generator` (or torch's global RNG, which the training engine seeds per rank).
+    `interleave_branches` is accepted for compatibility: the layout is always time-major, which is
+    what both of the earlier code's paths produced.
+    """
+    del interleave_branches  # both values give the same (time-major) layout, as in the earlier code
+    if align_to not in ALIGNMENTS:
+        raise ValueError(f"align_to must be one of {ALIGNMENTS}, got {align_to!r}")
+    if branch_stride < 1:
+        raise ValueError(f"branch_stride must be >= 1, got {branch_stride}")
+    if not samples:
+        raise ValueError("no samples to lay out")
+    cap = pad_to if pad_to else None
+    if max_tokens:
+        cap = min(cap, max_tokens) if cap else max_tokens
+
+    # 1. collect segments (main + branches) and tokenise every string in one call
+    parsed = [_parse_sample(i, s) for i, s in enumerate(samples)]
+    seg_sample, seg_bid, seg_ans, seg_toff, seg_content = [], [], [], [], []
+    for i, (main, branches) in enumerate(parsed):
+        has_main = main is not None and len(main) > 0
+        if has_main:
+            seg_sample.append(i), seg_bid.append(0), seg_ans.append(-1), seg_toff.append(0)
+            seg_content.append(main)
+        for k, (content, ans, toff) in enumerate(branches):
+            seg_sample.append(i), seg_bid.append(k + 1), seg_ans.append(ans), seg_toff.append(toff)
+            seg_content.append(content)
+    texts = [c for c in seg_content if isinstance(c, str)]
+    if texts:
+        if tokenizer is None:
+            raise ValueError("text inputs need a tokenizer")
+        encoded = iter(tokenizer(texts, add_special_tokens=False)["input_ids"])
+    seg_ids = []
+    for j, c in enumerate(seg_content):
+        ids = next(encoded) if isinstance(c, str) else _as_ids(c, f"sample {seg_sample[j]} branch {seg_bid[j] - 1}")
+        if not ids:
+            what = "main" if seg_bid[j] == 0 else f"branch {seg_bid[j] - 1}"
+            raise ValueError(f"sample {seg_sample[j]} {what}: empty (no tokens)")
+        seg_ids.append(ids)
+
+    B, S = len(samples), len(seg_ids)
+    seg_len = torch.tensor([len(x) for x in seg_ids], dtype=torch.long)
+    seg_sample_t = torch.tensor(seg_sample, dtype=torch.long)
+    seg_bid_t = torch.tensor(seg_bid, dtype=torch.long)
+    is_main = seg_bid_t == 0
+    seg_ans_t = torch.where(is_main, seg_len, torch.minimum(torch.tensor(seg_ans), seg_len))
+
+    # 2. start time, offsets and coordinate of every segment
+    main_len = torch.zeros(B, dtype=torch.long).index_add_(0, seg_sample_t[is_main], seg_len[is_main])
+    has_main = main_len > 0
+    start = torch.where(is_main, 0, main_len[seg_sample_t])
+    if align_to == "right":
+        max_b = torch.zeros(B, dtype=torch.long).scatter_reduce_(0, seg_sample_t, torch.where(is_main, 0, seg_len),
+                                                                 reduce="amax")
+        start = start + torch.where(is_main, 0, max_b[seg_sample_t] - seg_len)
+    start = start + torch.tensor(seg_toff, dtype=torch.long)
+    if random_time_offset:
+        r = torch.rand(S, generator=generator)
+        start = start + torch.where(is_main, 0, (r * (seg_len + 1).float()).long().clamp_max(seg_len))
+    coord = torch.where(has_main[seg_sample_t], seg_bid_t, seg_bid_t - 1) * branch_stride
+
+    # 3. per-token arrays, time-major order
+    N = int(seg_len.sum())
+    ids = torch.tensor([t for x in seg_ids for t in x], dtype=torch.long)
+    tok_seg = torch.repeat_interleave(torch.arange(S), seg_len)
+    seg_first = torch.cumsum(seg_len, 0) - seg_len
+    tok_order = torch.arange(N) - seg_first[tok_seg]
+    tok_time = start[tok_seg] + tok_order
+    tok_sample = seg_sample_t[tok_seg]
+    tok_bid = seg_bid_t[tok_seg]
+    nb = int(seg_bid_t.max()) + 1
+    key = (tok_sample * (int(tok_time.max()) + 1) + tok_time) * nb + tok_bid
+    perm = torch.argsort(key)
+    counts = torch.bincount(tok_sample, minlength=B)
+    sample_first = torch.cumsum(counts, 0) - counts
+    rank = torch.empty(N, dtype=torch.long)
+    rank[perm] = torch.arange(N) - sample_first[tok_sample[perm]]
+
+    # 4. truncation (explicit, counted, never a whole branch)
+    keep = rank < cap if cap else torch.ones(N, dtype=torch.bool)
+    kept_len = torch.bincount(tok_seg[keep], minlength=S)
+    if bool((kept_len == 0).any()):
+        j = int(torch.nonzero(kept_len == 0)[0])
+        what = "the main" if seg_bid[j] == 0 else f"branch {seg_bid[j] - 1}"
+        raise ValueError(f"sample {seg_sample[j]}: a limit of {cap} tokens per sample would remove {what} entirely "
+                         f"({int(counts[seg_sample[j]])} tokens in the sample); raise max_total_tokens / pad_to or "
+                         "shorten the inputs")
+    kept_count = torch.bincount(tok_sample[keep], minlength=B)
+    truncated = counts - kept_count
+    T = int(pad_to) if pad_to else int(kept_count.max())
+
+    # 5. labels: next token of the same branch, from the answer offset on, never on main
+    nxt = tok_order + 1
+    lab_ok = (nxt < kept_len[tok_seg]) & (nxt >= seg_ans_t[tok_seg]) & (tok_bid > 0)
+    ids_next = torch.cat([ids[1:], ids.new_zeros(1)])
+    tok_labels = torch.where(lab_ok, ids_next, torch.full_like(ids, -100))
+
+    # 6. scatter into padded [B, T] tensors
+    pad_id = resolve_pad_id(tokenizer)
+    dst = (tok_sample * T + rank)[keep]
+    input_ids = torch.full((B * T,), pad_id, dtype=torch.long)
+    input_ids[dst] = ids[keep]
+    time_ids = torch.full((B * T,), -1, dtype=torch.long)
+    time_ids[dst] = tok_time[keep]
+    branch_ids = torch.full((B * T,), -1, dtype=torch.long)
+    branch_ids[dst] = tok_bid[keep]
+    labels = torch.full((B * T,), -100, dtype=torch.long)
+    labels[dst] = tok_labels[keep]
+    pos2d = torch.zeros((B * T, 2), dtype=torch.long)
+    pos2d[dst, 0] = coord[tok_seg][keep]
+    pos2d[dst, 1] = tok_time[keep]
+    attention_mask = (time_ids >= 0).long()
+
+    # 7. per-branch summaries [B, NB]
+    slot = (tok_sample * nb + tok_bid)[keep]
+    last_index = torch.full((B * nb,), -1, dtype=torch.long).scatter_reduce_(0, slot, rank[keep], reduce="amax")
+    last_time = torch.full((B * nb,), -2, dtype=torch.long).scatter_reduce_(0, slot, tok_time[keep], reduce="amax")
+    seg_slot = seg_sample_t * nb + seg_bid_t
+    b_coord = torch.full((B * nb,), -1, dtype=torch.long)
+    b_coord[seg_slot] = coord
+    b_len = torch.zeros(B * nb, dtype=torch.long)
+    b_len[seg_slot] = kept_len
+
+    metadata = _metadata(B, seg_sample, seg_bid, coord, kept_len, start, last_index.view(B, nb), seg_ans_t,
+                         has_main, truncated)
+    layout = BatchLayout(
+        input_ids=input_ids.view(B, T), attention_mask=attention_mask.view(B, T),
+        pos1d=torch.arange(T).expand(B, T).contiguous(), pos2d=pos2d.view(B, T, 2),
+        time_ids=time_ids.view(B, T), branch_ids=branch_ids.view(B, T), labels=labels.view(B, T),
+        branch_counts=torch.bincount(seg_sample_t[~is_main], minlength=B),
+        branch_last_index=last_index.view(B, nb), branch_next_time=(last_time + 1).clamp_min(-1).view(B, nb),
+        branch_coord=b_coord.view(B, nb), branch_length=b_len.view(B, nb), truncated_tokens=truncated,
+        metadata=metadata, pad_id=pad_id)
+    return layout.to(device) if device is not None else layout
+
+
+def _metadata(B, seg_sample, seg_bid, coord, kept_len, start, last_index, seg_ans, has_main, truncated):
+    coord_l, len_l, start_l, ans_l = coord.tolist(), kept_len.tolist(), start.tolist(), seg_ans.tolist()
+    last_l, trunc_l, main_l = last_index.tolist(), truncated.tolist(), has_main.tolist()
+    meta = [LayoutMetadata([], [], [], [], [], [], 0 if main_l[b] else -1, trunc_l[b]) for b in range(B)]
+    for j, (s, k) in enumerate(zip(seg_sample, seg_bid)):
+        m = meta[s]
+        m.branch_ids.append(k)
+        m.branch_positions.append(coord_l[j])
+        m.branch_lengths.append(len_l[j])
+        m.branch_start_y.append(start_l[j])
+        m.branch_pos1d_end.append(last_l[s][k])
+        m.answer_token_starts.append(ans_l[j])
+    return meta
