@@ -1,0 +1,123 @@
+"""Turn SFT conversations into parallel-pretraining branches: one `{"text", "answer_offset"}` per assistant turn.
+
+    python scripts/convert_sft_to_parallel.py --input dataset/sft_512.jsonl --output dataset/sft_parallel.jsonl
+    python -m scripts.convert_sft_to_parallel --input sft.jsonl --output branches.jsonl --tokenizer model/ \\
+        --pad_min 0 --pad_max 8 --seed 1337
+
+Input: a .jsonl / .json / .csv file of conversations in any supported format (standard, OpenAI,
+ShareGPT, Alpaca, prompt/response; see parallel_data/formats.py). Output, one branch per line::
+
+    {"text": "<|im_start|>user\\nQ<|im_end|>\\n<|im_start|>assistant\\nA<|im_end|>", "answer_offset": 7}
+
+`text` is the conversation up to and including one assistant turn, rendered with the tokenizer's chat
+template; `answer_offset` is the token count of the prompt (the history plus the generation prompt),
+verified to be an exact token prefix, so the loss covers exactly that reply and its `<|im_end|>`.
+With `--pad_max > 0` each branch also gets `"time_offset"`, drawn uniformly (seeded) from
+[pad_min, pad_max]: the layout starts that branch later by that many time steps. No pad strings are
+put into the text.
+
+Bad input stops with exit status 2 and `file:line: field '...': message`; `--skip_bad` skips and
+counts the conversation instead. The output is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from parallel_data.formats import FORMATS, conversation_branches, normalize_conversation
+from parallel_data.io import AtomicJsonlWriter, DataError, ReadStats, iter_records, one_line
+
+PROGRESS_EVERY = 10000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description="SFT conversations -> one {text, answer_offset} branch per assistant turn.")
+    ap.add_argument("--input", required=True, help=".jsonl / .json / .csv conversations")
+    ap.add_argument("--output", required=True, help="output .jsonl (written atomically)")
+    ap.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the repo tokenizer in model/)")
+    ap.add_argument("--format", default="auto", choices=("auto", *FORMATS), help="conversation format")
+    ap.add_argument("--max_samples", "--max-samples", dest="max_samples", type=int, default=0,
+                    help="read at most this many conversations (0: all)")
+    ap.add_argument("--pad_min", type=int, default=0, help="smallest per-branch time_offset")
+    ap.add_argument("--pad_max", type=int, default=0, help="largest per-branch time_offset (0: no time_offset field)")
+    ap.add_argument("--seed", type=int, default=1337, help="seed of the time_offset draws")
+    ap.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    ap.add_argument("--skip_bad", "--skip-bad", dest="skip_bad", action="store_true",
+                    help="skip (and count) malformed conversations instead of stopping")
+    return ap
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.max_samples < 0:
+        raise ValueError(f"--max_samples must be >= 0, got {args.max_samples}")
+    if args.pad_min < 0 or args.pad_max < 0:
+        raise ValueError(f"--pad_min and --pad_max must be >= 0, got {args.pad_min} and {args.pad_max}")
+    if Path(args.input).resolve() == Path(args.output).resolve():
+        raise ValueError(f"--output {args.output} is the input file; pass another --output")
+    if args.pad_min > args.pad_max:
+        raise ValueError(f"--pad_min ({args.pad_min}) must be <= --pad_max ({args.pad_max})")
+
+
+def convert(args: argparse.Namespace, tokenizer) -> tuple[ReadStats, int, int]:
+    """Returns (stats, conversations converted, branches written)."""
+    rng = random.Random(args.seed)
+    stats = ReadStats()
+    conversations = 0
+    records = iter_records(args.input, skip_bad=args.skip_bad, stats=stats)
+    try:
+        with AtomicJsonlWriter(args.output) as w:
+            for line_no, obj in records:
+                try:
+                    messages = normalize_conversation(obj, args.format, args.input, line_no)
+                    branches = conversation_branches(tokenizer, messages, args.input, line_no)
+                except DataError as e:
+                    if not args.skip_bad:
+                        raise
+                    stats.bad(e)
+                    continue
+                for text, answer_offset in branches:
+                    rec = {"text": text, "answer_offset": answer_offset}
+                    if args.pad_max > 0:
+                        rec["time_offset"] = rng.randint(args.pad_min, args.pad_max)
+                    w.write(rec)
+                conversations += 1
+                if not args.quiet and conversations % PROGRESS_EVERY == 0:
+                    print(f"  {conversations} conversations, {w.count} branches", flush=True)
+                if args.max_samples and stats.read >= args.max_samples:
+                    break
+            if w.count == 0:
+                raise DataError(f"no branches to write ({stats.summary()})", path=args.input)
+    finally:
+        records.close()
+    return stats, conversations, w.count
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        check_args(args)
+        from model.tokenizer import load_tokenizer
+
+        if not Path(args.input).exists():  # before the (slower) tokenizer load
+            raise FileNotFoundError(f"input file {args.input} does not exist")
+        tokenizer = load_tokenizer(args.tokenizer)
+        stats, conversations, branches = convert(args, tokenizer)
+    except (ValueError, OSError) as e:  # DataError is a ValueError
+        print(f"convert_sft_to_parallel: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(f"{args.input}: {stats.summary()}; wrote {branches} branches from {conversations} conversations "
+              f"to {args.output}")
+        for msg in stats.errors:
+            print(f"  skipped: {msg}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

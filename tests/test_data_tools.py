@@ -1,0 +1,622 @@
+"""Data I/O library (parallel_data.io / formats / hub_datasets) and the data tools in scripts/."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import model.hub
+import model.tokenizer
+from parallel_data import io as pio
+from parallel_data.formats import (
+    conversation_branches,
+    detect_format,
+    detect_text_column,
+    extract_text,
+    normalize_conversation,
+    resolve_text_column,
+)
+from parallel_data.hub_datasets import iter_hf_rows, open_hf_dataset
+from parallel_data.io import (
+    AtomicJsonlWriter,
+    DataError,
+    ReadStats,
+    iter_csv_rows,
+    iter_json_records,
+    iter_jsonl,
+    require_field,
+    write_jsonl_atomic,
+)
+from scripts import convert_dataset, convert_sft_to_parallel, convert_sft_to_pretrain, split_pretrain_data
+
+REPO = Path(__file__).resolve().parents[1]
+STANDARD = [{"role": "system", "content": "be brief"},
+            {"role": "user", "content": "what is 2 + 3?"},
+            {"role": "assistant", "content": "the answer is 5."}]
+
+
+def write_lines(path: Path, lines: list) -> Path:
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines), encoding="utf-8")
+    return path
+
+
+def read_jsonl(path: Path) -> list:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+
+
+def run_script(name: str, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, f"scripts/{name}.py", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+# ---------------------------------------------------------------------------------------------- io
+
+def test_data_error_message_and_attributes():
+    e = DataError("expected a list, got str", path="dataset/x.jsonl", line=17, field="conversations")
+    assert str(e) == "dataset/x.jsonl:17: field 'conversations': expected a list, got str"
+    assert (e.path, e.line, e.field, e.reason) == ("dataset/x.jsonl", 17, "conversations", "expected a list, got str")
+    assert isinstance(e, ValueError)
+    assert str(DataError("is empty", path="a.jsonl")) == "a.jsonl: is empty"
+    e2 = pickle.loads(pickle.dumps(e))
+    assert (str(e2), e2.line, e2.field) == (str(e), 17, "conversations")
+
+
+def test_require_field():
+    assert require_field({"a": [1]}, "a", list, "f.jsonl", 3) == [1]
+    with pytest.raises(DataError, match=r"f\.jsonl:3: field 'a': expected a list, got str"):
+        require_field({"a": "x"}, "a", list, "f.jsonl", 3)
+    with pytest.raises(DataError, match=r"field 'b': missing"):
+        require_field({"a": "x"}, "b", str, "f.jsonl", 3)
+    with pytest.raises(DataError, match="expected an int, got bool"):
+        require_field({"a": True}, "a", int)
+
+
+def test_iter_jsonl_streams_counts_and_locates_errors(tmp_path):
+    p = write_lines(tmp_path / "x.jsonl", [{"a": 1}, "", "   ", {"a": 2}, '{"a": 3', {"a": 4}])
+    stats = ReadStats()
+    with pytest.raises(DataError) as ei:
+        list(iter_jsonl(p, stats=stats))
+    assert ei.value.line == 5 and ei.value.path == str(p) and "x.jsonl:5:" in str(ei.value)
+
+    stats = ReadStats()
+    got = list(iter_jsonl(p, skip_bad=True, stats=stats))
+    assert got == [(1, {"a": 1}), (4, {"a": 2}), (6, {"a": 4})]
+    assert (stats.read, stats.skipped_bad, stats.blank) == (3, 1, 2)
+    assert len(stats.errors) == 1 and "x.jsonl:5" in stats.errors[0]
+    assert list(iter_jsonl(p, start_line=5)) == [(6, {"a": 4})]
+
+    arr = write_lines(tmp_path / "arr.jsonl", [{"a": 1}, [1, 2]])
+    with pytest.raises(DataError, match=r"arr\.jsonl:2: expected a JSON object per line, got list"):
+        list(iter_jsonl(arr))
+
+
+def test_iter_jsonl_empty_missing_and_all_bad(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(DataError, match=r"empty\.jsonl: is empty"):
+        list(iter_jsonl(empty))
+    with pytest.raises(FileNotFoundError, match="nope.jsonl does not exist"):
+        list(iter_jsonl(tmp_path / "nope.jsonl"))
+    bad = write_lines(tmp_path / "bad.jsonl", ["{", "[}"])
+    with pytest.raises(DataError, match="no valid records: all 2 were malformed"):
+        list(iter_jsonl(bad, skip_bad=True, stats=ReadStats()))
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"a": 1}\n{"a": "\xe9"}\n')
+    with pytest.raises(DataError, match=r"latin\.jsonl:2: not valid UTF-8"):
+        list(iter_jsonl(latin))
+
+
+def test_iter_json_records_incremental(tmp_path, monkeypatch):
+    records = [{"text": f"doc {i}\nline two", "n": i * 1.5} for i in range(20)] + ["plain", 12345, None]
+    p = tmp_path / "a.json"
+    p.write_text(json.dumps(records, indent=2), encoding="utf-8")
+    monkeypatch.setattr(pio, "_JSON_CHUNK", 7)  # elements and numbers cut across many chunks
+    got = list(iter_json_records(p))
+    assert [v for _, v in got] == records
+    lines = p.read_text().splitlines()
+    for line_no, value in got[:3]:
+        assert lines[line_no - 1].strip() in ("{", json.dumps(value))
+    one = tmp_path / "one.json"
+    one.write_text('{"text": "only"}')
+    assert list(iter_json_records(one)) == [(1, {"text": "only"})]
+    bad = tmp_path / "bad.json"
+    bad.write_text('[\n{"text": "a"},\n{"text": }\n]')
+    with pytest.raises(DataError, match=r"bad\.json:3: malformed JSON"):
+        list(iter_json_records(bad))
+    for text in ("[]", ""):
+        bad.write_text(text)
+        with pytest.raises(DataError, match="is empty"):
+            list(iter_json_records(bad))
+
+
+def test_iter_csv_rows(tmp_path):
+    p = tmp_path / "a.csv"
+    with open(p, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["id", "text"], ["1", "hello"], ["2", "two\nlines"], [], ["3", "x", "extra"]])
+    with pytest.raises(DataError, match=r"a\.csv:6: row has 3 fields, the header has 2"):
+        list(iter_csv_rows(p))
+    stats = ReadStats()
+    assert list(iter_csv_rows(p, skip_bad=True, stats=stats)) == [(2, {"id": "1", "text": "hello"}),
+                                                                  (3, {"id": "2", "text": "two\nlines"})]
+    assert (stats.read, stats.skipped_bad, stats.blank) == (2, 1, 1)
+
+
+def test_write_jsonl_atomic(tmp_path):
+    out = tmp_path / "sub" / "out.jsonl"
+    assert write_jsonl_atomic(out, ({"i": i, "s": "é"} for i in range(3))) == 3
+    assert read_jsonl(out) == [{"i": i, "s": "é"} for i in range(3)]
+    assert "é" in out.read_text(encoding="utf-8")  # ensure_ascii=False
+
+    def failing():
+        yield {"i": 0}
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        write_jsonl_atomic(out, failing())
+    assert read_jsonl(out) == [{"i": i, "s": "é"} for i in range(3)]  # untouched
+    fresh = tmp_path / "fresh.jsonl"
+    with pytest.raises(RuntimeError), AtomicJsonlWriter(fresh) as w:
+        w.write({"a": 1})
+        raise RuntimeError("boom")
+    assert not fresh.exists()
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["sub"]  # no temp files left behind
+    assert [x.name for x in out.parent.iterdir()] == ["out.jsonl"]
+
+
+# ----------------------------------------------------------------------------------------- formats
+
+SFT_INPUTS = {
+    "standard": {"conversations": STANDARD},
+    "openai": {"messages": [{"role": "system", "content": "be brief"},
+                            {"role": "user", "content": [{"type": "text", "text": "what is 2 + 3?"}]},
+                            {"role": "assistant", "content": "the answer is 5."}]},
+    "sharegpt": {"conversations": [{"from": "system", "value": "be brief"}, {"from": "human", "value": "what is 2 + 3?"},
+                                   {"from": "gpt", "value": "the answer is 5."}]},
+    "alpaca": {"instruction": "what is", "input": "2 + 3?", "output": "the answer is 5.", "system": "be brief"},
+    "simple": {"prompt": "what is 2 + 3?", "response": "the answer is 5.", "system": "be brief"},
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(SFT_INPUTS))
+def test_normalize_each_format(fmt):
+    obj = SFT_INPUTS[fmt]
+    assert detect_format(obj) == fmt
+    expected = [dict(m) for m in STANDARD]
+    if fmt == "alpaca":
+        expected[1]["content"] = "what is\n2 + 3?"
+    assert normalize_conversation(obj) == expected
+    assert normalize_conversation(obj, fmt) == expected
+
+
+def test_normalize_variants():
+    assert normalize_conversation({"question": "q", "answer": "a"}) == [{"role": "user", "content": "q"},
+                                                                       {"role": "assistant", "content": "a"}]
+    assert normalize_conversation({"instruction": "do it", "input": "", "output": "done"})[0] == \
+        {"role": "user", "content": "do it"}
+    sg = {"conversations": [{"from": "user", "value": "u"}, {"from": "assistant", "value": "a"}]}
+    assert [m["role"] for m in normalize_conversation(sg)] == ["user", "assistant"]
+
+
+@pytest.mark.parametrize("obj, fragment", [
+    ({"conversations": "hello"}, "field 'conversations': expected a list, got str"),
+    ({"conversations": [{"role": "robot", "content": "x"}]}, "field 'conversations[0].role': unknown role 'robot'"),
+    ({"conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]},
+     "field 'conversations[1].content': empty content of an assistant turn"),
+    ({"conversations": [{"role": "user", "content": "q"}]}, "no assistant turn"),
+    ({"conversations": [{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}]},
+     "field 'conversations[0].content': expected a str, got int"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "bot", "value": "a"}]},
+     "field 'conversations[1].from': unknown role 'bot'"),
+    ({"instruction": "q", "output": ""}, "field 'output': empty content of an assistant turn"),
+    ({"prompt": "q", "response": None}, "field 'response': expected a str, got null"),
+    ({"title": "x"}, "unknown conversation format"),
+])
+def test_normalize_errors_name_the_field(obj, fragment):
+    with pytest.raises(DataError) as ei:
+        normalize_conversation(obj, path="d.jsonl", line=4)
+    assert str(ei.value).startswith("d.jsonl:4: ")
+    assert fragment in str(ei.value)
+
+
+def test_extract_text_and_columns():
+    assert extract_text({"text": "t", "content": "c"}) == "t"
+    assert extract_text({"document": "d"}) == "d"
+    assert extract_text({"body": "b"}, text_column="body") == "b"
+    assert extract_text({"conversations": STANDARD[1:]}) == "user: what is 2 + 3?\nassistant: the answer is 5."
+    assert extract_text({"sentence": "s"}) == "s"
+    with pytest.raises(DataError, match="field 'text': expected a str, got list"):
+        extract_text({"text": ["x"]})
+    with pytest.raises(DataError, match="no text found"):
+        extract_text({"id": 1})
+    assert detect_text_column(["id", "Sentence", "prompt"]) == "prompt"
+    assert detect_text_column(["id", "Sentence"]) == "Sentence"
+    assert detect_text_column(["id", "url"]) is None
+    assert resolve_text_column(["id", "Text"]) == "Text"
+    assert resolve_text_column(["instruction", "input", "output"]) is None  # a conversation, not "input"
+    assert resolve_text_column(["only"]) == "only"
+    with pytest.raises(DataError, match="pass --text-column"):
+        resolve_text_column(["id", "url"])
+    with pytest.raises(DataError, match="field 'body': no such column"):
+        resolve_text_column(["id", "url"], "body")
+
+
+# ------------------------------------------------------------------------------------ hub_datasets
+
+def test_hub_name_offline_fails_fast_with_clear_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    t0 = time.perf_counter()
+    with pytest.raises(DataError) as ei:
+        open_hf_dataset("someone/missing-dataset")
+    assert time.perf_counter() - t0 < 2.0
+    assert "'someone/missing-dataset' is not a local path" in str(ei.value)
+    assert "offline" in str(ei.value)
+
+    # not forced offline, but no route to the Hub: same, with the reason
+    for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(model.hub, "_probe", lambda timeout=3.0: False)
+    t0 = time.perf_counter()
+    out = tmp_path / "out.jsonl"
+    rc = convert_dataset.main(["--hf-dataset", "someone/missing-dataset", "-o", str(out), "--mode", "pretrain"])
+    assert rc == 2 and time.perf_counter() - t0 < 2.0
+    assert not out.exists()
+
+
+def test_cli_hub_name_offline(tmp_path):
+    out = tmp_path / "out.jsonl"
+    t0 = time.perf_counter()
+    r = run_script("convert_dataset", "--hf-dataset", "someone/missing-dataset", "-o", out, "--mode", "pretrain",
+                   env_extra={"HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "cache")})
+    elapsed = time.perf_counter() - t0
+    assert r.returncode == 2, r.stderr
+    assert "someone/missing-dataset" in r.stderr and "not a local path" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert elapsed < 10  # interpreter start included; the failure itself is immediate (test above)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_open_hf_dataset_local_files(tmp_path, streaming):
+    cache = tmp_path / "cache"
+    j = write_lines(tmp_path / "a.jsonl", [{"text": "one"}, {"text": "two"}])
+    rows = [r for _, r in iter_hf_rows(open_hf_dataset(j, streaming=streaming, cache_dir=cache), "a")]
+    assert rows == [{"text": "one"}, {"text": "two"}]
+    t = tmp_path / "a.txt"
+    t.write_text("x\ny\n")
+    assert [r["text"] for _, r in iter_hf_rows(open_hf_dataset(t, streaming=streaming, cache_dir=cache), "t")] == \
+        ["x", "y"]
+    d = tmp_path / "folder"
+    d.mkdir()
+    write_lines(d / "train.jsonl", [{"text": "in folder"}])
+    assert [r for _, r in iter_hf_rows(open_hf_dataset(d, streaming=streaming, cache_dir=cache), "d")] == \
+        [{"text": "in folder"}]
+    with pytest.raises(DataError, match="unknown extension '.xyz'"):
+        open_hf_dataset(write_lines(tmp_path / "a.xyz", ["x"]), cache_dir=cache)
+
+
+# ----------------------------------------------------------------------------------- convert_dataset
+
+@pytest.mark.parametrize("fmt", sorted(SFT_INPUTS))
+def test_convert_dataset_sft_each_format(tmp_path, fmt):
+    src = write_lines(tmp_path / "in.jsonl", [SFT_INPUTS[fmt], SFT_INPUTS[fmt]])
+    out = tmp_path / "out.jsonl"
+    assert convert_dataset.main(["--input", str(src), "--output", str(out), "--mode", "sft", "--format", fmt]) == 0
+    recs = read_jsonl(out)
+    assert len(recs) == 2 and set(recs[0]) == {"conversations"}
+    assert recs[0]["conversations"] == normalize_conversation(SFT_INPUTS[fmt])
+    assert [m["role"] for m in recs[0]["conversations"]] == ["system", "user", "assistant"]
+
+
+def test_convert_dataset_sft_json_array_auto_mixed(tmp_path):
+    src = tmp_path / "mixed.json"
+    src.write_text(json.dumps(list(SFT_INPUTS.values())), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert convert_dataset.main(["-i", str(src), "-o", str(out), "--mode", "sft"]) == 0
+    assert len(read_jsonl(out)) == len(SFT_INPUTS)
+
+
+def test_convert_dataset_pretrain_inputs(tmp_path):
+    texts = ["first sample", "second, with a comma", "third \"quoted\""]
+    cases = {}
+    txt = tmp_path / "a.txt"
+    txt.write_text(texts[0] + "\n\n" + texts[1] + "\n" + texts[2] + "\n", encoding="utf-8")
+    cases["txt"] = txt
+    c = tmp_path / "a.csv"
+    with open(c, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["id", "text"]] + [[str(i), t] for i, t in enumerate(texts)])
+    cases["csv"] = c
+    arr = tmp_path / "arr.json"
+    arr.write_text(json.dumps([{"text": t} for t in texts]), encoding="utf-8")
+    cases["json array"] = arr
+    cases["jsonl"] = write_lines(tmp_path / "a.jsonl", [{"content": t} for t in texts])
+    for name, src in cases.items():
+        out = tmp_path / f"out_{src.suffix[1:]}.jsonl"
+        assert convert_dataset.main(["-i", str(src), "-o", str(out), "--mode", "pretrain"]) == 0, name
+        assert read_jsonl(out) == [{"text": t} for t in texts], name
+    obj = tmp_path / "obj.json"
+    obj.write_text(json.dumps({"document": "a single object"}), encoding="utf-8")
+    out = tmp_path / "out_obj.jsonl"
+    assert convert_dataset.main(["-i", str(obj), "-o", str(out), "--mode", "pretrain"]) == 0
+    assert read_jsonl(out) == [{"text": "a single object"}]
+
+
+def test_convert_dataset_text_column_max_samples_and_aliases(tmp_path, capsys):
+    c = tmp_path / "a.csv"
+    with open(c, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["title", "body"]] + [[f"t{i}", f"body {i}"] for i in range(5)])
+    out = tmp_path / "out.jsonl"
+    assert convert_dataset.main(["-i", str(c), "-o", str(out), "--mode", "pretrain"]) == 2  # ambiguous columns
+    assert "pass --text-column" in capsys.readouterr().err
+    assert convert_dataset.main(["-i", str(c), "-o", str(out), "--mode", "pretrain", "--text_column", "body",
+                                 "--max_samples", "3"]) == 0
+    assert read_jsonl(out) == [{"text": f"body {i}"} for i in range(3)]
+    assert "stopped at --max-samples 3" in capsys.readouterr().out
+
+
+def test_convert_dataset_hf_local(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    src = write_lines(tmp_path / "alpaca.jsonl", [SFT_INPUTS["alpaca"]] * 3)
+    out = tmp_path / "out.jsonl"
+    assert convert_dataset.main(["--hf_dataset", str(src), "-o", str(out), "--mode", "sft", "--max-samples", "2"]) == 0
+    assert read_jsonl(out) == [{"conversations": normalize_conversation(SFT_INPUTS["alpaca"])}] * 2
+    assert convert_dataset.main(["--hf-dataset", str(src), "-o", str(out), "--mode", "pretrain"]) == 0
+    assert read_jsonl(out)[0]["text"].startswith("system: be brief\nuser: what is\n2 + 3?")
+
+
+def test_convert_dataset_cli_and_bad_inputs(tmp_path):
+    src = write_lines(tmp_path / "sg.jsonl", [SFT_INPUTS["sharegpt"]])
+    out = tmp_path / "out.jsonl"
+    r = run_script("convert_dataset", "-i", src, "-o", out, "--mode", "sft", "--format", "sharegpt")
+    assert r.returncode == 0, r.stderr
+    assert "read 1 records" in r.stdout and "wrote 1 sft records" in r.stdout
+    assert read_jsonl(out) == [{"conversations": STANDARD}]
+
+    unknown = tmp_path / "data.parquetx"
+    unknown.write_text("x")
+    r = run_script("convert_dataset", "-i", unknown, "-o", tmp_path / "u.jsonl", "--mode", "pretrain")
+    assert r.returncode == 2 and "unknown input extension '.parquetx'" in r.stderr
+    assert not (tmp_path / "u.jsonl").exists()
+
+
+def test_convert_dataset_exactly_one_source(tmp_path):
+    with pytest.raises(SystemExit) as ei:
+        convert_dataset.main(["-i", "a.jsonl", "--hf-dataset", "x/y", "-o", str(tmp_path / "o.jsonl"), "--mode", "sft"])
+    assert ei.value.code == 2
+    with pytest.raises(SystemExit):
+        convert_dataset.main(["-o", str(tmp_path / "o.jsonl"), "--mode", "sft"])
+
+
+BAD_CASES = {
+    "malformed json": ([{"conversations": STANDARD}, '{"conversations": [', {"conversations": STANDARD}],
+                       r"in\.jsonl:2: malformed JSON"),
+    "missing field": ([{"conversations": STANDARD}, {"instruction": "q"}], r"in\.jsonl:2: unknown conversation format"),
+    "empty assistant": ([{"conversations": STANDARD}, {"conversations": STANDARD[:2] + [
+        {"role": "assistant", "content": ""}]}], r"in\.jsonl:2: field 'conversations\[2\]\.content': empty content"),
+    "empty file": (["", ""], r"in\.jsonl: is empty"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_convert_dataset_bad_input_exit_2_no_output(tmp_path, capsys, case):
+    lines, pattern = BAD_CASES[case]
+    src = write_lines(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    assert convert_dataset.main(["-i", str(src), "-o", str(out), "--mode", "sft"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert re.search(pattern, err), err
+    assert not out.exists()  # atomic: nothing half-written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_convert_dataset_missing_text_field_pretrain(tmp_path, capsys):
+    src = write_lines(tmp_path / "in.jsonl", [{"text": "ok"}, {"id": 3}])
+    out = tmp_path / "out.jsonl"
+    assert convert_dataset.main(["-i", str(src), "-o", str(out), "--mode", "pretrain"]) == 2
+    assert "in.jsonl:2: no text found" in capsys.readouterr().err
+    src = write_lines(tmp_path / "in.jsonl", [{"text": "ok"}, {"text": 3}])
+    assert convert_dataset.main(["-i", str(src), "-o", str(out), "--mode", "pretrain"]) == 2
+    assert "in.jsonl:2: field 'text': expected a str, got int" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_convert_dataset_skip_bad_counts(tmp_path, capsys):
+    lines = [{"conversations": STANDARD}, "{not json", {"conversations": STANDARD[:2]},  # no assistant turn
+             "", {"messages": STANDARD}, {"conversations": [{"role": "user", "content": "q"},
+                                                            {"role": "assistant", "content": " "}]}]
+    src = write_lines(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    existing = "old content\n"
+    out.write_text(existing)
+    assert convert_dataset.main(["-i", str(src), "-o", str(out), "--mode", "sft"]) == 2
+    assert out.read_text() == existing  # a failed conversion leaves the old output untouched
+    capsys.readouterr()
+    assert convert_dataset.main(["-i", str(src), "-o", str(out), "--mode", "sft", "--skip_bad"]) == 0
+    captured = capsys.readouterr()
+    assert "skipped 3 bad" in captured.out and "1 blank" in captured.out and "wrote 2 sft records" in captured.out
+    assert "in.jsonl:2" in captured.err and "in.jsonl:3" in captured.err
+    assert len(read_jsonl(out)) == 2
+
+
+# ---------------------------------------------------------------------------- convert_sft_to_parallel
+
+MULTI = {"conversations": [{"role": "user", "content": "what is 1 + 2?"},
+                           {"role": "assistant", "content": "the answer is 3."},
+                           {"role": "user", "content": "and 2 + 2?"},
+                           {"role": "assistant", "content": "it is 4."}]}
+
+
+def check_branch(tok, rec: dict, answer: str):
+    ids = tok(rec["text"], add_special_tokens=False)["input_ids"]
+    off = rec["answer_offset"]
+    assert 0 < off < len(ids)
+    assert tok.decode(ids[off:]) == answer + "<|im_end|>"  # loss = exactly the reply and its end token
+    assert tok.decode(ids[:off]).endswith("<|im_start|>assistant\n")
+    assert rec["text"].endswith("<|im_end|>")
+
+
+def test_sft_to_parallel_offsets(tmp_path, tiny_tokenizer, tiny_tokenizer_dir, capsys):
+    src = write_lines(tmp_path / "sft.jsonl", [MULTI, SFT_INPUTS["alpaca"], SFT_INPUTS["sharegpt"]])
+    out = tmp_path / "par.jsonl"
+    assert convert_sft_to_parallel.main(["--input", str(src), "--output", str(out),
+                                         "--tokenizer", str(tiny_tokenizer_dir)]) == 0
+    recs = read_jsonl(out)
+    assert len(recs) == 4 and all(set(r) == {"text", "answer_offset"} for r in recs)
+    check_branch(tiny_tokenizer, recs[0], "the answer is 3.")
+    check_branch(tiny_tokenizer, recs[1], "it is 4.")
+    assert "the answer is 3." in recs[1]["text"]  # the earlier turns are context of the second branch
+    check_branch(tiny_tokenizer, recs[2], "the answer is 5.")
+    assert recs[2]["text"].startswith("<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nwhat is\n2 + 3?")
+    assert "wrote 4 branches from 3 conversations" in capsys.readouterr().out
+
+
+def test_sft_to_parallel_time_offsets(tmp_path, tiny_tokenizer_dir, capsys):
+    src = write_lines(tmp_path / "sft.jsonl", [MULTI] * 10)
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / f"{name}.jsonl"
+        assert convert_sft_to_parallel.main(["--input", str(src), "--output", str(out), "--tokenizer",
+                                             str(tiny_tokenizer_dir), "--pad_min", "2", "--pad_max", "5",
+                                             "--quiet", "--max_samples", "4"]) == 0
+        outs.append(read_jsonl(out))
+    assert capsys.readouterr().out == ""
+    assert outs[0] == outs[1] and len(outs[0]) == 8  # seeded; 4 conversations x 2 branches
+    offsets = [r["time_offset"] for r in outs[0]]
+    assert all(2 <= t <= 5 for t in offsets) and len(set(offsets)) > 1
+    assert all("<|endoftext|>" not in r["text"] for r in outs[0])  # no pad strings in the text
+    for bad in (["--pad_min", "3", "--pad_max", "1"], ["--pad_min", "-1"]):
+        assert convert_sft_to_parallel.main(["--input", str(src), "--output", str(tmp_path / "c.jsonl"),
+                                             "--tokenizer", str(tiny_tokenizer_dir), *bad]) == 2
+    assert "--pad_min" in capsys.readouterr().err
+    assert not (tmp_path / "c.jsonl").exists()
+
+
+def test_sft_to_parallel_bad_input_and_skip(tmp_path, tiny_tokenizer_dir, capsys):
+    src = write_lines(tmp_path / "sft.jsonl", [MULTI, {"conversations": [{"role": "user", "content": "q"},
+                                                                         {"role": "assistant", "content": ""}]},
+                                               "{oops", MULTI])
+    out = tmp_path / "par.jsonl"
+    args = ["--input", str(src), "--output", str(out), "--tokenizer", str(tiny_tokenizer_dir)]
+    assert convert_sft_to_parallel.main(args) == 2
+    assert "sft.jsonl:2: field 'conversations[1].content': empty content of an assistant turn" in \
+        capsys.readouterr().err
+    assert not out.exists()
+    assert convert_sft_to_parallel.main([*args, "--skip_bad"]) == 0
+    assert "skipped 2 bad" in capsys.readouterr().out
+    assert len(read_jsonl(out)) == 4
+
+
+def test_conversation_branches_rejects_non_prefix_template(tiny_tokenizer):
+    class Odd:  # renders the history differently when asked for a generation prompt
+        chat_template = "x"
+        all_special_tokens = ["<|im_end|>"]
+
+        def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+            text = tiny_tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      add_generation_prompt=add_generation_prompt)
+            return text.replace("user", "USER") if add_generation_prompt else text
+
+        def __call__(self, text, add_special_tokens=False):
+            return tiny_tokenizer(text, add_special_tokens=add_special_tokens)
+
+    msgs = normalize_conversation(MULTI)
+    assert [off for _, off in conversation_branches(tiny_tokenizer, msgs)]  # the real template works
+    with pytest.raises(DataError, match=r"s\.jsonl:9: field 'conversations\[1\]': the chat template renders"):
+        conversation_branches(Odd(), msgs, "s.jsonl", 9)
+
+
+def test_sft_to_parallel_missing_default_tokenizer(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(model.tokenizer, "DEFAULT_TOKENIZER_DIR", tmp_path / "no_tokenizer")
+    src = write_lines(tmp_path / "sft.jsonl", [MULTI])
+    assert convert_sft_to_parallel.main(["--input", str(src), "--output", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "default tokenizer" in err and "train_tokenizer.py" in err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_sft_to_parallel_cli(tmp_path, tiny_tokenizer_dir):
+    src = write_lines(tmp_path / "sft.jsonl", [SFT_INPUTS["openai"]])
+    out = tmp_path / "par.jsonl"
+    r = run_script("convert_sft_to_parallel", "--input", src, "--output", out, "--tokenizer", tiny_tokenizer_dir)
+    assert r.returncode == 0, r.stderr
+    (rec,) = read_jsonl(out)
+    assert rec["text"].endswith("the answer is 5.<|im_end|>") and rec["answer_offset"] > 0
+
+
+# ----------------------------------------------------------------------------- convert_sft_to_pretrain
+
+def test_sft_to_pretrain(tmp_path, capsys):
+    src = write_lines(tmp_path / "sft_mini.jsonl", [MULTI, SFT_INPUTS["simple"], {"conversations": "bad"}])
+    assert convert_sft_to_pretrain.main(["--input", str(src)]) == 2
+    assert "sft_mini.jsonl:3: field 'conversations': expected a list, got str" in capsys.readouterr().err
+    assert convert_sft_to_pretrain.main(["--input", str(src), "--skip_bad", "--log_every", "0"]) == 0
+    out = tmp_path / "pretrain_mini.jsonl"  # default name: sft_ -> pretrain_
+    assert read_jsonl(out) == [
+        {"text": "<|im_start|>what is 1 + 2? the answer is 3. and 2 + 2? it is 4.<|im_end|>"},
+        {"text": "<|im_start|>be brief what is 2 + 3? the answer is 5.<|im_end|>"}]
+    assert "skipped 1 bad" in capsys.readouterr().out
+    out2 = tmp_path / "o.jsonl"
+    assert convert_sft_to_pretrain.main(["--input", str(src), "--output", str(out2), "--sep", "|", "--start_token",
+                                         "<s>", "--end_token", "</s>", "--max_lines", "1"]) == 0
+    assert read_jsonl(out2) == [{"text": "<s>what is 1 + 2?|the answer is 3.|and 2 + 2?|it is 4.</s>"}]
+
+
+def test_sft_to_pretrain_output_name_and_cli(tmp_path):
+    src = write_lines(tmp_path / "chat.jsonl", [MULTI])
+    r = run_script("convert_sft_to_pretrain", "--input", src)
+    assert r.returncode == 2 and "would overwrite the input" in r.stderr and "pass --output" in r.stderr
+    assert src.read_text().strip() == json.dumps(MULTI)
+    r = run_script("convert_sft_to_pretrain", "--input", src, "--output", tmp_path / "p.jsonl")
+    assert r.returncode == 0, r.stderr
+    assert read_jsonl(tmp_path / "p.jsonl")[0]["text"].startswith("<|im_start|>what is 1 + 2?")
+
+
+# ------------------------------------------------------------------------------- split_pretrain_data
+
+def test_split_pretrain_data(tmp_path, capsys):
+    src = write_lines(tmp_path / "p.jsonl", [
+        {"text": "<|im_start|>one<|im_end|> <|im_start|>two\nlines<|im_end|>"},
+        {"text": "lead <|im_start|>three<|im_end|>\n tail text "},
+        {"text": "no markers at all"},
+        {"text": "<|im_start|>unterminated"},
+        {"text": "   "},
+    ])
+    out = tmp_path / "s.jsonl"
+    assert split_pretrain_data.main(["--input", str(src), "--output", str(out)]) == 0
+    assert [r["text"] for r in read_jsonl(out)] == [
+        "<|im_start|>one<|im_end|>", "<|im_start|>two\nlines<|im_end|>", "lead", "<|im_start|>three<|im_end|>",
+        "tail text", "no markers at all", "<|im_start|>unterminated"]
+    summary = capsys.readouterr().out
+    assert "3 segments" in summary and "4 pieces of text outside segments" in summary and "1 blank" in summary
+
+
+def test_split_pretrain_data_bad_and_cli(tmp_path):
+    src = write_lines(tmp_path / "p.jsonl", [{"text": "<|im_start|>a<|im_end|>"}, {"txt": "oops"}])
+    out = tmp_path / "s.jsonl"
+    r = run_script("split_pretrain_data", "--input", src, "--output", out)
+    assert r.returncode == 2 and "p.jsonl:2: field 'text': missing" in r.stderr
+    assert not out.exists()
+    r = run_script("split_pretrain_data", "--input", src, "--output", out, "--skip_bad")
+    assert r.returncode == 0, r.stderr
+    assert "skipped 1 bad" in r.stdout and read_jsonl(out) == [{"text": "<|im_start|>a<|im_end|>"}]
+
+
+def test_scripts_run_as_modules(tmp_path):
+    src = write_lines(tmp_path / "p.jsonl", [{"text": "<|im_start|>a<|im_end|>"}])
+    r = subprocess.run([sys.executable, "-m", "scripts.split_pretrain_data", "--input", str(src), "--output",
+                        str(tmp_path / "s.jsonl")], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "scripts.convert_dataset", "--help"], cwd=REPO, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and "--hf-dataset" in r.stdout and "--max-samples" in r.stdout
