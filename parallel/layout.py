@@ -1,7 +1,9 @@
 """Columnar layouts: interleave a shared context and several branches into one token sequence.
 
 Input samples: ``{"main": str | token ids, "branches": [str | token ids | {"text" | "content" |
-"input_ids", "answer_offset", "time_offset"}]}`` (a sample-level ``"input_ids"`` replaces main).
+"input_ids", "answer_offset", "time_offset", "loss_mask"}]}`` (a sample-level ``"input_ids"`` replaces
+main). ``loss_mask`` (one 0/1 per branch token) marks which tokens are trained as targets, e.g. every
+assistant turn of a conversation; ``answer_offset`` trains the tokens from that index on.
 
 Per sample, the main (shared context, branch id 0, branch coordinate 0) takes times 0..M-1. Branch
 k (ids 1..n) takes branch coordinate ``k * branch_stride`` when a main exists and ``(k-1) *
@@ -92,8 +94,8 @@ def _as_ids(value, where: str) -> list[int] | None:
     return None
 
 
-def _parse_sample(i: int, sample) -> tuple[object, list[tuple[object, int, int]]]:
-    """-> (main text/ids or None, [(branch text/ids, answer_offset, time_offset), ...])."""
+def _parse_sample(i: int, sample) -> tuple[object, list[tuple[object, int, int, list | None]]]:
+    """-> (main text/ids or None, [(branch text/ids, answer_offset, time_offset, loss_mask), ...])."""
     if not isinstance(sample, dict):
         raise ValueError(f"sample {i}: expected a dict with 'branches', got {type(sample).__name__}")
     branches = sample.get("branches")
@@ -105,7 +107,7 @@ def _parse_sample(i: int, sample) -> tuple[object, list[tuple[object, int, int]]
     out = []
     for k, br in enumerate(branches):
         where = f"sample {i} branch {k}"
-        ans, toff = 0, 0
+        ans, toff, lmask = 0, 0, None
         if isinstance(br, dict):
             if "input_ids" in br:
                 content = br["input_ids"]
@@ -121,11 +123,14 @@ def _parse_sample(i: int, sample) -> tuple[object, list[tuple[object, int, int]]
                 raise ValueError(f"{where}: field 'answer_offset' must be a non-negative integer, got {ans!r}")
             if not isinstance(toff, int) or toff < 0:
                 raise ValueError(f"{where}: field 'time_offset' must be a non-negative integer, got {toff!r}")
+            lmask = br.get("loss_mask")
+            if lmask is not None and not isinstance(lmask, (list, tuple, torch.Tensor)):
+                raise ValueError(f"{where}: field 'loss_mask' must be a list of 0/1 per token")
         else:
             content = br
         if not isinstance(content, (str, list, tuple, torch.Tensor)):
             raise ValueError(f"{where}: expected text or token ids, got {type(content).__name__}")
-        out.append((content, ans, toff))
+        out.append((content, ans, toff, lmask))
     return main, out
 
 
@@ -154,15 +159,15 @@ def build_flat_linear_layout(tokenizer, samples, device=None, pad_to: int | None
 
     # 1. collect segments (main + branches) and tokenise every string in one call
     parsed = [_parse_sample(i, s) for i, s in enumerate(samples)]
-    seg_sample, seg_bid, seg_ans, seg_toff, seg_content = [], [], [], [], []
+    seg_sample, seg_bid, seg_ans, seg_toff, seg_content, seg_lmask = [], [], [], [], [], []
     for i, (main, branches) in enumerate(parsed):
         has_main = main is not None and len(main) > 0
         if has_main:
             seg_sample.append(i), seg_bid.append(0), seg_ans.append(-1), seg_toff.append(0)
-            seg_content.append(main)
-        for k, (content, ans, toff) in enumerate(branches):
+            seg_content.append(main), seg_lmask.append(None)
+        for k, (content, ans, toff, lmask) in enumerate(branches):
             seg_sample.append(i), seg_bid.append(k + 1), seg_ans.append(ans), seg_toff.append(toff)
-            seg_content.append(content)
+            seg_content.append(content), seg_lmask.append(lmask)
     texts = [c for c in seg_content if isinstance(c, str)]
     if texts:
         if tokenizer is None:
@@ -174,6 +179,9 @@ def build_flat_linear_layout(tokenizer, samples, device=None, pad_to: int | None
         if not ids:
             what = "main" if seg_bid[j] == 0 else f"branch {seg_bid[j] - 1}"
             raise ValueError(f"sample {seg_sample[j]} {what}: empty (no tokens)")
+        if seg_lmask[j] is not None and len(seg_lmask[j]) != len(ids):
+            raise ValueError(f"sample {seg_sample[j]} branch {seg_bid[j] - 1}: loss_mask has {len(seg_lmask[j])} "
+                             f"entries for {len(ids)} tokens")
         seg_ids.append(ids)
 
     B, S = len(samples), len(seg_ids)
@@ -230,6 +238,10 @@ def build_flat_linear_layout(tokenizer, samples, device=None, pad_to: int | None
     # 5. labels: next token of the same branch, from the answer offset on, never on main
     nxt = tok_order + 1
     lab_ok = (nxt < kept_len[tok_seg]) & (nxt >= seg_ans_t[tok_seg]) & (tok_bid > 0)
+    if any(m is not None for m in seg_lmask):
+        trained = torch.cat([torch.as_tensor(m, dtype=torch.bool) if m is not None
+                             else torch.ones(len(x), dtype=torch.bool) for m, x in zip(seg_lmask, seg_ids)])
+        lab_ok &= torch.cat([trained[1:], trained.new_zeros(1)])  # the target (next token) must be trained
     ids_next = torch.cat([ids[1:], ids.new_zeros(1)])
     tok_labels = torch.where(lab_ok, ids_next, torch.full_like(ids, -100))
 

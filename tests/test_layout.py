@@ -44,6 +44,15 @@ def test_answer_offset_and_explicit_time_offset():
     assert lay.labels.tolist() == [[-100, 7, 8, -100, 10, -100]]
 
 
+def test_loss_mask_selects_trained_targets():
+    # a two-turn conversation: targets 2,3 (first reply) and 6 (second reply) are trained
+    lay = build_flat_linear_layout(None, [{"branches": [{"input_ids": [1, 2, 3, 4, 5, 6, 7],
+                                                         "loss_mask": [0, 0, 1, 1, 0, 0, 1]}]}])
+    assert lay.labels.tolist() == [[-100, 3, 4, -100, -100, 7, -100]]
+    with pytest.raises(ValueError, match="loss_mask has 2 entries for 3 tokens"):
+        build_flat_linear_layout(None, [{"branches": [{"input_ids": [1, 2, 3], "loss_mask": [1, 1]}]}])
+
+
 def test_random_offsets_are_seeded_and_bounded():
     samples = [{"branches": [list(range(3, 3 + n)) for n in (4, 6, 2, 5)]}] * 3
     g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)

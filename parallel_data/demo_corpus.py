@@ -1,0 +1,440 @@
+"""The bundled demo corpus: a small, deterministic, real English language-modelling corpus with checkable tasks.
+
+`scripts/build_demo_data.py` is a thin CLI over this module; tests and other scripts call the builders
+directly to make small corpora in memory. Everything is pure Python and seeded: the same seed and sizes
+give byte-identical files (each file has its own random stream, derived from the seed and the file's
+name, so changing one size does not change the other files).
+
+Files (all JSONL, one record per line):
+
+| file | record |
+|---|---|
+| pretrain_demo.jsonl / pretrain_demo_val.jsonl | `{"text"}`: stories, descriptions, facts, lists, dialogues, letters, and Q/A blocks of the task formats |
+| parallel_demo.jsonl | `{"main", "branches": [{"text", "answer_offset"}]}`: a shared fact context and 2..8 questions about it, or `main == ""` and independent tasks |
+| sft_demo.jsonl | `{"conversations": [{"role", "content"}]}`: tasks (single and multi-turn) and chit-chat |
+| dpo_demo.jsonl | `{"chosen": [...], "rejected": [...]}`: the same prompt with a correct and a wrong answer |
+| eval_tasks_demo.jsonl | `{"id", "kind", "context", "prompt", "answer"}`: held-out checkable tasks |
+| eval_prompts_demo.jsonl | `{"branches"}` / `{"main", "branches"}` prompts for scripts/parallel_generate.py |
+
+Task format (see `parallel_data/demo_tasks.py`): `Q: <question>\\nA: <answer>`. An eval task's `prompt` ends
+with `A:`; its `answer` is stored stripped; `context + prompt` is exactly the text the model saw in
+pretraining (a fact context is one line and ends with "\\n" in `context` and in a parallel record's `main`).
+
+Held out: the eval tasks are drawn first; no training record may contain an eval question line (for
+independent tasks) or an eval context line (for fact groups). `find_leaks` checks it over every file.
+
+Chicken and egg: the default tokenizer (`model/`) is trained on pretrain_demo.jsonl, and the
+`answer_offset`s of parallel_demo.jsonl are counted with a tokenizer; so the pretraining text needs no
+tokenizer and is written first, then the tokenizer is trained (`scripts/train_tokenizer.py`), then the
+parallel file is built.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from parallel_data import demo_words as W
+from parallel_data.demo_tasks import TASK_KINDS, Task, fact_context, independent_task, prompt_text, qa_text
+from parallel_data.demo_text import general_doc, story
+from parallel_data.io import DataError, iter_jsonl, require_field
+
+DEFAULT_SEED = 1234
+FILE_NAMES = {
+    "pretrain": "pretrain_demo.jsonl", "val": "pretrain_demo_val.jsonl", "parallel": "parallel_demo.jsonl",
+    "sft": "sft_demo.jsonl", "dpo": "dpo_demo.jsonl", "eval_tasks": "eval_tasks_demo.jsonl",
+    "eval_prompts": "eval_prompts_demo.jsonl",
+}
+
+
+@dataclass
+class DemoSizes:
+    """Record counts of each file (the defaults make a few MB in a few seconds)."""
+
+    pretrain: int = 40000
+    val: int = 2000
+    parallel: int = 8000
+    sft: int = 10000
+    dpo: int = 4000
+    eval_tasks: int = 500  # independent eval tasks, spread evenly over TASK_KINDS
+    eval_groups: int = 120  # fact contexts with 4..16 eval questions each
+
+
+def stream_rng(seed: int, stream: str) -> random.Random:
+    """An independent random stream per file (str seeds are hashed with SHA-512: stable across runs)."""
+    return random.Random(f"parallelmind-demo/{seed}/{stream}")
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """What training data must not contain: eval question lines and eval context lines."""
+
+    questions: frozenset[str] = frozenset()
+    contexts: frozenset[str] = frozenset()
+
+    def __contains__(self, line: str) -> bool:
+        return line in self.questions or line in self.contexts
+
+
+NO_HELDOUT = HeldOut()
+
+
+def _fresh_task(rng: random.Random, held: HeldOut, kind: str | None = None) -> Task:
+    for _ in range(1000):
+        t = independent_task(rng, kind)
+        if t.question not in held.questions:
+            return t
+    raise RuntimeError(f"could not draw a {kind or 'task'} outside the held-out set; lower the eval sizes")
+
+
+def _fresh_context(rng: random.Random, held: HeldOut) -> tuple[str, list[Task]]:
+    for _ in range(1000):
+        ctx, tasks = fact_context(rng)
+        if ctx not in held.contexts:
+            return ctx, tasks
+    raise RuntimeError("could not draw a fact context outside the held-out set")
+
+
+# ---- eval tasks (drawn first: they define the held-out set) ----------------------------------------------
+
+def build_eval_tasks(seed: int, n_tasks: int = 500, n_groups: int = 120) -> list[dict]:
+    """Held-out checkable tasks: `n_tasks` independent ones, then `n_groups` fact groups of 4..16 questions."""
+    rng = stream_rng(seed, "eval_tasks")
+    out, seen = [], set()
+    i = 0
+    while len(out) < n_tasks:
+        kind = TASK_KINDS[len(out) % len(TASK_KINDS)]
+        t = independent_task(rng, kind)
+        i += 1
+        if t.question in seen:
+            if i > 100 * (n_tasks + 10):
+                raise RuntimeError(f"cannot draw {n_tasks} distinct eval tasks")
+            continue
+        seen.add(t.question)
+        out.append({"id": f"{kind}-{len(out):05d}", "kind": kind, "context": "", "prompt": prompt_text(t.question),
+                    "answer": t.answer})
+    contexts = set()
+    while len(contexts) < n_groups:
+        ctx, tasks = fact_context(rng)
+        if ctx in contexts or len(tasks) < 4:
+            continue
+        contexts.add(ctx)
+        g = len(contexts) - 1
+        for j, t in enumerate(rng.sample(tasks, min(len(tasks), rng.randint(4, 16)))):
+            out.append({"id": f"fact-{g:05d}-q{j}", "kind": "fact", "context": ctx + "\n",
+                        "prompt": prompt_text(t.question), "answer": t.answer})
+    return out
+
+
+def _question_of(prompt: str) -> str:
+    return prompt.removeprefix("Q: ").removesuffix("\nA:")
+
+
+def heldout_from_eval(eval_tasks: Iterable[dict]) -> HeldOut:
+    qs, cs = set(), set()
+    for t in eval_tasks:
+        if t["context"]:
+            cs.add(t["context"].rstrip("\n"))
+        else:
+            qs.add(_question_of(t["prompt"]))
+    return HeldOut(frozenset(qs), frozenset(cs))
+
+
+# ---- pretraining text ------------------------------------------------------------------------------------
+
+_HEADERS = {"arith": ("Arithmetic practice:", "Sums and differences:", "Let us do some maths."),
+            "copy": ("Copying practice:", "Repeat the words exactly."),
+            "reverse": ("Reversing practice:", "Turn each list around."),
+            "count": ("Counting practice:", "Count carefully."),
+            None: ("Quiz:", "Practice questions:", "Questions and answers:", "Answer each question.")}
+
+
+def _task_block(rng: random.Random, held: HeldOut) -> str:
+    kind = rng.choice(TASK_KINDS) if rng.random() < 0.4 else None
+    lines = [qa_text(t.question, t.answer) for t in (_fresh_task(rng, held, kind) for _ in range(rng.randint(1, 6)))]
+    if rng.random() < 0.3:
+        lines.insert(0, rng.choice(_HEADERS[kind]))
+    return "\n".join(lines)
+
+
+def _fact_doc(rng: random.Random, held: HeldOut) -> str:
+    ctx, tasks = _fresh_context(rng, held)
+    qa = [qa_text(t.question, t.answer) for t in rng.sample(tasks, min(len(tasks), rng.randint(2, 6)))]
+    head = [rng.choice(("Read the text and answer the questions.", "Text:", "A short text."))] if rng.random() < 0.2 else []
+    return "\n".join([*head, ctx, *qa])
+
+
+def pretrain_doc(rng: random.Random, held: HeldOut = NO_HELDOUT) -> str:
+    """One pretraining document: general text (56%), a Q/A block of tasks (26%), or a fact text with Q/A (18%)."""
+    u = rng.random()
+    if u < 0.56:
+        return general_doc(rng)
+    return _task_block(rng, held) if u < 0.82 else _fact_doc(rng, held)
+
+
+def build_pretrain(seed: int, n: int, held: HeldOut = NO_HELDOUT, stream: str = "pretrain",
+                   exclude: Iterable[str] = ()) -> list[str]:
+    """`n` documents; `exclude` (e.g. the training docs, for the validation split) are redrawn."""
+    rng = stream_rng(seed, stream)
+    exclude = set(exclude)
+    out = []
+    while len(out) < n:
+        d = pretrain_doc(rng, held)
+        if d not in exclude:
+            out.append(d)
+    return out
+
+
+# ---- parallel (grouped) records ---------------------------------------------------------------------------
+
+def build_parallel_raw(seed: int, n: int, held: HeldOut = NO_HELDOUT) -> list[dict]:
+    """Grouped records before tokenisation: `{"main", "branches": [(prompt, answer), ...]}`.
+
+    Half share a fact context (main = context line + "\\n", 2..8 questions about it), half have an empty
+    main and 2..8 independent tasks of mixed kinds.
+    """
+    rng = stream_rng(seed, "parallel")
+    out = []
+    for _ in range(n):
+        m = rng.randint(2, 8)
+        if rng.random() < 0.5:
+            ctx, tasks = _fresh_context(rng, held)
+            main, tasks = ctx + "\n", rng.sample(tasks, min(m, len(tasks)))
+        else:
+            main, tasks, seen = "", [], set()
+            while len(tasks) < m:
+                t = _fresh_task(rng, held)
+                if t.question not in seen:
+                    seen.add(t.question)
+                    tasks.append(t)
+        out.append({"main": main, "branches": [(prompt_text(t.question), t.answer) for t in tasks]})
+    return out
+
+
+def attach_answer_offsets(raw: list[dict], tokenizer) -> list[dict]:
+    """Turn raw records into `{"main", "branches": [{"text", "answer_offset"}]}` using `tokenizer`.
+
+    `answer_offset` is the number of tokens (add_special_tokens=False) of the prompt, which must be an
+    exact token prefix of the full branch text; otherwise the loss region would be wrong, so this raises.
+    """
+    pairs = [(p, a) for r in raw for p, a in r["branches"]]
+    prompts = [p for p, _ in pairs]
+    texts = [f"{p} {a}" for p, a in pairs]
+    p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    t_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    offsets = []
+    for text, p, t in zip(texts, p_ids, t_ids):
+        if t[: len(p)] != p or len(t) <= len(p):
+            raise ValueError(f"branch {text!r}: the prompt's tokens {p} are not a strict prefix of the text's tokens "
+                             f"{t}; this tokenizer merges across the answer boundary, so answer_offset is undefined")
+        offsets.append(len(p))
+    it = iter(zip(texts, offsets))
+    return [{"main": r["main"], "branches": [dict(zip(("text", "answer_offset"), next(it))) for _ in r["branches"]]}
+            for r in raw]
+
+
+# ---- chat data ---------------------------------------------------------------------------------------------
+
+_CHAT = (
+    (("Hi!", "Hello!", "Hey there."), ("Hello! How can I help you today?", "Hi! What can I do for you?")),
+    (("Good morning!",), ("Good morning! How can I help?",)),
+    (("How are you?", "How are you doing today?"), ("I am doing well, thank you. How can I help you?",)),
+    (("Thank you!", "Thanks a lot.", "Great, thanks."), ("You are welcome!", "Happy to help.", "Glad I could help.")),
+    (("Bye!", "See you later.", "Goodbye."), ("Goodbye! Have a nice day.", "See you! Take care.")),
+    (("Who are you?", "What are you?"), ("I am a small assistant. I can answer short questions, do simple sums, "
+                                          "and tell short stories.",)),
+    (("What can you do?", "How can you help me?"), ("I can add and subtract numbers, count items, copy or reverse "
+                                                    "lists, and answer questions about a short text.",)),
+)
+_BAD_REPLIES = ("I don't know.", "No.", "Why do you ask?", "Figure it out yourself.", "Maybe.", "I am not sure.")
+
+
+def chit_chat(rng: random.Random) -> tuple[str, str]:
+    """A (user, assistant) exchange: greetings, thanks, small talk, or a request for a short text."""
+    u = rng.random()
+    if u < 0.45:
+        users, replies = rng.choice(_CHAT)
+        return rng.choice(users), rng.choice(replies)
+    if u < 0.6:
+        country, capital = rng.choice(W.CAPITALS)
+        return f"What is the capital of {country}?", f"The capital of {country} is {capital}."
+    if u < 0.7:
+        i = rng.randrange(7)
+        return f"What day comes after {W.DAYS[i]}?", f"{W.DAYS[(i + 1) % 7]} comes after {W.DAYS[i]}."
+    if u < 0.85:
+        return rng.choice(("Tell me a short story.", "Can you tell me a story?", "Write a short story.")), story(rng)
+    req = rng.choice(("Tell me something interesting.", "Write a short text.", "Give me something to read."))
+    return req, general_doc(rng)
+
+
+def _system(rng: random.Random) -> list[dict]:
+    return [{"role": "system", "content": rng.choice(W.SYSTEM_PROMPTS)}] if rng.random() < 0.2 else []
+
+
+def _turns(pairs: Iterable[tuple[str, str]]) -> list[dict]:
+    out = []
+    for u, a in pairs:
+        out += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
+    return out
+
+
+def _fact_pairs(rng: random.Random, held: HeldOut, k: int) -> list[tuple[str, str]]:
+    """k turns about one context; the first user message carries the context."""
+    ctx, tasks = _fresh_context(rng, held)
+    chosen = rng.sample(tasks, min(k, len(tasks)))
+    return [((f"{ctx}\n{t.question}" if i == 0 else t.question), t.answer) for i, t in enumerate(chosen)]
+
+
+def build_sft(seed: int, n: int, held: HeldOut = NO_HELDOUT) -> list[dict]:
+    """Single-turn tasks (30%), fact conversations of 1..4 turns (20%), multi-turn tasks (20%), chit-chat (30%)."""
+    rng = stream_rng(seed, "sft")
+    out = []
+    for _ in range(n):
+        u = rng.random()
+        if u < 0.3:
+            t = _fresh_task(rng, held)
+            pairs = [(t.question, t.answer)]
+        elif u < 0.5:
+            pairs = _fact_pairs(rng, held, rng.randint(1, 4))
+        elif u < 0.7:
+            pairs = [(t.question, t.answer) for t in (_fresh_task(rng, held) for _ in range(rng.randint(2, 4)))]
+        else:
+            pairs = [chit_chat(rng) for _ in range(rng.randint(1, 3))]
+        out.append({"conversations": _system(rng) + _turns(pairs)})
+    return out
+
+
+def build_dpo(seed: int, n: int, held: HeldOut = NO_HELDOUT) -> list[dict]:
+    """Preference pairs: same prompt, chosen = correct answer, rejected = a plausible wrong one (or a rude reply)."""
+    rng = stream_rng(seed, "dpo")
+    out = []
+    for _ in range(n):
+        history = _system(rng)
+        if rng.random() < 0.2:  # some pairs follow an earlier, correct exchange
+            t0 = _fresh_task(rng, held)
+            history += _turns([(t0.question, t0.answer)])
+        u = rng.random()
+        if u < 0.85:
+            if u < 0.6:
+                t = _fresh_task(rng, held)
+                user = t.question
+            else:
+                ctx, tasks = _fresh_context(rng, held)
+                t = rng.choice(tasks)
+                user = f"{ctx}\n{t.question}"
+            good, bad = t.answer, rng.choice([w for w in t.wrong if w != t.answer])
+        else:
+            user, good = chit_chat(rng)
+            bad = rng.choice(_BAD_REPLIES)
+        prompt = history + [{"role": "user", "content": user}]
+        out.append({"chosen": prompt + [{"role": "assistant", "content": good}],
+                    "rejected": prompt + [{"role": "assistant", "content": bad}]})
+    return out
+
+
+def build_eval_prompts(eval_tasks: list[dict]) -> list[dict]:
+    """About 8 prompt records for scripts/parallel_generate.py, taken from the held-out eval tasks."""
+    by_kind: dict[str, list[dict]] = {}
+    groups: dict[str, list[dict]] = {}
+    for t in eval_tasks:
+        if t["context"]:
+            groups.setdefault(t["context"], []).append(t)
+        else:
+            by_kind.setdefault(t["kind"], []).append(t)
+    ctxs = list(groups.items())[:3]
+    recs = [{"branches": [t["prompt"] for t in by_kind.get("arith", [])[:3]]},
+            {"branches": [by_kind[k][3]["prompt"] for k in TASK_KINDS if len(by_kind.get(k, [])) > 3]},
+            {"branches": [t["prompt"] for k in TASK_KINDS for t in by_kind.get(k, [])[4:6]]},
+            {"branches": ["Once upon a time, there was", "The fox is", "Dear Anna,"]},
+            {"main": "Here are three short stories.\n", "branches": ["Once upon a time, there was a baker named",
+                                                                   "Every Monday, Leo walked to the",
+                                                                   "One rainy morning, Nora found"]}]
+    for (ctx, ts), k in zip(ctxs, (4, 8, 2)):
+        recs.append({"main": ctx, "branches": [t["prompt"] for t in ts[:k]]})
+    return [r for r in recs if r["branches"]]
+
+
+# ---- checks -----------------------------------------------------------------------------------------------
+
+def record_texts(rec: dict) -> Iterator[str]:
+    """Every text inside a record of any demo file (pretrain, parallel, sft, dpo)."""
+    if "text" in rec:
+        yield rec["text"]
+    if "main" in rec:
+        yield rec["main"]
+        for b in rec["branches"]:
+            yield b["text"] if isinstance(b, dict) else f"{b[0]} {b[1]}"
+    for key in ("conversations", "chosen", "rejected"):
+        for m in rec.get(key, ()):
+            yield m["content"]
+
+
+def find_leaks(held: HeldOut, texts: Iterable[str], limit: int = 10) -> list[str]:
+    """Lines of `texts` that are an eval question (with or without `Q: `) or an eval context."""
+    leaks = []
+    for text in texts:
+        for line in text.split("\n"):
+            if line.removeprefix("Q: ") in held:
+                leaks.append(line)
+                if len(leaks) >= limit:
+                    return leaks
+    return leaks
+
+
+def generate_demo_corpus(seed: int = DEFAULT_SEED, sizes: DemoSizes | None = None, tokenizer=None) -> dict[str, list]:
+    """Build every file in memory: {name: records} with the keys of FILE_NAMES (pretrain/val records are
+    `{"text"}` dicts). "parallel" needs `tokenizer`; without one it holds the raw records (see build_parallel_raw).
+    Raises RuntimeError when a held-out eval task leaks into a training record."""
+    sizes = sizes or DemoSizes()
+    ev = build_eval_tasks(seed, sizes.eval_tasks, sizes.eval_groups)
+    held = heldout_from_eval(ev)
+    pre = build_pretrain(seed, sizes.pretrain, held)
+    val = build_pretrain(seed, sizes.val, held, stream="val", exclude=pre)
+    raw = build_parallel_raw(seed, sizes.parallel, held)
+    corpus = {"pretrain": [{"text": t} for t in pre], "val": [{"text": t} for t in val],
+              "parallel": attach_answer_offsets(raw, tokenizer) if tokenizer is not None else raw,
+              "sft": build_sft(seed, sizes.sft, held), "dpo": build_dpo(seed, sizes.dpo, held),
+              "eval_tasks": ev, "eval_prompts": build_eval_prompts(ev)}
+    check_no_leaks(held, corpus)
+    return corpus
+
+
+def check_no_leaks(held: HeldOut, corpus: dict[str, list]) -> None:
+    for name in ("pretrain", "val", "parallel", "sft", "dpo"):
+        leaks = find_leaks(held, (t for r in corpus.get(name, ()) for t in record_texts(r)))
+        if leaks:
+            raise RuntimeError(f"held-out eval tasks leaked into {FILE_NAMES[name]}: {leaks[:3]}")
+
+
+# ---- tokenizer training on a JSONL corpus ------------------------------------------------------------------
+
+def iter_jsonl_texts(path: str | Path, text_field: str = "text", max_docs: int = 0) -> Iterator[str]:
+    """Stream the `text_field` strings of a JSONL file; DataError names file:line for bad lines or fields."""
+    n = 0
+    for line_no, obj in iter_jsonl(path):
+        if max_docs and n >= max_docs:
+            return
+        yield require_field(obj, text_field, str, path, line_no)
+        n += 1
+
+
+def train_tokenizer_on_jsonl(data_path: str | Path, out_dir: str | Path, vocab_size: int = 6400,
+                             text_field: str = "text", max_docs: int = 0):
+    """Train the byte-level BPE (`model.tokenizer.train_bpe_tokenizer`) on a JSONL corpus and save it.
+
+    The file is read twice, streaming: once to validate every line (so a bad line is reported as a
+    DataError with file:line before minutes of training, and never from inside the Rust trainer), once
+    to train. Returns (tokenizer, number of documents).
+    """
+    from model.tokenizer import train_bpe_tokenizer
+
+    n_docs = sum(1 for _ in iter_jsonl_texts(data_path, text_field, max_docs))
+    if n_docs == 0:
+        raise DataError("has no documents to train on", path=data_path)
+    tok = train_bpe_tokenizer(iter_jsonl_texts(data_path, text_field, max_docs), vocab_size=vocab_size)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(str(out))
+    return tok, n_docs
