@@ -24,7 +24,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MoeCausalLMOutputWithPast
 
-from model.moe import MOEFeedForward, FeedForward
+from model.moe import FeedForward, MOEFeedForward
 from parallel.masks import MASK_MODES, query_chunk_plan
 from parallel.rope2d import ROPE_2D_SCHEMES, Interleaved2DRoPE, positions_3d
 

@@ -1,0 +1,275 @@
+"""Parallel datasets: turn records into tokenised *units* ready for branch grouping.
+
+A unit is either one branch, ``{"input_ids": [...], "answer_offset": int, "time_offset": int,
+"loss_mask": [...] | None}``, or a whole grouped sample, ``{"main": [...], "branches": [units]}``.
+
+* `ParallelPretrainDataset` reads local JSONL (``{"text"}`` one branch per line, ``{"text",
+  "answer_offset"}``, pre-tokenised ``{"input_ids"}``, and grouped ``{"main", "branches"}`` records,
+  keeping answer offsets) or a Hugging Face dataset (``--hf-dataset``; text column auto-detected;
+  optional token packing into exact ``chunk_length`` pieces, documents joined by EOS, no
+  decode/re-encode). Texts longer than ``max_seq_len`` are split into consecutive pieces, never cut.
+* `ParallelSFTDataset` reads conversations (standard, OpenAI ``messages``, ShareGPT, Alpaca,
+  prompt/response), renders them with the tokenizer's chat template and trains on the tokens of every
+  assistant turn (``loss_mask``) and nowhere else. A conversation longer than ``max_seq_len`` is
+  truncated there and counted. Branches never contain pad tokens.
+
+Both read through `parallel_data.sources` (constant memory, per-rank shards, seeded held-out split).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from parallel_data.formats import conversation_branches, normalize_conversation, resolve_text_column
+from parallel_data.io import DataError, describe_type
+from parallel_data.sources import Cursor, HubSource, LocalJsonlSource
+
+
+@dataclass
+class UnitStats:
+    """What the unit builder did, summed over a run (reported at the end of training)."""
+
+    records: int = 0
+    units: int = 0
+    split_texts: int = 0  # texts longer than max_seq_len, split into several branches
+    truncated: int = 0  # SFT conversations / offset branches cut at max_seq_len
+    truncated_tokens: int = 0
+    packed_chunks: int = 0
+
+    def add(self, other: UnitStats) -> None:
+        for k in self.__dataclass_fields__:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+
+def _int_field(rec, name, path, line, default=0):
+    v = rec.get(name, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise DataError(f"must be a non-negative integer, got {describe_type(v)}", path=path, line=line, field=name)
+    return v
+
+
+@dataclass
+class PretrainUnits:
+    """Record -> units for pretraining, with optional token packing (its carry is part of the resume state)."""
+
+    tokenizer: object
+    max_seq_len: int
+    path: str
+    text_column: str | None = None
+    chunk_length: int | None = None
+    stats: UnitStats = field(default_factory=UnitStats)
+    carry: list[int] = field(default_factory=list)
+
+    def _ids(self, text: str, path, line, fld) -> list[int]:
+        if not isinstance(text, str):
+            raise DataError(f"expected a string, got {describe_type(text)}", path=path, line=line, field=fld)
+        if not text.strip():
+            raise DataError("empty text (an empty branch)", path=path, line=line, field=fld)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _branch(self, rec, line, fld_prefix="") -> list[dict]:
+        if "input_ids" in rec:
+            ids = rec["input_ids"]
+            if not isinstance(ids, list) or not ids or not all(isinstance(t, int) for t in ids):
+                raise DataError("must be a non-empty list of token ids", path=self.path, line=line,
+                                field=fld_prefix + "input_ids")
+        elif "text" in rec or "content" in rec:
+            key = "text" if "text" in rec else "content"
+            ids = self._ids(rec[key], self.path, line, fld_prefix + key)
+        else:
+            raise DataError("needs 'text', 'content' or 'input_ids'", path=self.path, line=line,
+                            field=fld_prefix.rstrip(".") or None)
+        ans = _int_field(rec, "answer_offset", self.path, line)
+        toff = _int_field(rec, "time_offset", self.path, line)
+        return self._fit(ids, ans, toff)
+
+    def _fit(self, ids: list[int], ans: int, toff: int) -> list[dict]:
+        n = self.max_seq_len
+        if len(ids) <= n:
+            return [{"input_ids": ids, "answer_offset": ans, "time_offset": toff}]
+        if ans > 0:  # a prompt/answer branch cannot be split: keep its start, count the cut
+            self.stats.truncated += 1
+            self.stats.truncated_tokens += len(ids) - n
+            return [{"input_ids": ids[:n], "answer_offset": ans, "time_offset": toff}]
+        self.stats.split_texts += 1
+        return [{"input_ids": ids[i:i + n], "answer_offset": 0, "time_offset": toff if i == 0 else 0}
+                for i in range(0, len(ids), n)]
+
+    def __call__(self, rec: dict, line: int) -> list[dict]:
+        self.stats.records += 1
+        if "branches" in rec:
+            units = [self._grouped(rec, line)]
+        elif self.chunk_length:
+            units = self._pack(rec, line)
+        elif self.text_column is not None and self.text_column in rec:
+            units = self._fit(self._ids(rec[self.text_column], self.path, line, self.text_column), 0, 0)
+        else:
+            units = self._branch(rec, line)
+        self.stats.units += len(units)
+        return units
+
+    def _grouped(self, rec, line) -> dict:
+        branches = rec["branches"]
+        if not isinstance(branches, list) or not branches:
+            raise DataError("must be a non-empty list", path=self.path, line=line, field="branches")
+        main = rec.get("main") or ""
+        main_ids = self._ids(main, self.path, line, "main") if isinstance(main, str) and main else \
+            (main if isinstance(main, list) else [])
+        out = []
+        for k, br in enumerate(branches):
+            fld = f"branches[{k}]"
+            br = {"text": br} if isinstance(br, str) else br
+            if not isinstance(br, dict):
+                raise DataError(f"expected a string or an object, got {describe_type(br)}", path=self.path,
+                                line=line, field=fld)
+            units = self._branch(br, line, fld + ".")
+            if len(units) > 1:
+                raise DataError(f"branch is longer than max_seq_len={self.max_seq_len} tokens", path=self.path,
+                                line=line, field=fld)
+            out.append(units[0])
+        return {"main": main_ids, "branches": out}
+
+    def _pack(self, rec, line) -> list[dict]:
+        key = self.text_column or next((k for k in ("text", "content", "document") if k in rec), None)
+        if key is None or key not in rec:
+            raise DataError("no text column (pass --text-column)", path=self.path, line=line)
+        self.carry.extend(self._ids(rec[key], self.path, line, key))
+        self.carry.append(self.tokenizer.eos_token_id)
+        out = []
+        n = self.chunk_length
+        while len(self.carry) >= n:
+            out.append({"input_ids": self.carry[:n], "answer_offset": 0, "time_offset": 0})
+            del self.carry[:n]
+        self.stats.packed_chunks += len(out)
+        return out
+
+    def flush(self) -> list[dict]:
+        """End of data: the packing remainder becomes one last (shorter) unit; nothing is dropped."""
+        if not self.carry:
+            return []
+        out = [{"input_ids": list(self.carry), "answer_offset": 0, "time_offset": 0}]
+        self.carry.clear()
+        self.stats.packed_chunks += 1
+        self.stats.units += 1
+        return out
+
+
+@dataclass
+class SFTUnits:
+    """Conversation record -> one branch unit with the loss on every assistant turn."""
+
+    tokenizer: object
+    max_seq_len: int
+    path: str
+    fmt: str = "auto"
+    stats: UnitStats = field(default_factory=UnitStats)
+    carry: list[int] = field(default_factory=list)  # unused (no packing); kept for a uniform state
+
+    def __call__(self, rec: dict, line: int) -> list[dict]:
+        self.stats.records += 1
+        messages = normalize_conversation(rec, self.fmt, path=self.path, line=line)
+        turns = conversation_branches(self.tokenizer, messages, path=self.path, line=line)
+        full_text = turns[-1][0]
+        ids = self.tokenizer(full_text, add_special_tokens=False)["input_ids"]
+        mask = [0] * len(ids)
+        for text, offset in turns:
+            turn_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            end = len(turn_ids)
+            if ids[:end] != turn_ids:
+                raise DataError("an earlier turn does not tokenise as a prefix of the whole conversation",
+                                path=self.path, line=line)
+            mask[offset:end] = [1] * (end - offset)
+        if len(ids) > self.max_seq_len:
+            self.stats.truncated += 1
+            self.stats.truncated_tokens += len(ids) - self.max_seq_len
+            ids, mask = ids[: self.max_seq_len], mask[: self.max_seq_len]
+        if sum(mask[1:]) == 0:
+            raise DataError(f"no assistant token within max_seq_len={self.max_seq_len}", path=self.path, line=line)
+        self.stats.units += 1
+        return [{"input_ids": ids, "answer_offset": 0, "time_offset": 0, "loss_mask": mask}]
+
+    def flush(self) -> list[dict]:
+        return []
+
+
+class _ParallelDataset:
+    """Common part: a record source plus a record -> units builder."""
+
+    def __init__(self, source, builder_factory):
+        self.source = source
+        self._builder_factory = builder_factory
+
+    def new_builder(self):
+        return self._builder_factory()
+
+    def iter_epoch_units(self, builder, cursor: Cursor, stream: int, num_streams: int) -> Iterator[list[dict]]:
+        """Units per record of the cursor's epoch (a list per record, so callers can checkpoint per record)."""
+        for rec, line in self.source.iter_epoch(cursor, stream, num_streams):
+            yield builder(rec, line)
+
+    def iter_units(self, records) -> Iterator[dict]:
+        builder = self.new_builder()
+        for rec, line in records:
+            yield from builder(rec, line)
+        yield from builder.flush()
+
+    def val_units(self) -> Iterator[dict]:
+        """Held-out units in a fixed order (identical on every rank)."""
+        return self.iter_units(self.source.iter_val())
+
+    def all_units(self) -> Iterator[dict]:
+        """Every unit in file order (evaluation of a whole file)."""
+        return self.iter_units(self.source.iter_all())
+
+    def stream_record_count(self, stream: int, num_streams: int) -> int | None:
+        return self.source.stream_line_count(stream, num_streams)
+
+
+def make_source(*, data_path: str | None, hf_dataset: str | None, hf_subset: str | None = None,
+                hf_split: str = "train", val_samples: int = 0, max_samples: int | None = None, seed: int = 0,
+                shuffle: bool = True):
+    if hf_dataset:
+        return HubSource(hf_dataset, hf_subset, hf_split, val_samples=val_samples, max_samples=max_samples)
+    if not data_path:
+        raise ValueError("give --data_path (a local JSONL file) or --hf-dataset")
+    if not Path(data_path).is_file():
+        raise FileNotFoundError(f"data file {data_path} does not exist (build the bundled demo data with "
+                                "`python scripts/build_demo_data.py`)")
+    return LocalJsonlSource(data_path, seed=seed, shuffle=shuffle, val_samples=val_samples, max_samples=max_samples)
+
+
+class ParallelPretrainDataset(_ParallelDataset):
+    """Pretraining units from a local JSONL file or a Hugging Face dataset (see the module docstring)."""
+
+    def __init__(self, tokenizer, *, data_path: str | None = None, hf_dataset: str | None = None,
+                 hf_subset: str | None = None, hf_split: str = "train", text_column: str | None = None,
+                 max_samples: int | None = None, chunk_length: int | None = None, max_seq_len: int = 512,
+                 val_samples: int = 0, seed: int = 0, shuffle: bool = True):
+        source = make_source(data_path=data_path, hf_dataset=hf_dataset, hf_subset=hf_subset, hf_split=hf_split,
+                             val_samples=val_samples, max_samples=max_samples, seed=seed, shuffle=shuffle)
+        if hf_dataset and text_column is None and not chunk_length:
+            cols = getattr(source.dataset, "column_names", None) or []
+            text_column = resolve_text_column(cols, None, path=hf_dataset) if cols else None
+        if chunk_length is not None and chunk_length < 1:
+            raise ValueError(f"--chunk-length must be positive, got {chunk_length}")
+        name = hf_dataset or data_path
+        super().__init__(source, lambda: PretrainUnits(tokenizer, max_seq_len, name, text_column, chunk_length))
+
+
+class ParallelSFTDataset(_ParallelDataset):
+    """SFT units: one branch per conversation, loss on every assistant turn (see the module docstring)."""
+
+    def __init__(self, tokenizer, *, data_path: str | None = None, hf_dataset: str | None = None,
+                 hf_subset: str | None = None, hf_split: str = "train", max_samples: int | None = None,
+                 max_seq_len: int = 512, val_samples: int = 0, seed: int = 0, fmt: str = "auto",
+                 shuffle: bool = True):
+        source = make_source(data_path=data_path, hf_dataset=hf_dataset, hf_subset=hf_subset, hf_split=hf_split,
+                             val_samples=val_samples, max_samples=max_samples, seed=seed, shuffle=shuffle)
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("SFT needs a tokenizer with a chat template (the repo tokenizer in model/ has one)")
+        name = hf_dataset or data_path
+        super().__init__(source, lambda: SFTUnits(tokenizer, max_seq_len, name, fmt))

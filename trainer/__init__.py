@@ -1,0 +1,1 @@
+"""Training: one shared engine (engine.py) and thin stage fronts (train_*.py)."""
