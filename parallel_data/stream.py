@@ -178,12 +178,13 @@ def estimate_micro_batches(dataset: _ParallelDataset, grouping: GroupingConfig, 
 
 def eval_batches(units, *, rank: int, world_size: int, batch_size: int, collator: ParallelCollator,
                  branches: int | None = None, min_branches: int = 1, max_branches: int | None = None,
-                 seed: int = 0) -> tuple[Iterator[dict], dict]:
+                 seed: int = 0, random_time_offset: bool = False) -> tuple[Iterator[dict], dict]:
     """Group held-out units globally and yield this rank's batches (`batch_size` samples each).
 
     Exactly `branches` per sample when given (the leftover texts are counted in the returned info,
     never silently evaluated with fewer branches), else a seeded count in [min, max] per sample.
-    Returns (batch iterator, info dict filled as the iterator runs: samples, texts, leftover).
+    Random time offsets are drawn per sample from a seed of its global index, so they do not depend on
+    the number of ranks either. Returns (batch iterator, info dict filled as the iterator runs: samples, texts, leftover).
     """
     info = {"samples": 0, "texts": 0, "leftover_texts": 0}
 
@@ -214,6 +215,10 @@ def eval_batches(units, *, rank: int, world_size: int, batch_size: int, collator
             info["samples"] += 1
             info["texts"] += len(s["branches"])
             if k % world_size == rank:
+                if random_time_offset:
+                    rng = random.Random(f"offset:{seed}:{k}")
+                    s = {**s, "branches": [{**u, "time_offset": u.get("time_offset", 0) +
+                                            rng.randint(0, len(u["input_ids"]))} for u in s["branches"]]}
                 mine.append(s)
                 if len(mine) == batch_size:
                     yield collator.collate(mine)

@@ -1,0 +1,194 @@
+"""Load any model the inference scripts accept, ready for parallel decoding or evaluation.
+
+* a MiniMind checkpoint `.pth` (self-contained: config and tokenizer inside; an earlier-implementation
+  checkpoint without config needs the shape flags);
+* a folder written by `save_pretrained` (MiniMind, or a Hugging Face causal LM such as Qwen/Llama,
+  whose rotary module is then patched with 2D RoPE using the settings saved in `config.parallelmind`,
+  else the flags);
+* `--hf_base_model` (folder or Hub name) plus an optional LoRA: a PEFT adapter folder, or a
+  `model_lora` file (`.pth` / `.safetensors`).
+
+Settings stored with the weights win; a flag that contradicts them is an error, never silently used.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import model.model_minimind  # noqa: F401  (registers MiniMind with the Auto classes)
+from model.checkpoint import load_checkpoint, read_checkpoint, tokenizer_from_files
+from model.tokenizer import load_tokenizer
+from parallel.rope2d import patch_model_with_interleaved_2d_rope
+
+log = logging.getLogger("parallelmind")
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    kind: str  # "minimind" | "hf"
+    branch_stride: int
+    rope_2d_scheme: str
+    rope_2d_ratio: float
+    pe: str
+    source: str
+
+    @property
+    def is_minimind(self) -> bool:
+        return self.kind == "minimind"
+
+
+def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    if name in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if name not in table:
+        raise ValueError(f"unknown dtype {name!r}; use auto, float32, bfloat16 or float16")
+    return table[name]
+
+
+def _check(saved, given, name: str, source: str):
+    if given is not None and saved is not None and given != saved:
+        raise ValueError(f"{source} was trained with {name}={saved!r}, but {name}={given!r} was given; drop the "
+                         "flag (the model carries its own settings)")
+    return saved if saved is not None else given
+
+
+def _tokenizer(tokenizer_path, fallback_dir=None, files=None):
+    if tokenizer_path:
+        return load_tokenizer(tokenizer_path)
+    if files:
+        return tokenizer_from_files(files)
+    if fallback_dir is not None and (Path(fallback_dir) / "tokenizer_config.json").exists():
+        return load_tokenizer(fallback_dir)
+    return load_tokenizer()
+
+
+LEGACY_SHAPE_FLAGS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "use_moe",
+                      "pe", "rope_2d_ratio", "rope_2d_scheme", "branch_stride")
+
+
+def legacy_config_factory(args, vocab_size: int = 6400):
+    """Config for an earlier-implementation checkpoint (no config inside), from explicit shape flags."""
+    def make():
+        from model.model_minimind import MiniMindConfig
+
+        if getattr(args, "hidden_size", None) is None or getattr(args, "num_hidden_layers", None) is None:
+            raise ValueError("this checkpoint has no config (earlier-implementation format): pass --hidden_size, "
+                             "--num_hidden_layers, --num_attention_heads, --num_key_value_heads, --use_moe, --pe, "
+                             "--rope_2d_ratio and --branch_stride as it was trained")
+        kw = {k: getattr(args, k) for k in LEGACY_SHAPE_FLAGS if getattr(args, k, None) is not None}
+        kw.setdefault("rope_2d_scheme", "reference")  # the earlier implementation's math
+        return MiniMindConfig(vocab_size=vocab_size, **kw)
+    return make
+
+
+def load_minimind_checkpoint(path: str, *, tokenizer_path=None, device, dtype, legacy_config=None,
+                             rope_2d_ratio=None, rope_2d_scheme=None, branch_stride=None, pe=None,
+                             mask_mode=None) -> LoadedModel:
+    overrides = {"rope_2d_ratio": rope_2d_ratio, "rope_2d_scheme": rope_2d_scheme, "branch_stride": branch_stride,
+                 "pe": pe, "mask_mode": mask_mode}
+    payload = read_checkpoint(path)
+    config = legacy_config() if (legacy_config and "config" not in payload) else None
+    model, payload = load_checkpoint(path, device=device, dtype=dtype, config=config, overrides=overrides)
+    tok = _tokenizer(tokenizer_path, files=payload.get("tokenizer_files"))
+    if len(tok) > model.config.vocab_size:
+        raise ValueError(f"the tokenizer has {len(tok)} tokens but {path} has a vocabulary of "
+                         f"{model.config.vocab_size}; pass the tokenizer it was trained with (--tokenizer)")
+    c = model.config
+    return LoadedModel(model, tok, "minimind", c.branch_stride, c.rope_2d_scheme,
+                       c.rope_2d_ratio if c.pe == "rope" else 0.0, c.pe, str(path))
+
+
+def _apply_lora(model, lora_path: str, lora_rank: int | None):
+    p = Path(lora_path)
+    if p.is_dir():
+        if not (p / "adapter_config.json").exists():
+            raise FileNotFoundError(f"LoRA folder {p} has no adapter_config.json (not a PEFT adapter)")
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(p))
+        r = getattr(next(iter(model.peft_config.values())), "r", None)
+        if lora_rank is not None and r is not None and r != lora_rank:
+            raise ValueError(f"{p} has LoRA rank {r}, but --lora_rank {lora_rank} was given")
+        return model
+    from model.model_lora import load_lora
+
+    load_lora(model, p, rank=lora_rank)
+    return model
+
+
+def load_hf_folder(path: str, *, tokenizer_path=None, lora_path=None, lora_rank=None, device, dtype,
+                   rope_2d_ratio=None, rope_2d_scheme=None, branch_stride=None, pe=None,
+                   attn_implementation: str = "sdpa") -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    local = Path(path).exists()
+    if not local:
+        from model.hub import require_hub
+
+        require_hub("model", path)
+    cfg = AutoConfig.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
+    tok = _tokenizer(tokenizer_path, fallback_dir=path if local else None) if (tokenizer_path or local) else \
+        load_tokenizer(path)
+    if cfg.model_type == "minimind":
+        c = model.config
+        _check(c.branch_stride, branch_stride, "branch_stride", path)
+        _check(c.rope_2d_ratio, rope_2d_ratio, "rope_2d_ratio", path)
+        _check(c.rope_2d_scheme, rope_2d_scheme, "rope_2d_scheme", path)
+        _check(c.pe, pe, "pe", path)
+        if lora_path:
+            model = _apply_lora(model, lora_path, lora_rank)
+        model.to(device).eval()
+        return LoadedModel(model, tok, "minimind", c.branch_stride, c.rope_2d_scheme, c.rope_2d_ratio, c.pe, path)
+    if pe not in (None, "rope"):
+        raise ValueError(f"--pe {pe}: Hugging Face models use 2D RoPE (pe=rope)")
+    saved = getattr(cfg, "parallelmind", None) or {}
+    scheme = _check(saved.get("rope_2d_scheme"), rope_2d_scheme, "rope_2d_scheme", path) or "additive"
+    ratio = _check(saved.get("rope_2d_ratio"), rope_2d_ratio, "rope_2d_ratio", path)
+    ratio = 0.5 if ratio is None else ratio
+    stride = _check(saved.get("branch_stride"), branch_stride, "branch_stride", path) or 128
+    patch_model_with_interleaved_2d_rope(model, ratio=ratio, scheme=scheme, branch_stride=stride)
+    if lora_path:
+        model = _apply_lora(model, lora_path, lora_rank)
+    model.to(device).eval()
+    return LoadedModel(model, tok, "hf", stride, scheme, ratio, "rope", path)
+
+
+def load_parallel_model(*, model_path: str | None = None, hf_base_model: str | None = None,
+                        lora_path: str | None = None, lora_rank: int | None = None, tokenizer_path: str | None = None,
+                        device: str | torch.device = "cpu", dtype: str | None = None, legacy_config=None,
+                        rope_2d_ratio: float | None = None, rope_2d_scheme: str | None = None,
+                        branch_stride: int | None = None, pe: str | None = None,
+                        mask_mode: str | None = None) -> LoadedModel:
+    """Load a MiniMind checkpoint, a saved folder, or an HF base model (+ LoRA). See the module docstring."""
+    device = torch.device(device)
+    dt = resolve_dtype(dtype, device)
+    if hf_base_model and model_path:
+        raise ValueError("give either --model_path or --hf_base_model, not both")
+    if not (hf_base_model or model_path):
+        raise ValueError("give --model_path (a .pth checkpoint or a saved folder) or --hf_base_model")
+    src = hf_base_model or model_path
+    kw = dict(rope_2d_ratio=rope_2d_ratio, rope_2d_scheme=rope_2d_scheme, branch_stride=branch_stride, pe=pe)
+    if model_path and Path(model_path).is_file():
+        if lora_path:
+            raise ValueError("--lora_path goes with --hf_base_model (or a saved folder), not a .pth checkpoint")
+        return load_minimind_checkpoint(model_path, tokenizer_path=tokenizer_path, device=device, dtype=dt,
+                                        legacy_config=legacy_config, mask_mode=mask_mode, **kw)
+    if model_path and not Path(model_path).exists():
+        raise FileNotFoundError(f"model {model_path} does not exist (train one with trainer/train_pretrain.py, "
+                                "or pass a saved model folder)")
+    loaded = load_hf_folder(src, tokenizer_path=tokenizer_path, lora_path=lora_path, lora_rank=lora_rank,
+                            device=device, dtype=dt, **kw)
+    if mask_mode is not None and loaded.is_minimind:
+        loaded.model.config.mask_mode = mask_mode
+    return loaded
