@@ -15,6 +15,7 @@ The output's `loss` is the token mean cross-entropy; `aux_loss` (MoE load balanc
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,7 @@ class MiniMindConfig(PretrainedConfig):
                  num_experts_per_tok: int = 2, n_routed_experts: int = 4, n_shared_experts: int = 1,
                  scoring_func: str = "softmax", aux_loss_alpha: float = 0.1, seq_aux: bool = True,
                  norm_topk_prob: bool = True, use_flex_attention: bool = False,
-                 attention_chunk_size: int = 256, **kwargs):
+                 attention_chunk_size: int = 256, pad_free: bool = True, **kwargs):
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
         self.num_attention_heads = num_attention_heads
@@ -77,6 +78,7 @@ class MiniMindConfig(PretrainedConfig):
         self.norm_topk_prob = norm_topk_prob
         self.use_flex_attention = bool(use_flex_attention)
         self.attention_chunk_size = int(attention_chunk_size)
+        self.pad_free = bool(pad_free)  # skip pads in training/evaluation forwards (same results, faster)
         super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
                          tie_word_embeddings=tie_word_embeddings, **kwargs)
         self.validate_fields()
@@ -162,6 +164,26 @@ class FourierBranchEmbedding(nn.Module):
         return self.table[branch_index.clamp_min(0)]
 
 
+@dataclass
+class PackedRows:
+    """The real tokens of B right-padded rows packed into one row of N tokens (see MiniMindModel.forward).
+
+    segments: per original row, (offset in the packed row, length, its `[1, 1, n, n]` mask, chunk plan).
+    """
+
+    segments: list[tuple[int, int, torch.Tensor, list | None]]
+    valid: torch.Tensor  # [B, T] bool: which positions of the padded batch are real
+    rows: torch.Tensor  # [N] original row of each packed token (MoE load statistics are per row)
+
+
+def _sdpa(q, k, v, mask, plan, p, gqa, is_causal=False):
+    if plan:
+        return torch.cat([F.scaled_dot_product_attention(q[:, :, s:e], k[:, :, :ke], v[:, :, :ke],
+                                                         attn_mask=mask[..., s:e, :ke], dropout_p=p, enable_gqa=gqa)
+                          for s, e, ke in plan], dim=2)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal, enable_gqa=gqa)
+
+
 class Attention(nn.Module):
     def __init__(self, config: MiniMindConfig, layer_idx: int):
         super().__init__()
@@ -186,18 +208,15 @@ class Attention(nn.Module):
             k, v = past_key_values.update(k, v, self.layer_idx)
         p = self.dropout if self.training else 0.0
         gqa = self.n_heads != self.n_kv
-        if mask is not None and not isinstance(mask, torch.Tensor):  # FlexAttention BlockMask
+        if isinstance(mask, PackedRows):  # one attention per original row, over its real tokens only
+            out = torch.cat([_sdpa(q[:, :, o:o + n], k[:, :, o:o + n], v[:, :, o:o + n], m, pl, p, gqa)
+                             for o, n, m, pl in mask.segments], dim=2)
+        elif mask is not None and not isinstance(mask, torch.Tensor):  # FlexAttention BlockMask
             from torch.nn.attention.flex_attention import flex_attention
             out = _compiled_flex()(q, k, v, block_mask=mask, enable_gqa=gqa) if q.is_cuda else \
                 flex_attention(q, k, v, block_mask=mask, enable_gqa=gqa)
-        elif chunk_plan:
-            out = torch.cat([F.scaled_dot_product_attention(q[:, :, s:e], k[:, :, :ke], v[:, :, :ke],
-                                                            attn_mask=mask[..., s:e, :ke], dropout_p=p,
-                                                            enable_gqa=gqa)
-                             for s, e, ke in chunk_plan], dim=2)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal,
-                                                 enable_gqa=gqa)
+            out = _sdpa(q, k, v, mask, chunk_plan, p, gqa, is_causal)
         out = out.transpose(1, 2).reshape(B, T, -1)
         return self.resid_dropout(self.o_proj(out))
 
@@ -227,7 +246,7 @@ class MiniMindBlock(GradientCheckpointingLayer):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, past_key_values, chunk_plan, is_causal)
         h = self.post_attention_layernorm(x)
         if self.use_moe:
-            y, aux = self.mlp(h, token_mask)
+            y, aux = self.mlp(h, token_mask, mask.rows if isinstance(mask, PackedRows) else None)
         else:
             y, aux = self.mlp(h), x.new_zeros(())
         return x + y, aux
@@ -282,10 +301,13 @@ class MiniMindModel(MiniMindPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 use_cache=None, inputs_embeds=None, token_mask=None, **kwargs):
-        """-> (hidden `[B, T, H]`, cache or None, aux loss).
+        """-> (hidden, cache or None, aux loss, packed): hidden is `[B, T, H]`, or `[1, N, H]` when packed.
 
-        token_mask `[B, T]` (1 = real token) only feeds the MoE load statistics; with a 2-D
-        attention_mask it is derived from it.
+        token_mask `[B, T]` (1 = real token) feeds the MoE load statistics (with a 2-D attention_mask it is
+        derived from it). Given with a dense 4-D mask and no cache (training, evaluation), it also lets
+        the model skip the pads: the N real tokens of the right-padded rows are packed into one row for
+        every linear layer, and attention runs per original row over its real tokens only. `packed` is
+        then the `[B, T]` bool map of those positions (None otherwise).
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
@@ -308,14 +330,40 @@ class MiniMindModel(MiniMindPreTrainedModel):
         token_mask = token_mask if token_mask is not None else derived
         chunk = self.config.attention_chunk_size
         plan = None
-        if isinstance(mask, torch.Tensor) and T > chunk > 0:
+        packed = self._pack(mask, token_mask, past_key_values) \
+            if token_mask is not None and self.config.pad_free else None
+        if packed is not None:
+            h, cos, sin = h[packed.valid][None], cos.expand(B, -1, -1)[packed.valid][None], \
+                sin.expand(B, -1, -1)[packed.valid][None]
+            mask, token_mask = packed, None
+        elif isinstance(mask, torch.Tensor) and T > chunk > 0:
             plan = query_chunk_plan(mask, chunk)  # once per forward, shared by every layer
         h = self.dropout(h)
         aux = h.new_zeros((), dtype=torch.float32)
         for layer in self.layers:
             h, a = layer(h, cos, sin, mask, plan, is_causal, token_mask, past_key_values=past_key_values)
             aux = aux + a
-        return self.norm(h), past_key_values, aux
+        return self.norm(h), past_key_values, aux, (packed.valid if packed is not None else None)
+
+    def _pack(self, mask, token_mask, past_key_values) -> PackedRows | None:
+        """Plan the pad-free path: right-padded rows, a dense mask, no cache; else None (padded path)."""
+        if past_key_values is not None or not isinstance(mask, torch.Tensor) or mask.shape[-1] != mask.shape[-2]:
+            return None
+        valid = token_mask.bool()
+        lengths = valid.sum(dim=1)
+        T = valid.shape[1]
+        if bool((valid & (torch.arange(T, device=valid.device)[None, :] >= lengths[:, None])).any()):
+            return None  # not right-padded: keep the general path
+        segments, off = [], 0
+        chunk = self.config.attention_chunk_size
+        for b, n in enumerate(lengths.tolist()):
+            if n == 0:
+                continue
+            m = mask[b:b + 1, :, :n, :n]
+            segments.append((off, n, m, query_chunk_plan(m, chunk) if n > chunk > 0 else None))
+            off += n
+        rows = torch.arange(valid.shape[0], device=valid.device)[:, None].expand_as(valid)[valid]
+        return PackedRows(segments, valid, rows)
 
     def _prepare_mask(self, attention_mask, B, T, past, h):
         """-> (mask for attention or None, is_causal flag, [B, T] real-token mask for MoE statistics)."""
@@ -366,23 +414,36 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 use_cache=None, labels=None, logits_to_keep: int | torch.Tensor = 0, inputs_embeds=None,
-                token_mask=None, **kwargs) -> MoeCausalLMOutputWithPast:
-        h, cache, aux = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                   past_key_values=past_key_values, use_cache=use_cache, inputs_embeds=inputs_embeds,
-                                   token_mask=token_mask)
-        if isinstance(logits_to_keep, int):
-            h_keep = h[:, -logits_to_keep:] if logits_to_keep else h
-        else:
-            h_keep = h[:, logits_to_keep]
-        logits = self.lm_head(h_keep)
-        loss = None
+                token_mask=None, compute_logits: bool = True, loss_reduction: str = "mean",
+                **kwargs) -> MoeCausalLMOutputWithPast:
+        """compute_logits=False with labels returns only the loss, computed at the target positions alone
+        (no `[B, T, V]` logits): what training and evaluation need. loss_reduction "sum" returns the summed
+        cross-entropy (callers weight by tokens across batches and ranks)."""
+        h, cache, aux, packed = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                                           position_ids=position_ids, past_key_values=past_key_values,
+                                           use_cache=use_cache, inputs_embeds=inputs_embeds, token_mask=token_mask)
+        loss = logits = None
         if labels is not None:
-            if labels.shape != logits.shape[:2]:
-                raise ValueError(f"labels shape {tuple(labels.shape)} does not match logits {tuple(logits.shape[:2])}")
-            n = (labels != -100).sum()
-            ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                 ignore_index=-100, reduction="sum")
-            loss = ce / n.clamp_min(1)
+            if labels.shape != (input_ids if input_ids is not None else inputs_embeds).shape[:2]:
+                raise ValueError(f"labels shape {tuple(labels.shape)} does not match the input")
+            flat_labels = labels[packed] if packed is not None else labels.reshape(-1)
+            sel = flat_labels != -100
+            n = sel.sum()
+            h_sel = h.reshape(-1, h.shape[-1])[sel]
+            ce = F.cross_entropy(self.lm_head(h_sel).float(), flat_labels[sel], reduction="sum")
+            if loss_reduction not in ("mean", "sum"):
+                raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+            loss = ce if loss_reduction == "sum" else ce / n.clamp_min(1)
+        if compute_logits or labels is None:
+            if packed is not None:  # back to the padded layout, zeros on pads
+                full = h.new_zeros((*packed.shape, h.shape[-1]))
+                full[packed] = h[0]
+                h = full
+            if isinstance(logits_to_keep, int):
+                h = h[:, -logits_to_keep:] if logits_to_keep else h
+            else:
+                h = h[:, logits_to_keep]
+            logits = self.lm_head(h)
         return MoeCausalLMOutputWithPast(loss=loss, aux_loss=aux, logits=logits,
                                          past_key_values=cache if use_cache or past_key_values is not None else None)
 

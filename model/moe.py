@@ -42,8 +42,12 @@ class MoEGate(nn.Module):
         self.weight = nn.Parameter(torch.empty(self.n_experts, config.hidden_size))
         nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
 
-    def forward(self, x: torch.Tensor, token_mask: torch.Tensor | None):
-        """x `[B, T, H]` -> (expert ids `[B*T, k]`, weights `[B*T, k]`, aux loss scalar)."""
+    def forward(self, x: torch.Tensor, token_mask: torch.Tensor | None, rows: torch.Tensor | None = None):
+        """x `[B, T, H]` -> (expert ids `[B*T, k]`, weights `[B*T, k]`, aux loss scalar).
+
+        The load statistics are per sequence: `rows` (`[B*T]`, a row id per token) overrides the batch
+        rows, e.g. for packed tokens; `token_mask` (`[B, T]`) leaves pads out.
+        """
         B, T, H = x.shape
         scores = F.linear(x.reshape(-1, H), self.weight).float().softmax(dim=-1)
         weights, experts = torch.topk(scores, self.top_k, dim=-1, sorted=False)
@@ -51,20 +55,23 @@ class MoEGate(nn.Module):
             weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
         aux = scores.new_zeros(())
         if self.training and self.alpha > 0:
-            m = (token_mask.reshape(B, T).float() if token_mask is not None else scores.new_ones(B, T))
-            n_tok = m.sum(dim=1).clamp_min(1.0)  # [B]
-            s = scores.view(B, T, -1)
+            m = token_mask.reshape(-1).float() if token_mask is not None else scores.new_ones(B * T)
+            if rows is None:
+                rows = torch.arange(B, device=x.device).repeat_interleave(T)
+            R = int(rows.max()) + 1
+            n_tok = torch.zeros(R, device=x.device).index_add_(0, rows, m).clamp_min(1.0)  # [R]
             if self.seq_aux:
-                load = torch.zeros(B, self.n_experts, device=x.device)
-                load.scatter_add_(1, experts.view(B, -1), m.repeat_interleave(self.top_k, dim=1))
-                load = load / (n_tok[:, None] * self.top_k / self.n_experts)
-                mean_score = (s * m[..., None]).sum(dim=1) / n_tok[:, None]
+                load = torch.zeros(R * self.n_experts, device=x.device)
+                idx = (rows[:, None] * self.n_experts + experts).reshape(-1)
+                load.index_add_(0, idx, m.repeat_interleave(self.top_k)).view(R, self.n_experts)
+                load = load.view(R, self.n_experts) / (n_tok[:, None] * self.top_k / self.n_experts)
+                mean_score = torch.zeros(R, self.n_experts, device=x.device).index_add_(
+                    0, rows, scores * m[:, None]) / n_tok[:, None]
                 aux = (load * mean_score).sum(dim=1).mean() * self.alpha
             else:
-                flat_m = m.reshape(-1)
-                one_hot = F.one_hot(experts, self.n_experts).float().sum(dim=1) * flat_m[:, None]
-                f = one_hot.sum(0) / (flat_m.sum().clamp_min(1.0) * self.top_k) * self.n_experts
-                p = (scores * flat_m[:, None]).sum(0) / flat_m.sum().clamp_min(1.0)
+                one_hot = F.one_hot(experts, self.n_experts).float().sum(dim=1) * m[:, None]
+                f = one_hot.sum(0) / (m.sum().clamp_min(1.0) * self.top_k) * self.n_experts
+                p = (scores * m[:, None]).sum(0) / m.sum().clamp_min(1.0)
                 aux = (p * f).sum() * self.alpha
         return experts, weights.to(x.dtype), aux
 
@@ -81,10 +88,10 @@ class MOEFeedForward(nn.Module):
             [FeedForward(config.hidden_size, inter, config.dropout, config.hidden_act)
              for _ in range(config.n_shared_experts)])
 
-    def forward(self, x: torch.Tensor, token_mask: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, token_mask: torch.Tensor | None = None, rows: torch.Tensor | None = None):
         """x `[B, T, H]` -> (y `[B, T, H]`, aux loss)."""
         B, T, H = x.shape
-        experts, weights, aux = self.gate(x, token_mask)
+        experts, weights, aux = self.gate(x, token_mask, rows)
         flat = x.reshape(-1, H)
         k = experts.shape[1]
         order = torch.argsort(experts.reshape(-1))

@@ -191,3 +191,30 @@ def test_config_validation():
     assert (cfg.n_routed_experts, cfg.n_shared_experts, cfg.num_experts_per_tok, cfg.aux_loss_alpha) == (4, 1, 2, 0.1)
     n = sum(p.numel() for p in MiniMindForCausalLM(cfg).parameters())
     assert 25.0e6 < n < 26.5e6  # the 26M MiniMind2-Small
+
+
+@pytest.mark.parametrize("moe", [False, True])
+@pytest.mark.parametrize("mode", ["columnar", "isolated"])
+def test_pad_free_path_equals_the_padded_path(moe, mode):
+    model = tiny_minimind(use_moe=moe, attention_chunk_size=4).train()  # small chunks: exercise the chunk plans
+    lay = build_flat_linear_layout(None, [SAMPLES[0], {"branches": [[7, 8, 9]]}, SAMPLES[1]], branch_stride=16)
+    mask = build_attention_mask(lay.time_ids, lay.branch_ids, mode)
+    kw = dict(input_ids=lay.input_ids, attention_mask=mask, position_ids=lay.position_ids(), labels=lay.labels)
+    model.config.pad_free = False
+    padded = model(**kw, token_mask=lay.attention_mask)  # pads computed, but left out of the MoE statistics
+    model.config.pad_free = True
+    padded.loss.backward()
+    g1 = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    packed = model(**kw, token_mask=lay.attention_mask)
+    packed.loss.backward()
+    real = lay.attention_mask.bool()
+    torch.testing.assert_close(packed.loss, padded.loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(packed.logits[real], padded.logits[real], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(packed.aux_loss, padded.aux_loss, rtol=1e-5, atol=1e-7)
+    for n, p in model.named_parameters():
+        if n in g1:
+            torch.testing.assert_close(p.grad, g1[n], rtol=1e-4, atol=1e-6)
+    summed = model(**kw, token_mask=lay.attention_mask, compute_logits=False, loss_reduction="sum")
+    assert summed.logits is None
+    torch.testing.assert_close(summed.loss, padded.loss * (lay.labels != -100).sum(), rtol=1e-5, atol=1e-4)

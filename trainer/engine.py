@@ -46,7 +46,7 @@ from parallel_data.stream import (
 )
 from trainer import checkpointing as ckpt
 from trainer.distributed import DistInfo, all_reduce, cleanup, gather_objects, init_distributed
-from trainer.evaluation import autocast_context, evaluate_loss, forward_batch, is_minimind, lm_loss_sum
+from trainer.evaluation import autocast_context, batch_loss, evaluate_loss, is_minimind
 from trainer.tracking import (
     JsonlTracker,
     MultiTracker,
@@ -317,8 +317,7 @@ class Trainer:
                 sync = contextlib.nullcontext() if (not d.enabled or i == len(micro) - 1) else model.no_sync()
                 with sync:
                     with autocast_context(d.device, self.amp):
-                        out = forward_batch(model, b, a.mask_mode, minimind=is_minimind(raw))
-                        s, _ = lm_loss_sum(out.logits, b["labels"])
+                        s, _, out = batch_loss(model, b, a.mask_mode, minimind=is_minimind(raw))
                         loss = s * (d.world_size / max(g_tok, 1.0))
                         aux = getattr(out, "aux_loss", None)
                         if aux is not None and getattr(raw.config, "use_moe", False):

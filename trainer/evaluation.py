@@ -1,6 +1,6 @@
 """The parallel forward pass and token-weighted loss, shared by training, validation and scripts/eval_loss.py.
 
-`forward_batch` builds the attention mask once for the batch (dense bool for SDPA/MiniMind, additive
+`batch_loss` builds the attention mask once for the batch (dense bool for SDPA/MiniMind, additive
 for eager HF attention, FlexAttention BlockMask on CUDA when enabled) and calls the model with explicit
 `position_ids` `[B, T, 3]`. `lm_loss_sum` returns the summed cross-entropy and the number of target
 tokens, so callers can weight by tokens across batches, accumulation steps and ranks.
@@ -40,12 +40,21 @@ def batch_mask(model, batch: dict, mask_mode: str):
     return build_attention_mask(t, b, mask_mode)
 
 
-def forward_batch(model, batch: dict, mask_mode: str, *, minimind: bool = True):
-    """-> model output for a collated batch (tensors already on the model's device)."""
+def batch_loss(model, batch: dict, mask_mode: str, *, minimind: bool = True):
+    """-> (summed CE over the batch's targets, number of targets, model output).
+
+    MiniMind computes the loss at the target positions only and skips pads (no `[B, T, V]` logits);
+    other models return logits and the loss is taken from them.
+    """
     mask = batch_mask(model, batch, mask_mode)
-    kwargs = {"token_mask": batch["attention_mask"]} if minimind else {}
-    return model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"],
-                 use_cache=False, **kwargs)
+    kw = dict(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"], use_cache=False)
+    if minimind:
+        out = model(**kw, token_mask=batch["attention_mask"], labels=batch["labels"], compute_logits=False,
+                    loss_reduction="sum")
+        return out.loss, int((batch["labels"] != -100).sum()), out
+    out = model(**kw)
+    s, n = lm_loss_sum(out.logits, batch["labels"])
+    return s, n, out
 
 
 def lm_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -81,8 +90,7 @@ def evaluate_loss(model, batches, device, *, mask_mode: str, amp_dtype: torch.dt
     for batch in batches:
         batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
         with autocast_context(device, amp_dtype):
-            out = forward_batch(model, batch, mask_mode, minimind=mm)
-        s, n = lm_loss_sum(out.logits, batch["labels"])
+            s, n, _ = batch_loss(model, batch, mask_mode, minimind=mm)
         total += float(s)
         tokens += n
         n_batches += 1
