@@ -7,6 +7,7 @@ flag is an error), and tokenizer selection (--tokenizer, else the checkpoint's o
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from model.checkpoint import load_checkpoint, read_checkpoint, tokenizer_from_files
@@ -79,3 +80,23 @@ def build_minimind(args, tokenizer, *, checkpoint: str | None):
                          bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 1,
                          max_position_embeddings=max(32768, args.max_seq_len), **m)
     return MiniMindForCausalLM(cfg).train(), {"step": None, "from": None}
+
+
+def minimind_stage(name: str, build_dataset: Callable, init_default: Callable | None = None):
+    """A `trainer.engine.Stage` for a MiniMind front.
+
+    `init_default(args)` gives the warm-start checkpoint used when --init_weight is not given (None: from
+    scratch); --resume continues from {out_dir}/{name}_{hidden}[_moe].pth.
+    """
+    from trainer.engine import Stage
+
+    def checkpoint(args, resume_from: bool) -> str | None:
+        init = init_weight_path(args, default=init_default(args) if init_default else None)
+        if resume_from:
+            return str(Path(args.out_dir) / f"{stem_from_args(name, args, init)}.pth")
+        return init
+
+    return Stage(name=name, checkpoint_stem=stem_for(name),
+                 load_tokenizer=lambda a: tokenizer_for(a, checkpoint(a, a.resume)),
+                 build_model=lambda a, tok, resume_from: build_minimind(a, tok, checkpoint=checkpoint(a, resume_from)),
+                 build_dataset=build_dataset)

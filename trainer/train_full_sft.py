@@ -21,8 +21,8 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 from parallel_data.parallel_dataset import ParallelSFTDataset
 from trainer.args import add_branch_args, add_data_args, add_model_args, add_train_args
-from trainer.engine import Stage, run
-from trainer.minimind import build_minimind, init_weight_path, stem_for, stem_from_args, tokenizer_for
+from trainer.engine import run
+from trainer.minimind import minimind_stage, stem_from_args
 
 STAGE = "full_sft"
 
@@ -39,13 +39,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _checkpoint(args, resume_from: bool) -> str | None:
-    init = init_weight_path(args, default=str(Path(args.out_dir) / f"{stem_from_args('pretrain', args)}.pth"))
-    if resume_from:
-        return str(Path(args.out_dir) / f"{stem_from_args(STAGE, args, init)}.pth")
-    return init
-
-
 def build_dataset(args, tokenizer):
     return ParallelSFTDataset(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
                               hf_subset=args.hf_subset, hf_split=args.hf_split, max_samples=args.max_samples,
@@ -57,14 +50,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.chunk_length:
         raise SystemExit("--chunk-length (token packing) is for pretraining; SFT keeps conversations whole")
-    stage = Stage(
-        name=STAGE,
-        checkpoint_stem=stem_for(STAGE),
-        load_tokenizer=lambda a: tokenizer_for(a, _checkpoint(a, a.resume)),
-        build_model=lambda a, tok, resume_from: build_minimind(a, tok, checkpoint=_checkpoint(a, resume_from)),
-        build_dataset=build_dataset,
-    )
-    return run(args, stage)
+    # default warm start: {out_dir}/pretrain_{hidden}[_moe].pth
+    return run(args, minimind_stage(STAGE, build_dataset,
+                                    lambda a: str(Path(a.out_dir) / f"{stem_from_args('pretrain', a)}.pth")))
 
 
 if __name__ == "__main__":
