@@ -225,8 +225,22 @@ class _ParallelDataset:
         """Every unit in file order (evaluation of a whole file)."""
         return self.iter_units(self.source.iter_all())
 
-    def stream_record_count(self, stream: int, num_streams: int) -> int | None:
-        return self.source.stream_line_count(stream, num_streams)
+    chunk_quota: int | None = None  # total units per epoch over all streams (packing), None = no limit
+
+    def unit_quota(self, stream: int, num_streams: int) -> int | None:
+        """Units stream `stream` may produce per epoch (packing with --max-samples), None = unlimited."""
+        q = self.chunk_quota
+        if q is None:
+            return None
+        return q // num_streams + (1 if stream < q % num_streams else 0)
+
+    def stream_unit_count(self, stream: int, num_streams: int, epoch: int = 0) -> int | None:
+        """Records (or chunks, when packing with a quota) a stream reads per epoch, None when unknown."""
+        q = self.unit_quota(stream, num_streams)
+        if q is not None:
+            return q
+        src = self.source
+        return src.stream_line_count(stream, num_streams, epoch)
 
 
 def make_source(*, data_path: str | None, hf_dataset: str | None, hf_subset: str | None = None,
@@ -249,8 +263,11 @@ class ParallelPretrainDataset(_ParallelDataset):
                  hf_subset: str | None = None, hf_split: str = "train", text_column: str | None = None,
                  max_samples: int | None = None, chunk_length: int | None = None, max_seq_len: int = 512,
                  val_samples: int = 0, seed: int = 0, shuffle: bool = True):
+        # with packing, --max-samples counts chunks (rows are read until the chunks are there)
         source = make_source(data_path=data_path, hf_dataset=hf_dataset, hf_subset=hf_subset, hf_split=hf_split,
-                             val_samples=val_samples, max_samples=max_samples, seed=seed, shuffle=shuffle)
+                             val_samples=val_samples, max_samples=None if chunk_length else max_samples, seed=seed,
+                             shuffle=shuffle)
+        self.chunk_quota = max_samples if chunk_length else None
         if hf_dataset and text_column is None and not chunk_length:
             cols = getattr(source.dataset, "column_names", None) or []
             text_column = resolve_text_column(cols, None, path=hf_dataset) if cols else None

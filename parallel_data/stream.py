@@ -69,6 +69,7 @@ class ParallelBatchStream(IterableDataset):
         grouper = self.grouping.grouper(stream_seed(self.seed, sid, "group"))
         collator = ParallelCollator(**self.collator_kwargs, seed=stream_seed(self.seed, sid, "layout"))
         cursor = Cursor()
+        epoch_units = [0]  # units produced in this epoch (for the packing quota)
         st = self.resume_states.get(sid)
         if st is not None:
             cursor = Cursor(**st["cursor"])
@@ -77,6 +78,7 @@ class ParallelBatchStream(IterableDataset):
             if st.get("collator") is not None:
                 collator.load_state_dict(st["collator"])
             builder.carry[:] = st["carry"]
+            epoch_units[0] = st.get("epoch_units", 0)
             builder.stats = UnitStats(**st["stats"])
             for u in st.get("pending_units", []):  # re-dealt from a run with another world size
                 grouper.push(u)
@@ -89,21 +91,34 @@ class ParallelBatchStream(IterableDataset):
             out["epoch"] = cursor.epoch
             out["state"] = {"cursor": cursor.state(), "grouper": grouper.state_dict(),
                             "collator": collator.state_dict(), "carry": list(builder.carry),
+                            "epoch_units": epoch_units[0],
                             "stats": asdict(builder.stats)}
             return out
 
         while (batch := grouper.pop()) is not None:  # batches that were ready when the state was saved
             yield emit(batch)
         while cursor.epoch < self.epochs:
+            quota = self.dataset.unit_quota(sid, num_streams)
             for units in self.dataset.iter_epoch_units(builder, cursor, sid, num_streams):
+                if quota is not None:
+                    kept = units[: max(0, quota - epoch_units[0])]
+                    builder.stats.units -= len(units) - len(kept)  # built but beyond --max-samples: unused
+                    builder.stats.packed_chunks -= len(units) - len(kept)
+                    units = kept
+                    epoch_units[0] += len(units)
                 for u in units:
                     grouper.push(u)
                 while (batch := grouper.pop()) is not None:
                     yield emit(batch)
+                if quota is not None and epoch_units[0] >= quota:
+                    break
+            if quota is not None and epoch_units[0] >= quota:
+                builder.carry.clear()  # tokens beyond --max-samples chunks are not used
             for u in builder.flush():
                 grouper.push(u)
             grouper.flush()
             cursor.epoch, cursor.block, cursor.line, cursor.start = cursor.epoch + 1, 0, 0, 0
+            epoch_units[0] = 0
             while (batch := grouper.pop()) is not None:
                 yield emit(batch)
 
@@ -149,11 +164,13 @@ def reshard_states(states: dict[int, dict], old_streams: int, new_streams: int, 
 
 
 def estimate_micro_batches(dataset: _ParallelDataset, grouping: GroupingConfig, *, rank: int, world_size: int,
-                           num_workers: int, epochs: int, seed: int, grouped_records: bool) -> int | None:
+                           num_workers: int, epochs: int, seed: int, grouped_records: float) -> int | None:
     """Micro-batches this rank will produce, by replaying the grouper on the known record counts.
 
-    Exact when every record gives one unit (no text longer than max_seq_len, no packing); None when the
-    record count is unknown (a Hub stream without --max-samples).
+    `grouped_records` is the share of grouped ``{"main", "branches"}`` records (1.0: all). Exact when every
+    record gives one unit and the file is not a mix (no text longer than max_seq_len, no packing); a mix
+    is replayed with a seeded draw per record. None when the record count is unknown (a Hub stream
+    without --max-samples).
     """
     nw = max(1, num_workers)
     total = 0
@@ -161,13 +178,14 @@ def estimate_micro_batches(dataset: _ParallelDataset, grouping: GroupingConfig, 
         sid, n_streams = rank * nw + wid, world_size * nw
         g = grouping.grouper(stream_seed(seed, sid, "group"))
         for epoch in range(epochs):
-            n = dataset.source.stream_line_count(sid, n_streams, epoch) \
-                if isinstance(dataset.source, LocalJsonlSource) else dataset.source.stream_line_count(sid, n_streams)
+            n = dataset.stream_unit_count(sid, n_streams, epoch)
             if n is None:
                 return None
-            unit = {"branches": [None]} if grouped_records else {"input_ids": None}
+            sample, text = {"branches": [None]}, {"input_ids": None}
+            mix = random.Random(f"mix:{seed}:{sid}:{epoch}")
             for _ in range(n):
-                g.push(unit)
+                g.push(sample if (grouped_records >= 1 or (grouped_records > 0 and mix.random() < grouped_records))
+                       else text)
                 while g.pop() is not None:
                     total += 1
             g.flush()
@@ -229,8 +247,8 @@ def eval_batches(units, *, rank: int, world_size: int, batch_size: int, collator
     return batches(), info
 
 
-def detect_grouped_records(dataset: _ParallelDataset, probe: int = 64) -> bool:
-    """True when the first records of the data are grouped ``{"main", "branches"}`` samples."""
+def detect_grouped_records(dataset: _ParallelDataset, probe: int = 256) -> float:
+    """Share of grouped ``{"main", "branches"}`` records among the first records of the data."""
     src = dataset.source
     it = src.iter_all() if hasattr(src, "iter_all") else iter(())
     n = grouped = 0
@@ -239,7 +257,7 @@ def detect_grouped_records(dataset: _ParallelDataset, probe: int = 64) -> bool:
         grouped += "branches" in rec
         if n >= probe:
             break
-    return n > 0 and grouped == n
+    return grouped / n if n else 0.0
 
 
 def collate_to_device(batch: dict, device) -> dict:

@@ -164,3 +164,16 @@ def test_sigint_saves_a_resumable_checkpoint(data, tmp_path):
     assert proc.returncode == 0, err[-2000:]
     st = torch.load(tmp_path / "pretrain_64_resume.pth", weights_only=True)
     assert 2 <= st["step"] < 400 and "continue with --resume" in err
+
+
+def test_hub_style_dataset_with_packing_and_max_total_tokens(data, tmp_path):
+    # --hf-dataset accepts a local file (read through `datasets`); --chunk-length packs token ids
+    args = [*TINY, "--hf-dataset", data["pretrain"], "--max-samples", "40", "--chunk-length", "24",
+            "--out_dir", str(tmp_path), "--batch_size", "2", "--batch_by_samples", "--max_branches_per_sample", "4",
+            "--max_total_tokens", "64", "--log_interval", "1", "--num_workers", "0"]
+    assert train_pretrain.main(args) == 0
+    recs = metrics(tmp_path / "pretrain_64_metrics.jsonl")
+    summary = recs[-1]
+    assert summary["summary"] and summary["data"]["packed_chunks"] == 40  # --max-samples counts chunks
+    assert summary["texts_seen"] == 40 and summary["step"] == summary["total_steps"]  # the estimate was exact
+    assert summary["truncated_tokens"] > 0  # samples of 3-4 chunks of 24 tokens exceed 64: tails cut, counted

@@ -286,7 +286,7 @@ class Trainer:
         win_t = time.perf_counter()
         next_val = {"samples": _next_multiple(samples_seen, a.val_interval_samples),
                     "tokens": _next_multiple(tokens_seen, a.val_interval_tokens)}
-        steps_this_run = 0
+        steps_this_run = truncated = 0
         stopping = False
         last_val = None
         saved_at = step
@@ -299,6 +299,7 @@ class Trainer:
                     micro.append(next(it))
                 except StopIteration:
                     break
+            truncated += sum(b["truncated_tokens"] for b in micro)
             local = [sum(b["num_label_tokens"] for b in micro), sum(b["num_samples"] for b in micro),
                      sum(b["num_texts"] for b in micro), sum(b["num_tokens"] for b in micro), 1.0 if micro else 0.0,
                      1.0 if self.stop_requested else 0.0]
@@ -376,8 +377,9 @@ class Trainer:
         if step > saved_at or finished:
             save(final=finished)
         if step > horizon:
-            log.warning("the data gave %d optimizer steps, %d more than estimated (texts longer than max_seq_len "
-                        "were split); the learning rate stayed at its floor for those", step, step - horizon)
+            log.warning("the data gave %d optimizer steps, %d more than estimated (records that gave several "
+                        "units: texts split at max_seq_len, or packed chunks); the learning rate stayed at its floor "
+                        "for those", step, step - horizon)
         if a.val_samples and finished:
             last_val = validate()
             tracker.log({"val_loss": last_val["loss"], "val_ppl": last_val["ppl"], "final": True}, step)
@@ -390,14 +392,20 @@ class Trainer:
                     raise RuntimeError(f"DDP ranks ended with different weights: {digests}")
                 log.info("weights identical on all %d ranks (sha256 %s)", d.world_size, digests[0][:12])
         stats = UnitStats()
-        for st in stream_states.values():
+        for st in stream_states.values():  # this rank's streams; summed over ranks below
             stats.add(UnitStats(**st["stats"]))
+        fields = list(asdict(stats))
+        *totals, truncated = all_reduce([getattr(stats, f) for f in fields] + [truncated])
+        stats = UnitStats(**{f: int(v) for f, v in zip(fields, totals)})
         summary = {"step": step, "total_steps": total_steps, "tokens_seen": tokens_seen, "texts_seen": texts_seen,
-                   "wall_s": time.perf_counter() - t0, "data": asdict(stats)}
+                   "wall_s": time.perf_counter() - t0, "data": asdict(stats), "truncated_tokens": int(truncated)}
         if last_val:
             summary["val_loss"] = last_val["loss"]
         tracker.summary(summary)
         tracker.finish()
+        if truncated:
+            log.warning("--max_total_tokens %d cut %d tokens (branch tails) in this run", a.max_total_tokens,
+                        int(truncated))
         if stats.split_texts or stats.truncated:
             log.warning("data: %d texts longer than max_seq_len were split into pieces; %d branches were cut at "
                         "max_seq_len (%d tokens dropped)", stats.split_texts, stats.truncated, stats.truncated_tokens)
