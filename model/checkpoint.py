@@ -123,7 +123,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", dty
     """Rebuild a MiniMind model from a checkpoint alone -> (model in eval mode, payload).
 
     `overrides` may change inference-time settings that do not affect the weights (mask_mode,
-    use_flex_attention, attention_chunk_size); anything else that differs is an error, because the
+    use_flex_attention, query_chunk_size); anything else that differs is an error, because the
     weights were trained for the saved value.
     """
     from model.model_minimind import MiniMindForCausalLM
@@ -133,7 +133,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", dty
     for key, value in (overrides or {}).items():
         if value is None:
             continue
-        if key not in ("mask_mode", "use_flex_attention", "attention_chunk_size"):
+        if key not in ("mask_mode", "use_flex_attention", "query_chunk_size"):
             saved = getattr(cfg, key, None)
             if saved != value:
                 raise ValueError(f"{path} was trained with {key}={saved!r}, but {key}={value!r} was requested; "

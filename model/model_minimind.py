@@ -46,7 +46,7 @@ class MiniMindConfig(PretrainedConfig):
                  num_experts_per_tok: int = 2, n_routed_experts: int = 4, n_shared_experts: int = 1,
                  scoring_func: str = "softmax", aux_loss_alpha: float = 0.1, seq_aux: bool = True,
                  norm_topk_prob: bool = True, use_flex_attention: bool = False,
-                 attention_chunk_size: int = 256, pad_free: bool = True, **kwargs):
+                 query_chunk_size: int = 256, pad_free: bool = True, **kwargs):
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
         self.num_attention_heads = num_attention_heads
@@ -77,7 +77,7 @@ class MiniMindConfig(PretrainedConfig):
         self.seq_aux = seq_aux
         self.norm_topk_prob = norm_topk_prob
         self.use_flex_attention = bool(use_flex_attention)
-        self.attention_chunk_size = int(attention_chunk_size)
+        self.query_chunk_size = int(query_chunk_size)
         self.pad_free = bool(pad_free)  # skip pads in training/evaluation forwards (same results, faster)
         super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
                          tie_word_embeddings=tie_word_embeddings, **kwargs)
@@ -328,7 +328,7 @@ class MiniMindModel(MiniMindPreTrainedModel):
         cos, sin = self.rotary_emb(h, pos3)
         mask, is_causal, derived = self._prepare_mask(attention_mask, B, T, past, h)
         token_mask = token_mask if token_mask is not None else derived
-        chunk = self.config.attention_chunk_size
+        chunk = self.config.query_chunk_size
         plan = None
         packed = self._pack(mask, token_mask, past_key_values) \
             if token_mask is not None and self.config.pad_free else None
@@ -355,7 +355,7 @@ class MiniMindModel(MiniMindPreTrainedModel):
         if bool((valid & (torch.arange(T, device=valid.device)[None, :] >= lengths[:, None])).any()):
             return None  # not right-padded: keep the general path
         segments, off = [], 0
-        chunk = self.config.attention_chunk_size
+        chunk = self.config.query_chunk_size
         for b, n in enumerate(lengths.tolist()):
             if n == 0:
                 continue

@@ -25,6 +25,10 @@ so each row is prefilled whole and every branch keeps its own clock. A branch fi
 fed back), on a stop string or at its token limit; its tokens stay in the cache (visible to the
 other branches under the columnar rule) but it is never fed again, and a group whose branches have
 all finished is dropped from the batch.
+
+Speed: between two such events every step feeds the same slots, so the step inputs (slot layout,
+positions, sampled rows, mask) are planned once per run of steps (`model.generation_state.DecodeWindow`)
+and a step costs the forward plus a few small tensor ops; decode steps take an additive mask.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from model.generation_state import DecodeWindow
 from model.kv_cache import GrowingCache
 from parallel.layout import ALIGNMENTS, build_flat_linear_layout
-from parallel.masks import build_attention_mask, build_incremental_mask, check_mask_mode
+from parallel.masks import build_attention_mask, check_mask_mode
 from parallel.rope2d import Interleaved2DRoPE
 from parallel.sampling import SamplingParams, SamplingTensors, sample_next
 
@@ -187,6 +192,9 @@ class ParallelGenerator:
                              "attn_implementation='sdpa' or 'eager' (flex_attention takes only BlockMasks)")
         # eager attention adds the mask to the scores, so a boolean mask would be silently wrong there
         self.mask_dtype = self.dtype if impl == "eager" else torch.bool
+        # decode steps take an additive mask everywhere: SDPA converts a boolean one on every call (per
+        # layer); the prefill keeps the smaller boolean mask
+        self.step_mask_dtype = self.dtype
         self._decoder, self._head = _split_head(model)
         # Time-synchronous decoding (one time column per step, prompt remainders fed alongside generated
         # tokens) makes the cached sequence exactly a training layout: needed when branches see each
@@ -197,17 +205,20 @@ class ParallelGenerator:
     # --- model calls ---------------------------------------------------------------------------------
 
     def _logits_at(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache,
-                   rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+                   rows: torch.Tensor | None, cols: torch.Tensor | None) -> torch.Tensor:
         """Forward `[B, Q]` tokens; return float logits `[N, V]` at (rows[i], cols[i]) only.
 
         The output head runs on the N needed hidden states, never on `[B, Q, V]`, so a long prompt
-        does not materialise full-vocabulary logits.
+        does not materialise full-vocabulary logits. rows = cols = None: every position, row-major.
         """
         kw = dict(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
         if self._decoder is not None:
             out = self._decoder(**kw)
             h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]  # MiniMind: a tuple
-            return self._head(h[rows, cols]).float()
+            return self._head(h.reshape(-1, h.shape[-1]) if rows is None else h[rows, cols]).float()
+        if rows is None:
+            logits = self.model(**kw).logits
+            return logits.reshape(-1, logits.shape[-1]).float()
         keep, where = torch.unique(cols, return_inverse=True)
         logits = self.model(**kw, logits_to_keep=keep).logits  # [B, U, V]
         return logits[rows, where].float()
@@ -293,12 +304,16 @@ class ParallelGenerator:
         eos = self._eos_ids(eos_token_ids)
         lay = build_flat_linear_layout(self.tokenizer, list(groups), pad_to=None, branch_stride=self.branch_stride,
                                        align_to=self.align_to).to(self.device)
+        # eval() / train() walk every module (~1 ms): skip both when nothing is in training mode
+        switch = any(m.training for m in self.model.modules())
         was_training = self.model.training
-        self.model.eval()
+        if switch:
+            self.model.eval()
         try:
             states = self._run(lay, counts, params, eos, stops, max_new_tokens, seed, on_step, return_step_logits)
         finally:
-            self.model.train(was_training)
+            if switch:
+                self.model.train(was_training)
         return self._results(groups, lay, counts, states, stops)
 
     def _run(self, lay, counts, params, eos, stops, max_new_tokens, seed, on_step, keep_logits) -> list[_Branch]:
@@ -362,64 +377,49 @@ class ParallelGenerator:
         logits = self._logits_at(lay.input_ids[:, :Pm], mask, lay.position_ids()[:, :Pm], cache, f_idx // NBr,
                                  last_index[f_idx])
         seen = self._prompt_seen(lay, NBr, logits.shape[-1]) if penalised else None
-        step_ctx = (states, ptensors, gen, seen, last_tok, active, eos, stops, on_step, keep_logits)
+        step_ctx = (states, gen, seen, last_tok, active, eos, stops, on_step, keep_logits)
         step = 0
         if f_idx.numel():
-            self._sample_step(step, f_idx, logits, *step_ctx)
+            self._sample_step(step, f_idx, f_idx.tolist(), ptensors[f_idx], logits, *step_ctx)
             step += 1
         # the next time each branch feeds: its own clock in isolated mode, the row's column in columnar mode
         next_time = tau.repeat_interleave(NBr) if self.synchronous else torch.where(valid, gen_start, -1)
         n_real = P.clone()  # real tokens per row so far: the flat index the training layout would give
         rows = torch.arange(B, device=dev)  # original row (group) of each batch row still decoding
         L = Pm
+        win: DecodeWindow | None = None
         while True:
-            pending = valid & (next_time < gen_start) & (next_time >= first_time)  # prompt tokens still to feed
-            feed = (active & (next_time >= gen_start)) | pending
-            alive = (active | (valid & (next_time < gen_start))).view(B, NBr).any(dim=1)[rows]
-            if not bool((active.view(B, NBr)[rows]).any()):
-                break
-            if not bool(alive.all()):  # drop finished groups: their pad slots would cost compute
-                keep = torch.nonzero(alive).squeeze(1)
-                cache.batch_select_indices(keep)
-                rows, hist_time, hist_branch = rows[keep], hist_time[keep], hist_branch[keep]
-            a = feed.view(B, NBr)[rows]  # [Bc, NBr]
-            Bc, K = a.shape[0], int(a.sum(dim=1).max())
-            if K == 0:  # every branch still waits for its start time (explicit offsets): advance the clock
-                next_time = torch.where(valid, next_time + 1, next_time)
-                continue
-            # fed branches take slots 0..n-1 of their row in branch order; other slots are pads
-            bi, ki = torch.nonzero(a, as_tuple=True)
-            slot = (a.cumsum(dim=1) - 1)[bi, ki]
-            f_idx = rows[bi] * NBr + ki
-            t_now = next_time[f_idx]
-            from_prompt = t_now < gen_start[f_idx]
-            prompt_tok = prompt_mat[f_idx, (t_now - first_time[f_idx]).clamp(0, prompt_mat.shape[1] - 1)]
-            q_ids = torch.full((Bc, K), lay.pad_id, dtype=torch.long, device=dev)
-            q_time = torch.full((Bc, K), -1, dtype=torch.long, device=dev)  # pads: time -1, seen by nobody
-            q_branch = torch.full((Bc, K), -1, dtype=torch.long, device=dev)
-            q_coord = torch.zeros((Bc, K), dtype=torch.long, device=dev)
-            q_flat = torch.zeros((Bc, K), dtype=torch.long, device=dev)
-            q_ids[bi, slot] = torch.where(from_prompt, prompt_tok, last_tok[f_idx])
-            q_time[bi, slot], q_branch[bi, slot], q_coord[bi, slot] = t_now, ki + 1, coord[f_idx]
-            q_flat[bi, slot] = n_real[rows[bi]] + slot
-            n_real[rows] += a.sum(dim=1)
-            pos = torch.stack([q_coord, q_time.clamp_min(0), q_flat], dim=-1)  # [Bc, K, 3]
-            if L + K > hist_time.shape[1]:  # grow the history by doubling, like the cache
-                grow = max(L + K, 2 * hist_time.shape[1]) - hist_time.shape[1]
-                hist_time = torch.cat([hist_time, hist_time.new_full((Bc, grow), -1)], dim=1)
-                hist_branch = torch.cat([hist_branch, hist_branch.new_full((Bc, grow), -1)], dim=1)
-            mask = build_incremental_mask(q_time, q_branch, hist_time[:, :L], hist_branch[:, :L], mode,
-                                          dtype=self.mask_dtype)
-            sample = active[f_idx] & (t_now >= gen_start[f_idx] - 1)  # fed its last prompt token or a generated one
-            logits = self._logits_at(q_ids, mask, pos, cache, bi[sample], slot[sample])
-            hist_time[:, L:L + K], hist_branch[:, L:L + K] = q_time, q_branch
-            L += K
-            if self.synchronous:
-                next_time[rows.repeat_interleave(NBr) * NBr + torch.arange(NBr, device=dev).repeat(Bc)] += 1
-            else:
-                next_time[f_idx] += 1
-            if bool(sample.any()):
-                self._sample_step(step, f_idx[sample], logits, *step_ctx)
+            if win is None or win.expired:  # plan the next steps (see model/generation_state.py)
+                if win is not None:
+                    hist_time, hist_branch, L = win.commit(hist_time, hist_branch, next_time, n_real)
+                    win = None
+                pending = valid & (next_time < gen_start) & (next_time >= first_time)  # prompt tokens still to feed
+                feed = (active & (next_time >= gen_start)) | pending
+                alive = (active | (valid & (next_time < gen_start))).view(B, NBr).any(dim=1)[rows]
+                if not bool((active.view(B, NBr)[rows]).any()):
+                    break
+                if not bool(alive.all()):  # drop finished groups: their pad slots would cost compute
+                    keep = torch.nonzero(alive).squeeze(1)
+                    cache.batch_select_indices(keep)
+                    rows, hist_time, hist_branch = rows[keep], hist_time[keep], hist_branch[keep]
+                a = feed.view(B, NBr)[rows]  # [Bc, NBr]
+                if not bool(a.any()):  # every branch still waits for its start time (explicit offsets)
+                    next_time = torch.where(valid, next_time + 1, next_time)
+                    continue
+                remaining = max((st.max_new - len(st.ids) for st in states if st is not None and st.finish is None),
+                                default=1)
+                win = DecodeWindow(a=a, rows=rows, NBr=NBr, next_time=next_time, gen_start=gen_start,
+                                   first_time=first_time, coord=coord, n_real=n_real, active=active, valid=valid,
+                                   synchronous=self.synchronous, prompt_mat=prompt_mat, pad_id=lay.pad_id,
+                                   hist_time=hist_time, hist_branch=hist_branch, L0=L, mode=mode,
+                                   mask_dtype=self.step_mask_dtype, ptensors=ptensors, remaining=remaining)
+            ids, mask, pos = win.inputs(last_tok)
+            logits = self._logits_at(ids, mask, pos, cache, *((None, None) if win.sample_all else
+                                                             (win.sample_bi, win.sample_slot)))
+            win.step_done()
+            if win.sample_f_list:
+                if self._sample_step(step, win.sample_f, win.sample_f_list, win.params, logits, *step_ctx):
+                    win.expire()  # a branch finished: the structure of the next steps changes
                 step += 1
         return states
 
@@ -455,41 +455,42 @@ class ParallelGenerator:
             seen[f.reshape(-1), ids[main][:, None].expand(-1, NBr).reshape(-1)] = True
         return seen
 
-    def _sample_step(self, step, f_idx, logits, states, ptensors, gen, seen, last_tok, active, eos, stops,
-                     on_step, keep_logits) -> None:
-        """Sample `[N]` tokens for branches `f_idx` from `[N, V]` logits; update the bookkeeping."""
-        tok = sample_next(logits, ptensors[f_idx], gen, seen=seen[f_idx] if seen is not None else None)
+    def _sample_step(self, step, f_idx, f_list, params, logits, states, gen, seen, last_tok, active, eos, stops,
+                     on_step, keep_logits) -> bool:
+        """Sample `[N]` tokens for branches `f_idx` (`f_list` as a list) from `[N, V]` logits; update the
+        bookkeeping. -> whether a branch finished."""
+        tok = sample_next(logits, params, gen, seen=seen[f_idx] if seen is not None else None)
         if seen is not None:
             seen[f_idx, tok] = True
         last_tok[f_idx] = tok
         events, done = [], []
-        for i, (f, t) in enumerate(zip(f_idx.tolist(), tok.tolist())):
-            st = states[f]
+        for i, (f, t) in enumerate(zip(f_list, tok.tolist())):
+            st, text = states[f], ""
             if keep_logits:
                 st.logits.append(logits[i].cpu())
-            ev = StepToken(st.group, st.branch, t)
             if t in eos:
-                st.finish = ev.finish_reason = "eos"
+                st.finish = "eos"
             else:
                 st.ids.append(t)
                 if st.decoder is not None:
-                    ev.text = self._advance_text(st, st.decoder.push(t), stops)
+                    text = self._advance_text(st, st.decoder.push(t), stops)
                 if st.finish is None and len(st.ids) >= st.max_new:
                     st.finish = "length"
-                ev.finish_reason = st.finish
             if st.finish is not None:
                 done.append(f)
                 if st.decoder is not None:  # release what was held back
                     if st.finish != "stop":
                         st.decoder.flush()
                     end = st.stop_at if st.finish == "stop" else len(st.decoder.text)
-                    ev.text += st.decoder.text[st.emitted:end]
+                    text += st.decoder.text[st.emitted:end]
                     st.emitted = max(st.emitted, end)
-            events.append(ev)
+            if on_step is not None:
+                events.append(StepToken(st.group, st.branch, t, text, st.finish))
         if done:
             active[torch.tensor(done, device=active.device)] = False
         if on_step is not None:
             on_step(step, events)
+        return bool(done)
 
     @staticmethod
     def _advance_text(st: _Branch, delta: str, stops: Sequence[str]) -> str:

@@ -57,7 +57,10 @@ class SamplingParams:
 
 @dataclass
 class SamplingTensors:
-    """Per-row settings as `[N]` tensors (the tensorised form of a list of `SamplingParams`)."""
+    """Per-row settings as `[N]` tensors (the tensorised form of a list of `SamplingParams`).
+
+    Treat as immutable: `all_greedy` / `any_penalty` are computed once from the fields.
+    """
 
     temperature: torch.Tensor  # [N] float, 1.0 on greedy rows (never divides by 0)
     top_p: torch.Tensor  # [N] float
@@ -77,6 +80,12 @@ class SamplingTensors:
                                             device=device),
             greedy=torch.tensor(greedy, dtype=torch.bool, device=device),
         )
+
+    def __post_init__(self) -> None:
+        # Python flags computed once, so that a decode step does not sync on them (greedy-only batches
+        # are the common case and then sampling is one argmax)
+        self.all_greedy = bool(self.greedy.all())
+        self.any_penalty = bool((self.repetition_penalty != 1.0).any())
 
     def __getitem__(self, index: torch.Tensor) -> SamplingTensors:
         """Rows `index` (a LongTensor or bool mask) of every field."""
@@ -145,12 +154,11 @@ def sample_next(logits: torch.Tensor, params: SamplingTensors, generator: torch.
     rows take the argmax; the others draw from the filtered distribution with `generator`.
     """
     x = logits.float()
-    if seen is not None and bool((params.repetition_penalty != 1.0).any()):
+    if seen is not None and params.any_penalty:
         x = apply_repetition_penalty(x, seen, params.repetition_penalty)
     out = x.argmax(dim=-1)
-    sampled = ~params.greedy
-    if bool(sampled.any()):
-        rows = torch.nonzero(sampled).squeeze(1)
+    if not params.all_greedy:
+        rows = torch.nonzero(~params.greedy).squeeze(1)
         filtered = apply_temperature_top_k_top_p(x[rows], params[rows])
         probs = torch.softmax(filtered, dim=-1)
         out[rows] = torch.multinomial(probs, 1, generator=generator).squeeze(1)

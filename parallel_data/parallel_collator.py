@@ -118,19 +118,6 @@ def _as_rng_state(st):
     return (version, tuple(internal), gauss)
 
 
-def group_exact(units, branches: int) -> tuple[list[dict], int]:
-    """Group units (branches only) into samples of exactly `branches`; returns (samples, leftover count)."""
-    samples, buf = [], []
-    for u in units:
-        if is_sample(u):
-            raise ValueError("grouped records cannot be regrouped to an exact branch count")
-        buf.append(u)
-        if len(buf) == branches:
-            samples.append({"branches": buf})
-            buf = []
-    return samples, len(buf)
-
-
 class ParallelCollator:
     """Samples -> a batch of tensors via the vectorised layout builder."""
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from parallel_data.parallel_collator import BranchGrouper, ParallelCollator, group_exact
+from parallel_data.parallel_collator import BranchGrouper, ParallelCollator
 from parallel_data.parallel_dataset import UnitStats, _ParallelDataset
 from parallel_data.sources import Cursor, LocalJsonlSource
 
@@ -207,10 +207,17 @@ def eval_batches(units, *, rank: int, world_size: int, batch_size: int, collator
     info = {"samples": 0, "texts": 0, "leftover_texts": 0}
 
     def samples_iter():
-        if branches is not None:
-            samples, left = group_exact(units, branches)
-            info["leftover_texts"] = left
-            yield from samples
+        if branches is not None:  # grouped records are samples already and pass through whole
+            buf = []
+            for u in units:
+                if "branches" in u:
+                    yield u
+                    continue
+                buf.append(u)
+                if len(buf) == branches:
+                    yield {"branches": buf}
+                    buf = []
+            info["leftover_texts"] = len(buf)
             return
         rng = random.Random(f"eval:{seed}")
         buf, b = [], rng.randint(min_branches, max_branches or min_branches)

@@ -80,6 +80,18 @@ def test_generate_equals_manual_greedy_loop():
     assert len(set(out[0, 7:].tolist())) > 1  # positions advance: not the same token forever
 
 
+def test_generate_with_a_prompt_longer_than_the_query_chunk():
+    # the config's chunk size must not be read by transformers as a chunked-attention window
+    model = tiny_minimind(seed=5, tie_word_embeddings=False, query_chunk_size=16)
+    prompt = torch.randint(3, 300, (1, 40))
+    out = model.generate(prompt, max_new_tokens=4, do_sample=False, pad_token_id=0, eos_token_id=None)
+    x = prompt
+    with torch.no_grad():
+        for _ in range(4):
+            x = torch.cat([x, model(x).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert out.tolist() == x.tolist()
+
+
 def test_left_padded_batch_equals_unpadded_rows():
     model = tiny_minimind(seed=1)
     a, b = [12, 13, 14, 15, 16], [30, 31, 32]
@@ -196,7 +208,7 @@ def test_config_validation():
 @pytest.mark.parametrize("moe", [False, True])
 @pytest.mark.parametrize("mode", ["columnar", "isolated"])
 def test_pad_free_path_equals_the_padded_path(moe, mode):
-    model = tiny_minimind(use_moe=moe, attention_chunk_size=4).train()  # small chunks: exercise the chunk plans
+    model = tiny_minimind(use_moe=moe, query_chunk_size=4).train()  # small chunks: exercise the chunk plans
     lay = build_flat_linear_layout(None, [SAMPLES[0], {"branches": [[7, 8, 9]]}, SAMPLES[1]], branch_stride=16)
     mask = build_attention_mask(lay.time_ids, lay.branch_ids, mode)
     kw = dict(input_ids=lay.input_ids, attention_mask=mask, position_ids=lay.position_ids(), labels=lay.labels)
