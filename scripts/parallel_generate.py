@@ -88,7 +88,8 @@ class StreamView:
     """All branches side by side (or one line each when many), redrawn in place at most ~20 times/s."""
 
     def __init__(self, titles: list[str], out=sys.stdout):
-        self.titles, self.out = titles, out
+        self.titles = [" ".join(t.split()) for t in titles]  # one line each: newlines would break the redraw
+        self.out = out
         self.texts = [""] * len(titles)
         self.height = 0
         self.last = 0.0
@@ -181,7 +182,7 @@ def run(args) -> int:
             batch = samples[start:start + args.batch_groups]
             view, on_step = None, None
             if args.streaming:
-                titles = [f"[{start + gi}.{k}] {g.branches[k][:40]}" for gi, g in
+                titles = [f"[{start + gi}.{k}] {' '.join(g.branches[k].split())[-36:]}" for gi, g in
                           enumerate(groups[start:start + args.batch_groups]) for k in range(len(g.branches))]
                 offsets, acc = [], 0
                 for s in batch:

@@ -351,3 +351,20 @@ def test_bad_input_is_a_clear_error(tiny_tokenizer):
         gen.generate([{"branches": ["a dog"]}], [SamplingParams(), SamplingParams()])
     with pytest.raises(ValueError, match="mask mode"):
         ParallelGenerator(model, tiny_tokenizer, mask_mode="diagonal")
+
+
+@pytest.mark.parametrize("mode", ["columnar", "isolated"])
+@pytest.mark.parametrize("scheme", ["additive", "reference"])
+def test_time_offsets_and_groups_finishing_at_different_steps(mode, scheme):
+    # explicit per-branch start offsets leave columns in which a row feeds nothing or only prompt tokens,
+    # and one group finishes long before the other (it is dropped from the batch mid-decode)
+    groups = [{"main": [5, 6, 7], "branches": [{"input_ids": [10, 11], "time_offset": 4}, [20, 21, 22, 23],
+                                                {"input_ids": [30], "time_offset": 2}]},
+              {"branches": [{"input_ids": [40, 41, 42], "time_offset": 3}, [50]]}]
+    limits = [[5, 2, 7], [1, 1]]
+    model = make_model("minimind", None, scheme)
+    gen = ParallelGenerator(model, None, mask_mode=mode, branch_stride=STRIDE)
+    sampling = [[SamplingParams(max_new_tokens=n) for n in g] for g in limits]
+    res = gen.generate(groups, sampling, eos_token_ids=NO_EOS, return_step_logits=True)
+    assert [[r.num_new_tokens for r in g.branches] for g in res] == limits
+    assert full_recompute_error(model, groups, res, mode, "left", False) <= 1e-4
