@@ -32,8 +32,9 @@ NEEDED = ["pretrain_demo.jsonl", "pretrain_demo_val.jsonl", "parallel_demo.jsonl
 # The demo model and schedule (chosen to fit the 10-minute budget on 2 CPU cores; see docs/EXPERIMENTS.md).
 MODEL = ["--hidden_size", "192", "--num_hidden_layers", "4", "--num_attention_heads", "6", "--num_key_value_heads", "2"]
 TRAIN = ["--batch_size", "8", "--batch_by_samples", "--max_branches_per_sample", "16", "--min_branches_per_sample", "1",
-         "--max_seq_len", "160", "--learning_rate", "2e-3", "--warmup_iters", "30", "--max_steps", "420",
-         "--log_interval", "30", "--save_interval", "210", "--num_workers", "1", "--seed", "1234"]
+         "--max_seq_len", "160", "--learning_rate", "2e-3", "--warmup_iters", "30", "--max_steps", "900",
+         "--log_interval", "50", "--save_interval", "300", "--num_workers", "1", "--seed", "1234"]
+TASK_REPEAT = 3
 BRANCHES_LOSS = "1,2,4,8,16,32"
 BRANCHES_TASKS = "1,2,4,8,16"
 
@@ -47,9 +48,13 @@ def run(cmd: list[str], log) -> None:
 
 
 def mix_training_data(out: Path, seed: int) -> int:
-    """Pretraining text and grouped task records in one shuffled file (both record kinds are accepted)."""
+    """Pretraining text and grouped task records in one shuffled file (both record kinds are accepted).
+
+    The task records are repeated TASK_REPEAT times: they carry few target tokens (loss only on the
+    answers), and a few minutes of training should see each of them more than once.
+    """
     lines = (DATA / "pretrain_demo.jsonl").read_text().splitlines() + \
-        (DATA / "parallel_demo.jsonl").read_text().splitlines()
+        (DATA / "parallel_demo.jsonl").read_text().splitlines() * TASK_REPEAT
     random.Random(seed).shuffle(lines)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
@@ -157,7 +162,7 @@ def main(argv=None) -> int:
         n = mix_training_data(train_file, seed=1234)
         log(f"\ntraining data: {n} records (pretraining text + grouped task records) -> {train_file.relative_to(ROOT)}")
         stage("pretrain", lambda: run([py, "trainer/train_pretrain.py", "--data_path", str(train_file),
-                                       "--out_dir", str(out_dir), "--val_samples", "256", "--val_interval", "140",
+                                       "--out_dir", str(out_dir), "--val_samples", "256", "--val_interval", "300",
                                        "--val_branches_per_sample", "8", *MODEL, *TRAIN], log))
     stage("loss vs branches", lambda: run([py, "scripts/eval_loss.py", "--model_path", str(ckpt), "--data_path",
                                            str(DATA / "pretrain_demo_val.jsonl"), "--eval_branches", BRANCHES_LOSS,
