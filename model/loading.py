@@ -89,11 +89,17 @@ def legacy_config_factory(args, vocab_size: int = 6400):
     return make
 
 
+def shape_flags(args) -> dict:
+    """The model-shape flags a user gave (hidden size, layers, heads, MoE): checked against a checkpoint."""
+    keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "use_moe")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
 def load_minimind_checkpoint(path: str, *, tokenizer_path=None, device, dtype, legacy_config=None,
                              rope_2d_ratio=None, rope_2d_scheme=None, branch_stride=None, pe=None,
-                             mask_mode=None) -> LoadedModel:
+                             mask_mode=None, expect: dict | None = None) -> LoadedModel:
     overrides = {"rope_2d_ratio": rope_2d_ratio, "rope_2d_scheme": rope_2d_scheme, "branch_stride": branch_stride,
-                 "pe": pe, "mask_mode": mask_mode}
+                 "pe": pe, "mask_mode": mask_mode, **(expect or {})}
     payload = read_checkpoint(path)
     config = legacy_config() if (legacy_config and "config" not in payload) else None
     model, payload = load_checkpoint(path, device=device, dtype=dtype, config=config, overrides=overrides)
@@ -126,7 +132,7 @@ def _apply_lora(model, lora_path: str, lora_rank: int | None):
 
 def load_hf_folder(path: str, *, tokenizer_path=None, lora_path=None, lora_rank=None, device, dtype,
                    rope_2d_ratio=None, rope_2d_scheme=None, branch_stride=None, pe=None,
-                   attn_implementation: str = "sdpa") -> LoadedModel:
+                   attn_implementation: str = "sdpa", expect: dict | None = None) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -137,6 +143,8 @@ def load_hf_folder(path: str, *, tokenizer_path=None, lora_path=None, lora_rank=
 
         require_hub("model", path)
     cfg = AutoConfig.from_pretrained(path)
+    for key, value in (expect or {}).items():
+        _check(getattr(cfg, key, None) if key != "use_moe" else bool(getattr(cfg, "use_moe", False)), value, key, path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
     tok = _tokenizer(tokenizer_path, fallback_dir=path if local else None) if (tokenizer_path or local) else \
         load_tokenizer(path)
@@ -169,8 +177,11 @@ def load_parallel_model(*, model_path: str | None = None, hf_base_model: str | N
                         device: str | torch.device = "cpu", dtype: str | None = None, legacy_config=None,
                         rope_2d_ratio: float | None = None, rope_2d_scheme: str | None = None,
                         branch_stride: int | None = None, pe: str | None = None,
-                        mask_mode: str | None = None) -> LoadedModel:
-    """Load a MiniMind checkpoint, a saved folder, or an HF base model (+ LoRA). See the module docstring."""
+                        mask_mode: str | None = None, expect: dict | None = None) -> LoadedModel:
+    """Load a MiniMind checkpoint, a saved folder, or an HF base model (+ LoRA). See the module docstring.
+
+    `expect` holds shape flags the user gave (see `shape_flags`): a checkpoint that differs is an error.
+    """
     device = torch.device(device)
     dt = resolve_dtype(dtype, device)
     if hf_base_model and model_path:
@@ -178,7 +189,8 @@ def load_parallel_model(*, model_path: str | None = None, hf_base_model: str | N
     if not (hf_base_model or model_path):
         raise ValueError("give --model_path (a .pth checkpoint or a saved folder) or --hf_base_model")
     src = hf_base_model or model_path
-    kw = dict(rope_2d_ratio=rope_2d_ratio, rope_2d_scheme=rope_2d_scheme, branch_stride=branch_stride, pe=pe)
+    kw = dict(rope_2d_ratio=rope_2d_ratio, rope_2d_scheme=rope_2d_scheme, branch_stride=branch_stride, pe=pe,
+              expect=expect)
     if model_path and Path(model_path).is_file():
         if lora_path:
             raise ValueError("--lora_path goes with --hf_base_model (or a saved folder), not a .pth checkpoint")

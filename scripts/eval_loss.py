@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 import torch
 
-from model.loading import legacy_config_factory, load_parallel_model, resolve_dtype
+from model.loading import legacy_config_factory, load_parallel_model, resolve_dtype, shape_flags
 from parallel_data.io import DataError
 from parallel_data.parallel_collator import ParallelCollator
 from parallel_data.parallel_dataset import ParallelPretrainDataset
@@ -156,7 +156,7 @@ def evaluate(args, dist) -> dict:
                                  lora_path=args.lora_path, lora_rank=args.lora_rank, tokenizer_path=args.tokenizer,
                                  device=dist.device, dtype="float32" if args.dtype == "auto" and
                                  dist.device.type == "cpu" else args.dtype,
-                                 legacy_config=legacy_config_factory(args), rope_2d_ratio=args.rope_2d_ratio,
+                                 legacy_config=legacy_config_factory(args), expect=shape_flags(args), rope_2d_ratio=args.rope_2d_ratio,
                                  rope_2d_scheme=args.rope_2d_scheme, branch_stride=args.branch_stride, pe=args.pe)
     ds = ParallelPretrainDataset(loaded.tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
                                  hf_subset=args.hf_subset, hf_split=args.hf_split, text_column=args.text_column,

@@ -26,7 +26,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.loading import legacy_config_factory, load_parallel_model
+from model.loading import legacy_config_factory, load_parallel_model, shape_flags
 from model.parallel_generation import ParallelGenerator
 from parallel.sampling import SamplingParams
 from parallel_data.io import AtomicJsonlWriter, DataError
@@ -156,7 +156,7 @@ def run(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_parallel_model(model_path=model_path, hf_base_model=args.hf_base_model, lora_path=args.lora_path,
                                  lora_rank=args.lora_rank, tokenizer_path=args.tokenizer, device=device,
-                                 dtype=args.dtype, legacy_config=legacy_config_factory(args),
+                                 dtype=args.dtype, legacy_config=legacy_config_factory(args), expect=shape_flags(args),
                                  rope_2d_ratio=args.rope_2d_ratio, rope_2d_scheme=args.rope_2d_scheme,
                                  branch_stride=args.branch_stride, pe=args.pe)
     tok = loaded.tokenizer

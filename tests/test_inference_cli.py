@@ -74,6 +74,7 @@ def test_generate_text_lines_chat_template_streaming_and_seed(ckpt, tmp_path):
     (["--prompts_file", "{tmp}/missing.txt"], "does not exist"),
     (["--prompts", "x", "--model_path", "{tmp}/nope.pth"], "does not exist"),
     (["--prompts", "x", "--rope_2d_ratio", "0.5"], "trained with rope_2d_ratio=0.25"),
+    (["--prompts", "x", "--hidden_size", "128"], "trained with hidden_size=64"),
     (["--prompts", "the quick brown fox jumps", "--max_prompt_length", "2"], "more than --max_prompt_length"),
     ([], "no prompts"),
 ])
