@@ -125,3 +125,17 @@ def test_columnar_sees_earlier_times_only():
     diff = (_branch_logits(model, earlier, "columnar", 1) - a).abs().amax(dim=-1)
     assert diff[:2].max() < 1e-6  # branch 1 at times 0 and 1 cannot see time 1 of branch 2
     assert diff[2:].min() > 1e-4  # at times 2 and 3 it does
+
+
+@pytest.mark.parametrize("mode", ["columnar", "isolated"])
+def test_minimind_flex_attention_path_equals_sdpa(mode):
+    # on CPU flex_attention runs uncompiled (a reference implementation): this checks the BlockMask logic
+    model = tiny_minimind(use_flex_attention=True)
+    lay = random_layout(7, random_offset=False)
+    dense = build_attention_mask(lay.time_ids, lay.branch_ids, mode)
+    block = build_flex_block_mask(lay.time_ids, lay.branch_ids, mode, block_size=16)
+    with torch.no_grad():
+        a = model(lay.input_ids, attention_mask=dense, position_ids=lay.position_ids()).logits
+        b = model(lay.input_ids, attention_mask=block, position_ids=lay.position_ids()).logits
+    real = lay.attention_mask.bool()
+    torch.testing.assert_close(b[real], a[real], rtol=0, atol=1e-5)
