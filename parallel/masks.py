@@ -25,7 +25,7 @@ MASK_MODES = ("columnar", "isolated")
 
 # Temporaries of the chunked builders stay below this many elements, so building a 4 x 4096 mask
 # costs the mask itself plus a few MB (the earlier code peaked at 2.3x a float32 mask).
-_CHUNK_ELEMENTS = 1 << 21
+_CHUNK_ELEMENTS = 1 << 19
 
 
 def check_mask_mode(mode: str) -> str:
