@@ -213,6 +213,8 @@ class Attention(nn.Module):
                              for o, n, m, pl in mask.segments], dim=2)
         elif mask is not None and not isinstance(mask, torch.Tensor):  # FlexAttention BlockMask
             from torch.nn.attention.flex_attention import flex_attention
+            # under autocast, rotary leaves q/k in float32 while v is bf16; flex does not re-cast like SDPA
+            q, k = q.to(v.dtype), k.to(v.dtype)
             out = _compiled_flex()(q, k, v, block_mask=mask, enable_gqa=gqa) if q.is_cuda else \
                 flex_attention(q, k, v, block_mask=mask, enable_gqa=gqa)
         else:
@@ -423,27 +425,30 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
                                            position_ids=position_ids, past_key_values=past_key_values,
                                            use_cache=use_cache, inputs_embeds=inputs_embeds, token_mask=token_mask)
         loss = logits = None
+        if compute_logits or labels is None:
+            h_out = h
+            if packed is not None:  # back to the padded layout, zeros on pads
+                h_out = h.new_zeros((*packed.shape, h.shape[-1]))
+                h_out[packed] = h[0]
+            if isinstance(logits_to_keep, int):
+                h_out = h_out[:, -logits_to_keep:] if logits_to_keep else h_out
+            else:
+                h_out = h_out[:, logits_to_keep]
+            logits = self.lm_head(h_out)
         if labels is not None:
-            if labels.shape != (input_ids if input_ids is not None else inputs_embeds).shape[:2]:
-                raise ValueError(f"labels shape {tuple(labels.shape)} does not match the input")
-            flat_labels = labels[packed] if packed is not None else labels.reshape(-1)
-            sel = flat_labels != -100
-            n = sel.sum()
-            h_sel = h.reshape(-1, h.shape[-1])[sel]
-            ce = F.cross_entropy(self.lm_head(h_sel).float(), flat_labels[sel], reduction="sum")
             if loss_reduction not in ("mean", "sum"):
                 raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
-            loss = ce if loss_reduction == "sum" else ce / n.clamp_min(1)
-        if compute_logits or labels is None:
-            if packed is not None:  # back to the padded layout, zeros on pads
-                full = h.new_zeros((*packed.shape, h.shape[-1]))
-                full[packed] = h[0]
-                h = full
-            if isinstance(logits_to_keep, int):
-                h = h[:, -logits_to_keep:] if logits_to_keep else h
-            else:
-                h = h[:, logits_to_keep]
-            logits = self.lm_head(h)
+            if labels.shape != (input_ids if input_ids is not None else inputs_embeds).shape[:2]:
+                raise ValueError(f"labels shape {tuple(labels.shape)} does not match the input")
+            if logits is not None and logits.shape[:2] == labels.shape:  # reuse the head's output
+                sel = labels != -100
+                target_logits, targets = logits[sel], labels[sel]
+            else:  # the output head on the target positions only
+                flat_labels = labels[packed] if packed is not None else labels.reshape(-1)
+                sel = flat_labels != -100
+                target_logits, targets = self.lm_head(h.reshape(-1, h.shape[-1])[sel]), flat_labels[sel]
+            ce = F.cross_entropy(target_logits.float(), targets, reduction="sum")
+            loss = ce if loss_reduction == "sum" else ce / sel.sum().clamp_min(1)
         return MoeCausalLMOutputWithPast(loss=loss, aux_loss=aux, logits=logits,
                                          past_key_values=cache if use_cache or past_key_values is not None else None)
 

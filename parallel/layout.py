@@ -21,6 +21,7 @@ the number of dropped tokens is counted per sample.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -85,12 +86,11 @@ def resolve_pad_id(tokenizer) -> int:
     return 0
 
 
-def _as_ids(value, where: str) -> list[int] | None:
+def _as_ids(value) -> list | None:
+    """Token ids as a Python list (checked once for the whole batch, by dtype), or None for text."""
     if isinstance(value, torch.Tensor):
-        value = value.tolist()
+        return value.tolist()
     if isinstance(value, (list, tuple)):
-        if not all(isinstance(x, int) for x in value):
-            raise ValueError(f"{where}: token ids must be integers")
         return list(value)
     return None
 
@@ -199,7 +199,7 @@ def _build(tokenizer, samples, pad_to, branch_stride, align_to, random_time_offs
         encoded = iter(tokenizer(texts, add_special_tokens=False)["input_ids"])
     seg_ids = []
     for j, c in enumerate(seg_content):
-        ids = next(encoded) if isinstance(c, str) else _as_ids(c, f"sample {seg_sample[j]} branch {seg_bid[j] - 1}")
+        ids = next(encoded) if isinstance(c, str) else _as_ids(c)
         if not ids:
             what = "main" if seg_bid[j] == 0 else f"branch {seg_bid[j] - 1}"
             raise ValueError(f"sample {seg_sample[j]} {what}: empty (no tokens)")
@@ -231,7 +231,12 @@ def _build(tokenizer, samples, pad_to, branch_stride, align_to, random_time_offs
 
     # 3. per-token arrays, time-major order
     N = int(seg_len.sum())
-    ids = torch.tensor([t for x in seg_ids for t in x], dtype=torch.long)
+    try:  # one conversion for the batch; the resulting dtype tells whether every id was an integer
+        ids = torch.tensor(list(itertools.chain.from_iterable(seg_ids)))
+    except (TypeError, ValueError, RuntimeError):
+        ids = None
+    if ids is None or ids.dim() != 1 or ids.dtype != torch.long:
+        raise ValueError("token ids must be flat lists of integers (check the samples' 'input_ids' / 'main')")
     tok_seg = torch.repeat_interleave(torch.arange(S), seg_len)
     seg_first = torch.cumsum(seg_len, 0) - seg_len
     tok_order = torch.arange(N) - seg_first[tok_seg]
@@ -253,8 +258,8 @@ def _build(tokenizer, samples, pad_to, branch_stride, align_to, random_time_offs
         j = int(torch.nonzero(kept_len == 0)[0])
         what = "the main" if seg_bid[j] == 0 else f"branch {seg_bid[j] - 1}"
         raise ValueError(f"sample {seg_sample[j]}: a limit of {cap} tokens per sample would remove {what} entirely "
-                         f"({int(counts[seg_sample[j]])} tokens in the sample); raise max_total_tokens / pad_to or "
-                         "shorten the inputs")
+                         f"({int(counts[seg_sample[j]])} tokens in the sample); raise the limit (max_tokens / pad_to; "
+                         "--max_total_tokens on the command line) or shorten the inputs")
     kept_count = torch.bincount(tok_sample[keep], minlength=B)
     truncated = counts - kept_count
     T = int(pad_to) if pad_to else int(kept_count.max())

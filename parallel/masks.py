@@ -25,7 +25,7 @@ MASK_MODES = ("columnar", "isolated")
 
 # Temporaries of the chunked builders stay below this many elements, so building a 4 x 4096 mask
 # costs the mask itself plus a few MB (the earlier code peaked at 2.3x a float32 mask).
-_CHUNK_ELEMENTS = 1 << 19
+_CHUNK_ELEMENTS = 1 << 21
 
 
 def check_mask_mode(mode: str) -> str:
@@ -69,15 +69,27 @@ def build_attention_mask(time_ids: torch.Tensor, branch_ids: torch.Tensor | None
     B, T = time_ids.shape
     out = torch.empty((B, 1, T, T), dtype=dtype, device=time_ids.device)
     rows = max(1, _CHUNK_ELEMENTS // max(1, B * T))
-    kt = time_ids[:, None, :]
+    kt = time_ids[:, None, :]  # [B, 1, T]
+    k_real = kt >= 0
     kb = branch_ids[:, None, :] if branch_ids is not None else None
+    if mode == "isolated" and kb is None:
+        raise ValueError("the isolated mask needs branch_ids")
+    k_main = kb == 0 if kb is not None else None
+    # The rule is evaluated straight into the output (torch.lt(..., out=)), so the only temporary is one
+    # chunk-sized buffer, and only for the isolated rule or a float mask: the peak stays the mask itself.
+    tmp = torch.empty((B, min(rows, T), T), dtype=torch.bool, device=time_ids.device) \
+        if (mode == "isolated" or dtype != torch.bool) else None
     for s in range(0, T, rows):
         e = min(T, s + rows)
-        ok = visible(time_ids[:, s:e, None], branch_ids[:, s:e, None] if branch_ids is not None else None,
-                     kt, kb, mode)
-        if dtype == torch.bool:
-            out[:, 0, s:e] = ok
-        else:
+        ok = out[:, 0, s:e] if dtype == torch.bool else tmp[:, : e - s]
+        torch.lt(kt, time_ids[:, s:e, None], out=ok)
+        ok &= k_real
+        if mode == "isolated":
+            same = tmp[:, : e - s] if dtype == torch.bool else torch.empty_like(ok)
+            torch.eq(kb, branch_ids[:, s:e, None], out=same)
+            same |= k_main
+            ok &= same
+        if dtype != torch.bool:
             out[:, 0, s:e] = 0.0
             out[:, 0, s:e].masked_fill_(~ok, _fill_value(dtype))
     diag = out[:, 0].diagonal(dim1=-2, dim2=-1)
