@@ -26,11 +26,9 @@ Usage (from the repo root):
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
 import os
-import platform
 import random
 import re
 import resource
@@ -44,6 +42,8 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
+
+from trainer.benchmarking import environment, loadavg, summary_ms
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,27 +72,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _summary_ms(seconds: list[float]) -> dict:
-    ms = sorted(s * 1e3 for s in seconds)
-    p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
-    return {"median_ms": round(statistics.median(ms), 3), "p90_ms": round(p90, 3), "min_ms": round(ms[0], 3),
-            "runs": len(ms)}
 
 
-def _cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown"
-    m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    return m.group(1).strip() if m else (platform.processor() or "unknown")
 
 
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 # --- 1. layout ------------------------------------------------------------------------------------
@@ -157,7 +140,7 @@ def bench_layout(args) -> dict:
     }
 
     def row(times: list[float], **extra) -> dict:
-        r = _summary_ms(times)
+        r = summary_ms(times)
         r["samples_per_s"] = round(n_samples / (r["median_ms"] / 1e3), 1)
         r["speedup_vs_reference"] = round(REFERENCE["layout_ms"] / r["median_ms"], 1)
         r.update(extra)
@@ -190,7 +173,7 @@ def bench_layout(args) -> dict:
             tok(texts, add_special_tokens=False)
             if i >= 3:
                 times.append(time.perf_counter() - t0)
-        out["rows"]["text_tokenizer_only"] = {**_summary_ms(times), "note": "the tokenizer call alone, for scale"}
+        out["rows"]["text_tokenizer_only"] = {**summary_ms(times), "note": "the tokenizer call alone, for scale"}
     return out
 
 
@@ -256,7 +239,7 @@ def mask_memory_child(batch: int, n_branches: int, length: int, repeats: int, th
             "mask_tensor_mb": round(mask_bytes / 1e6, 2),
             "overhead_mb": round(((peak - base) * 1024 - mask_bytes) / 1e6, 2),
             "first_build_ms": round(first * 1e3, 2),
-            "build": _summary_ms(times),
+            "build": summary_ms(times),
             "peak_method": "VmHWM after /proc/self/clear_refs" if exact else
                            f"ru_maxrss (not reset; peak before {before_peak} KB)",
         }
@@ -381,7 +364,7 @@ def bench_train_step(args, device: torch.device) -> dict:
     for name, rs in times.items():
         step_s = statistics.median(r[0] for r in rs)
         res_rows[name] = {"median_step_ms": round(step_s * 1e3, 1),
-                          "p90_step_ms": _summary_ms([r[0] for r in rs])["p90_ms"],
+                          "p90_step_ms": summary_ms([r[0] for r in rs])["p90_ms"],
                           "median_tokens_per_s": round(B * T / step_s, 1),
                           "last_loss": round(rs[-1][2], 4), "steps": len(rs)}
         if name != "causal_sdpa":
@@ -413,16 +396,6 @@ def bench_train_step(args, device: torch.device) -> dict:
 
 # --- 4. env and main --------------------------------------------------------------------------------
 
-def env_info(device: torch.device) -> dict:
-    info = {
-        "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-        "device": str(device), "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "loadavg_start": _loadavg(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -457,11 +430,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     result: dict = {"benchmark": "scripts/bench_columnar.py", "argv": sys.argv[1:] if argv is None else list(argv),
-                    "quick": args.quick, "env": env_info(device)}
+                    "quick": args.quick, "env": environment(device)}
     result["layout"] = bench_layout(args)
     result["mask_memory"] = bench_mask_memory(args, device)
     result["train_step"] = bench_train_step(args, device)
-    result["env"]["loadavg_end"] = _loadavg()
+    result["env"]["loadavg_end"] = loadavg()
     layout_ms = result["layout"]["rows"]["ids"]["median_ms"]
     result["targets_met"] = {
         "layout_ms_le_9": layout_ms <= TARGETS["layout_ms_max"],

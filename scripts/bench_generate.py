@@ -38,12 +38,9 @@ Usage (from the repo root):
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import random
-import re
 import statistics
 import sys
 import time
@@ -53,6 +50,8 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
+
+from trainer.benchmarking import environment, loadavg
 
 # Numbers of the earlier implementation on the same kind of 2-core CPU machine (from the issue),
 # tokens/s at N = 16 branches, 64 new tokens each.
@@ -66,33 +65,10 @@ QUICK = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key
 
 # --- environment ------------------------------------------------------------------------------------
 
-def _cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown"
-    m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    return m.group(1).strip() if m else (platform.processor() or "unknown")
 
 
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
-def _env(device: torch.device, dtype: torch.dtype) -> dict:
-    import transformers
-
-    env = {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
-           "threads": torch.get_num_threads(), "device": str(device), "dtype": str(dtype).replace("torch.", ""),
-           "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(),
-           "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-           "loadavg_start": _loadavg()}
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-    return env
 
 
 def _sync(device: torch.device) -> None:
@@ -337,7 +313,7 @@ def main(argv=None) -> int:
                    "shared_context": None if args.no_shared else
                    {"context_tokens": shared_cfg[0], "questions": shared_cfg[1],
                     "question_tokens": shared_cfg[2]}},
-        "env": _env(device, dtype),
+        "env": environment(device, dtype),
         "reference": REFERENCE, "targets": TARGETS,
     }
     t0 = time.perf_counter()
@@ -349,7 +325,7 @@ def main(argv=None) -> int:
     result["shared_context"] = shared
     result["ratios"] = rat = ratios(branches, shared)
     result["targets_met"] = targets_met(rat, str(max(ns)) if max(ns) == 16 else "16")
-    result["env"]["loadavg_end"] = _loadavg()
+    result["env"]["loadavg_end"] = loadavg()
     result["env"]["wall_s"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(result, indent=2)
     print(text)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
+
+from trainer.benchmarking import environment
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--hidden_size", "256", "--num_hidden_layers", "4", "--num_attention_heads", "8", "--num_key_value_heads", "2"]
@@ -102,9 +103,7 @@ def main(argv=None) -> int:
                                      "--num_key_value_heads", "2"], 5 if args.quick else args.steps, args.device, dtype)
     if args.also_26m:
         res["train_26m"] = bench_train(path, BIG, args.steps, args.device, "bfloat16")
-    res["env"] = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": args.device,
-                  "cpu": next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if "model name" in ln), "?")
-                  if Path("/proc/cpuinfo").exists() else platform.processor(), "date": time.strftime("%Y-%m-%d")}
+    res["env"] = environment(args.device)
     text = json.dumps(res, indent=2)
     print(text)
     if args.out:

@@ -38,7 +38,7 @@ def sh(cmd: list[str]) -> None:
         raise SystemExit(f"experiment stage failed (exit {r.returncode})")
 
 
-def write_doc(results: dict, steps: int, texts: int) -> None:
+def write_doc(results: dict, steps: int, texts: int, tag: str = "") -> None:
     doc = ROOT / "docs" / "EXPERIMENTS.md"
     rows = ["| run | scheme | ratio | train branches | " + " | ".join(f"loss@{b}" for b in EVAL_BRANCHES) +
             " | loss(32)/loss(1) |", "|" + "---|" * (5 + len(EVAL_BRANCHES))]
@@ -63,9 +63,9 @@ def write_doc(results: dict, steps: int, texts: int) -> None:
         "branch count).", "", "\n".join(rows), "",
         "Single-branch cost of parallel training (loss at 1 branch vs the model trained on single branches):", "",
         "| run | loss@1 | single-branch model loss@1 | cost |", "|---|---|---|---|", "\n".join(cost), "",
-        "![branch scaling](images/branch_scaling.png)"])
+        f"![branch scaling](images/branch_scaling{tag}.png)"])
     text = doc.read_text() if doc.exists() else "# Experiments\n\n<!-- RESULTS START -->\n<!-- RESULTS END -->\n"
-    start, end = "<!-- RESULTS START -->", "<!-- RESULTS END -->"
+    start, end = f"<!-- RESULTS{tag} START -->", f"<!-- RESULTS{tag} END -->"
     if start not in text or end not in text:
         text += f"\n{start}\n{end}\n"
     pre, rest = text.split(start, 1)
@@ -102,6 +102,7 @@ def main(argv=None) -> int:
     p.add_argument("--texts_per_step", type=int, default=32)
     p.add_argument("--eval_texts", type=int, default=512)
     p.add_argument("--only", default=None, help="comma-separated run names (default: all)")
+    p.add_argument("--tag", default="", help="suffix of the results section / plot (e.g. '-long')")
     args = p.parse_args(argv)
     py, out = sys.executable, ROOT / args.out_dir
     if not (ROOT / "dataset" / "pretrain_demo.jsonl").exists():
@@ -127,8 +128,8 @@ def main(argv=None) -> int:
         results[name] = {"scheme": scheme, "ratio": ratio, "loss": {r["branches"]: r["loss"] for r in rep["results"]},
                          "texts": rep["texts"]}
         results_path.write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, ROOT / "docs" / "images" / "branch_scaling.png")
-    write_doc(results, args.steps, args.texts_per_step)
+    plot(results, ROOT / "docs" / "images" / f"branch_scaling{args.tag}.png")
+    write_doc(results, args.steps, args.texts_per_step, args.tag)
     print(json.dumps(results, indent=2))
     return 0
 
