@@ -63,14 +63,6 @@ TINY = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key
 QUICK = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=512)
 
 
-# --- environment ------------------------------------------------------------------------------------
-
-
-
-
-
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
