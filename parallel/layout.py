@@ -4,6 +4,9 @@ Input samples: ``{"main": str | token ids, "branches": [str | token ids | {"text
 "input_ids", "answer_offset", "time_offset", "loss_mask"}]}`` (a sample-level ``"input_ids"`` replaces
 main). ``loss_mask`` (one 0/1 per branch token) marks which tokens are trained as targets, e.g. every
 assistant turn of a conversation; ``answer_offset`` trains the tokens from that index on.
+``branch_slot`` places a branch at coordinate ``slot * branch_stride`` instead of its position in the
+list (slot 0 belongs to the main): training with random slots teaches the model coordinates beyond the
+number of branches it sees per sample (see `random_branch_slots` in parallel_data).
 
 Per sample, the main (shared context, branch id 0, branch coordinate 0) takes times 0..M-1. Branch
 k (ids 1..n) takes branch coordinate ``k * branch_stride`` when a main exists and ``(k-1) *
@@ -95,8 +98,8 @@ def _as_ids(value) -> list | None:
     return None
 
 
-def _parse_sample(i: int, sample) -> tuple[object, list[tuple[object, int, int, list | None]]]:
-    """-> (main text/ids or None, [(branch text/ids, answer_offset, time_offset, loss_mask), ...])."""
+def _parse_sample(i: int, sample) -> tuple[object, list[tuple[object, int, int, list | None, int | None]]]:
+    """-> (main or None, [(branch text/ids, answer_offset, time_offset, loss_mask, branch_slot), ...])."""
     if not isinstance(sample, dict):
         raise ValueError(f"sample {i}: expected a dict with 'branches', got {type(sample).__name__}")
     branches = sample.get("branches")
@@ -108,7 +111,7 @@ def _parse_sample(i: int, sample) -> tuple[object, list[tuple[object, int, int, 
     out = []
     for k, br in enumerate(branches):
         where = f"sample {i} branch {k}"
-        ans, toff, lmask = 0, 0, None
+        ans, toff, lmask, slot = 0, 0, None, None
         if isinstance(br, dict):
             if "input_ids" in br:
                 content = br["input_ids"]
@@ -124,6 +127,9 @@ def _parse_sample(i: int, sample) -> tuple[object, list[tuple[object, int, int, 
                 raise ValueError(f"{where}: field 'answer_offset' must be a non-negative integer, got {ans!r}")
             if not isinstance(toff, int) or toff < 0:
                 raise ValueError(f"{where}: field 'time_offset' must be a non-negative integer, got {toff!r}")
+            slot = br.get("branch_slot")
+            if slot is not None and (isinstance(slot, bool) or not isinstance(slot, int) or slot < 0):
+                raise ValueError(f"{where}: field 'branch_slot' must be a non-negative integer, got {slot!r}")
             lmask = br.get("loss_mask")
             if lmask is not None and not isinstance(lmask, (list, tuple, torch.Tensor)):
                 raise ValueError(f"{where}: field 'loss_mask' must be a list of 0/1 per token")
@@ -131,7 +137,7 @@ def _parse_sample(i: int, sample) -> tuple[object, list[tuple[object, int, int, 
             content = br
         if not isinstance(content, (str, list, tuple, torch.Tensor)):
             raise ValueError(f"{where}: expected text or token ids, got {type(content).__name__}")
-        out.append((content, ans, toff, lmask))
+        out.append((content, ans, toff, lmask, slot))
     return main, out
 
 
@@ -183,15 +189,22 @@ def _build(tokenizer, samples, pad_to, branch_stride, align_to, random_time_offs
 
     # 1. collect segments (main + branches) and tokenise every string in one call
     parsed = [_parse_sample(i, s) for i, s in enumerate(samples)]
-    seg_sample, seg_bid, seg_ans, seg_toff, seg_content, seg_lmask = [], [], [], [], [], []
+    seg_sample, seg_bid, seg_ans, seg_toff, seg_content, seg_lmask, seg_slot = [], [], [], [], [], [], []
     for i, (main, branches) in enumerate(parsed):
         has_main = main is not None and len(main) > 0
         if has_main:
             seg_sample.append(i), seg_bid.append(0), seg_ans.append(-1), seg_toff.append(0)
-            seg_content.append(main), seg_lmask.append(None)
-        for k, (content, ans, toff, lmask) in enumerate(branches):
+            seg_content.append(main), seg_lmask.append(None), seg_slot.append(0)
+        for k, (content, ans, toff, lmask, slot) in enumerate(branches):
             seg_sample.append(i), seg_bid.append(k + 1), seg_ans.append(ans), seg_toff.append(toff)
             seg_content.append(content), seg_lmask.append(lmask)
+            default = k + 1 if has_main else k
+            if slot is not None and has_main and slot == 0:
+                raise ValueError(f"sample {i} branch {k}: branch_slot 0 belongs to the main")
+            seg_slot.append(default if slot is None else slot)
+        slots = seg_slot[len(seg_slot) - len(branches):]
+        if len(set(slots)) != len(slots):
+            raise ValueError(f"sample {i}: two branches share a branch_slot ({slots})")
     texts = [c for c in seg_content if isinstance(c, str)]
     if texts:
         if tokenizer is None:
@@ -227,7 +240,7 @@ def _build(tokenizer, samples, pad_to, branch_stride, align_to, random_time_offs
     if random_time_offset:
         r = torch.rand(S, generator=generator)
         start = start + torch.where(is_main, 0, (r * (seg_len + 1).float()).long().clamp_max(seg_len))
-    coord = torch.where(has_main[seg_sample_t], seg_bid_t, seg_bid_t - 1) * branch_stride
+    coord = torch.tensor(seg_slot, dtype=torch.long) * branch_stride
 
     # 3. per-token arrays, time-major order
     N = int(seg_len.sum())

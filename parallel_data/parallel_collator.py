@@ -123,8 +123,12 @@ class ParallelCollator:
 
     def __init__(self, tokenizer=None, *, branch_stride: int = 128, align_to: str = "left",
                  random_time_offset: bool = False, max_total_tokens: int = 0, pad_to: int | None = None,
-                 seed: int = 0, pad_id: int | None = None):
+                 seed: int = 0, pad_id: int | None = None, random_branch_slots: int = 0):
+        """random_branch_slots K > 0: each sample's branches take a seeded random, sorted subset of the
+        coordinate slots 0..K-1 (1..K with a main) instead of 0..n-1, so a model trained on a few branches
+        per sample has seen every coordinate up to K branches."""
         self.tokenizer = tokenizer
+        self.random_branch_slots = random_branch_slots
         self.branch_stride = branch_stride
         self.align_to = align_to
         self.random_time_offset = random_time_offset
@@ -133,7 +137,23 @@ class ParallelCollator:
         self.generator = torch.Generator().manual_seed(seed)
         self.pad_id = pad_id
 
+    def _with_random_slots(self, samples: list[dict]) -> list[dict]:
+        K, out = self.random_branch_slots, []
+        for s in samples:
+            n = len(s["branches"])
+            if n > K:
+                raise ValueError(f"a sample has {n} branches but --random_branch_slots is {K}; it must be at least "
+                                 "the largest number of branches per sample")
+            first = 1 if s.get("main") else 0
+            slots = (torch.randperm(K, generator=self.generator)[:n].sort().values + first).tolist()
+            branches = [{**(b if isinstance(b, dict) else {"input_ids": b}), "branch_slot": k}
+                        for b, k in zip(s["branches"], slots)]
+            out.append({**s, "branches": branches})
+        return out
+
     def collate(self, samples: list[dict]) -> dict:
+        if self.random_branch_slots:
+            samples = self._with_random_slots(samples)
         layout = build_flat_linear_layout(self.tokenizer, samples, None, pad_to=self.pad_to,
                                           branch_stride=self.branch_stride, align_to=self.align_to,
                                           random_time_offset=self.random_time_offset,

@@ -28,6 +28,8 @@ RUNS = [  # name, scheme, ratio, branch flags
     ("reference-r0.5", "reference", 0.5, ["--max_branches_per_sample", "8", "--min_branches_per_sample", "1"]),
     ("reference-r1.0", "reference", 1.0, ["--max_branches_per_sample", "8", "--min_branches_per_sample", "1"]),
     ("single-branch", "additive", 0.5, ["--branches_per_sample", "1"]),
+    ("additive-r0.5-slots32", "additive", 0.5, ["--max_branches_per_sample", "8", "--min_branches_per_sample", "1",
+                                                "--random_branch_slots", "32"]),
 ]
 
 
@@ -53,8 +55,8 @@ def write_doc(results: dict, steps: int, texts: int, tag: str = "") -> None:
         rows.append(f"| {name} | {scheme} | {ratio} | {train} | " +
                     " | ".join(f"{losses[str(b)]:.4f}" for b in EVAL_BRANCHES) + f" | {rel * 100:+.1f}% |")
     cost = []
-    for name, *_ in RUNS[:4]:
-        if name in results and single:
+    for name, _, _, flags in RUNS:
+        if name in results and single and "--branches_per_sample" not in flags:
             cost.append(f"| {name} | {results[name]['loss']['1']:.4f} | {single:.4f} | "
                         f"{(results[name]['loss']['1'] / single - 1) * 100:+.1f}% |")
     body = "\n".join([

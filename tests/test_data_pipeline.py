@@ -223,3 +223,18 @@ def test_stream_carries_time_offsets_seeded(tmp_path, tiny_tokenizer):
     b = [b["time_ids"] for b in ParallelBatchStream(ds, g, kw, rank=0, world_size=1, epochs=1, seed=1)]
     c = [b["time_ids"] for b in ParallelBatchStream(ds, g, kw, rank=0, world_size=1, epochs=1, seed=2)]
     assert all(torch.equal(x, y) for x, y in zip(a, b)) and not all(torch.equal(x, y) for x, y in zip(a, c))
+
+
+def test_random_branch_slots_are_sorted_seeded_and_in_range():
+    samples = [{"branches": [unit(i) for i in range(3)]}, {"main": [9, 9], "branches": [unit(5), unit(6)]}]
+    coords = []
+    for seed in (4, 4, 5):
+        c = ParallelCollator(None, branch_stride=10, random_branch_slots=8, seed=seed)
+        b = c.collate(samples)
+        coords.append([sorted({int(x) for x, bid in zip(b["pos2d"][r, :, 0], b["branch_ids"][r]) if bid > 0})
+                       for r in range(2)])
+    assert coords[0] == coords[1] != coords[2]
+    for row, first in zip(coords[0], (0, 10)):
+        assert all(first <= x <= first + 70 and x % 10 == 0 for x in row)
+    with pytest.raises(ValueError, match="random_branch_slots is 2"):
+        ParallelCollator(None, random_branch_slots=2).collate(samples)

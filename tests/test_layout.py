@@ -128,3 +128,15 @@ def test_vectorised_equals_brute_force(seed):
         assert int(lay.truncated_tokens[b]) == r["dropped"]
         assert (lay.time_ids[b, n:] == -1).all() and (lay.attention_mask[b, n:] == 0).all()
         assert (lay.labels[b, n:] == -100).all()
+
+
+def test_branch_slots_set_coordinates():
+    lay = build_flat_linear_layout(None, [{"main": [1], "branches": [{"input_ids": [5], "branch_slot": 3},
+                                                                    {"input_ids": [6], "branch_slot": 7}]}],
+                                   branch_stride=10)
+    assert lay.pos2d[0, :, 0].tolist() == [0, 30, 70] and lay.branch_coord.tolist() == [[0, 30, 70]]
+    with pytest.raises(ValueError, match="belongs to the main"):
+        build_flat_linear_layout(None, [{"main": [1], "branches": [{"input_ids": [5], "branch_slot": 0}]}])
+    with pytest.raises(ValueError, match="share a branch_slot"):
+        build_flat_linear_layout(None, [{"branches": [{"input_ids": [5], "branch_slot": 2},
+                                                      {"input_ids": [6], "branch_slot": 2}]}])

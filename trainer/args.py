@@ -85,6 +85,9 @@ def add_branch_args(p: argparse.ArgumentParser, default_branches: int) -> None:
     g.add_argument("--random_time_offset", dest="random_time_offset", action="store_true", default=True,
                    help="seeded random start offset per branch (default on)")
     g.add_argument("--no_random_time_offset", dest="random_time_offset", action="store_false")
+    g.add_argument("--random_branch_slots", type=nonneg_int, default=0,
+                   help="train on random sorted coordinate slots out of this many (0 = off): lets a model trained "
+                        "with few branches per sample run with up to this many at inference")
     g.add_argument("--mask", choices=["columnar", "isolated"], default="columnar", dest="mask_mode",
                    help="columnar: branches see each other's earlier tokens; isolated: own branch + main only")
 

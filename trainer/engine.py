@@ -118,10 +118,12 @@ class Trainer:
                               min_branches=a.min_branches_per_sample, max_branches=a.max_branches_per_sample,
                               batch_by_samples=a.batch_by_samples)
 
-    def _collator_kwargs(self, tokenizer, random_offset: bool) -> dict:
+    def _collator_kwargs(self, tokenizer, training: bool) -> dict:
+        """Training batches get the random augmentations (time offsets, branch slots); validation none."""
         a = self.args
         return dict(tokenizer=tokenizer, branch_stride=self.model_config.branch_stride, align_to=a.align_to,
-                    random_time_offset=random_offset, max_total_tokens=a.max_total_tokens)
+                    random_time_offset=a.random_time_offset and training, max_total_tokens=a.max_total_tokens,
+                    random_branch_slots=a.random_branch_slots if training else 0)
 
     def _val_branch_settings(self) -> dict:
         a = self.args
@@ -152,6 +154,10 @@ class Trainer:
 
     def _fit(self, d: DistInfo) -> int:
         a = self.args
+        most = a.max_branches_per_sample or a.branches_per_sample
+        if a.random_branch_slots and a.random_branch_slots < most:
+            raise SystemExit(f"--random_branch_slots {a.random_branch_slots} must be at least the largest number of "
+                             f"branches per sample ({most})")
         if (a.val_interval or a.val_interval_samples or a.val_interval_tokens) and not a.val_samples:
             raise SystemExit("a validation interval was given but --val_samples is 0: hold out some records")
         seed_everything(a.seed + d.rank)
@@ -193,7 +199,7 @@ class Trainer:
             data_states = resume["data_states"]
             if resume["num_streams"] != n_streams:
                 data_states = reshard_states(data_states, resume["num_streams"], n_streams, dataset.source)
-        stream = ParallelBatchStream(dataset, grouping, self._collator_kwargs(tokenizer, a.random_time_offset),
+        stream = ParallelBatchStream(dataset, grouping, self._collator_kwargs(tokenizer, training=True),
                                      rank=d.rank, world_size=d.world_size, epochs=a.epochs, seed=a.seed,
                                      resume_states=data_states)
         loader = DataLoader(stream, batch_size=None, num_workers=nw, persistent_workers=False)
@@ -252,7 +258,7 @@ class Trainer:
             units = val_cache if val_cache is not None else dataset.val_units()
             if val_cache is None and a.val_samples <= 50_000:
                 val_cache = units = list(units)
-            coll = ParallelCollator(**self._collator_kwargs(tokenizer, False), seed=a.seed)
+            coll = ParallelCollator(**self._collator_kwargs(tokenizer, training=False), seed=a.seed)
             vb = max(1, a.batch_size if a.batch_by_samples else a.batch_size // max(1, val_cfg.get("branches", 1)))
             batches, info_v = eval_batches(iter(units), rank=d.rank, world_size=d.world_size, batch_size=vb,
                                            collator=coll, seed=a.seed, **val_cfg)
