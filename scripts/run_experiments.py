@@ -1,10 +1,11 @@
 """Branch-scaling experiment at demo scale: which 2D RoPE scheme and ratio keep the loss flat as branches grow?
 
-    python scripts/run_experiments.py          # or: make experiments   (about 30-40 min on 2 CPU cores)
+    python scripts/run_experiments.py          # or: make experiments   (about 15 min on 2 CPU cores)
 
-Trains the demo-sized MiniMind five times on the bundled pretraining text with the same seed, data order and
+Trains the demo-sized MiniMind six times on the bundled pretraining text with the same seed, data order and
 number of texts per optimizer step: `additive` and `reference` schemes x rope_2d_ratio 0.5 and 1.0, each on
-samples of 1..8 branches, plus one model trained on single-branch samples only. Every model is then
+samples of 1..8 branches; one model trained on single-branch samples only; and additive-r0.5 trained with
+random branch coordinate slots out of 32 (`--random_branch_slots 32`). Every model is then
 evaluated on the same held-out texts at 1, 2, 4, 8, 16 and 32 branches per sample. Reports loss(32)/loss(1)
 and the single-branch cost of parallel training, writes out/experiments/results.json, a plot, and the results
 section of docs/EXPERIMENTS.md (between the RESULTS markers).
