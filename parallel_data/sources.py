@@ -25,6 +25,13 @@ from pathlib import Path
 from parallel_data.io import DataError, describe_type
 
 DEFAULT_BLOCK_BYTES = 1 << 18
+MIN_BLOCKS = 64  # small files are cut finer, so that many ranks x workers all get a share
+
+
+def block_size_for(path: str | Path, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
+    """At most `block_bytes`, but small enough for a small file to give ~MIN_BLOCKS blocks."""
+    size = Path(path).stat().st_size if Path(path).is_file() else 0
+    return max(512, min(block_bytes, size // MIN_BLOCKS))
 
 
 @dataclass
@@ -143,12 +150,14 @@ class LocalJsonlSource:
     """Records of a JSONL file for one stream (rank x worker) of S, with an exact resume cursor."""
 
     def __init__(self, path: str | Path, *, seed: int = 0, shuffle: bool = True, val_samples: int = 0,
-                 max_samples: int | None = None, block_bytes: int = DEFAULT_BLOCK_BYTES,
+                 max_samples: int | None = None, block_bytes: int | None = None,
                  blocks: list[Block] | None = None):
         self.path = str(path)
         self.seed = seed
         self.shuffle = shuffle
-        self.blocks = blocks if blocks is not None else build_block_index(path, block_bytes)
+        if blocks is None:
+            blocks = build_block_index(path, block_bytes or block_size_for(path))
+        self.blocks = blocks
         self.split = make_split(self.blocks, val_samples, max_samples, seed)
         self._limit_block_lines = self._limits()
 

@@ -139,7 +139,7 @@ def test_torchrun_two_ranks_end_with_identical_weights(data, tmp_path):
               "trainer/train_pretrain.py", *pretrain_args(data, tmp_path), "--ddp"])
     assert r.returncode == 0, r.stderr[-3000:]
     assert "weights identical on all 2 ranks" in r.stderr
-    assert (tmp_path / "pretrain_64.pth").exists()
+    assert sorted(losses(tmp_path / "pretrain_64_metrics.jsonl")) == [1, 2, 3]  # both ranks had data
 
 
 def test_entry_points_run_as_file_and_module():
@@ -177,3 +177,17 @@ def test_hub_style_dataset_with_packing_and_max_total_tokens(data, tmp_path):
     assert summary["summary"] and summary["data"]["packed_chunks"] == 40  # --max-samples counts chunks
     assert summary["texts_seen"] == 40 and summary["step"] == summary["total_steps"]  # the estimate was exact
     assert summary["truncated_tokens"] > 0  # samples of 3-4 chunks of 24 tokens exceed 64: tails cut, counted
+
+
+@pytest.mark.slow
+def test_resume_with_a_different_world_size(data, tmp_path):
+    args = pretrain_args(data, tmp_path)
+    args[args.index("--max_steps") + 1] = "6"
+    assert train_pretrain.main([*args, "--stop_after_steps", "2"]) == 0
+    r = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+              "trainer/train_pretrain.py", *args, "--resume", "--ddp"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming with 2 data streams instead of 1" in r.stderr
+    assert "weights identical on all 2 ranks" in r.stderr
+    steps = sorted(losses(tmp_path / "pretrain_64_metrics.jsonl"))
+    assert steps[:2] == [1, 2] and steps[-1] > 2  # continued after the saved step

@@ -209,6 +209,11 @@ class Trainer:
         per_rank = [estimate_micro_batches(dataset, grouping, rank=r, world_size=d.world_size, num_workers=nw,
                                            epochs=a.epochs, seed=a.seed, grouped_records=grouped)
                     for r in range(d.world_size)]
+        if any(m == 0 for m in per_rank if m is not None) and any(m for m in per_rank if m):
+            empty = [r for r, m in enumerate(per_rank) if m == 0]
+            raise SystemExit(f"ranks {empty} would get no data: the data is too small to give each of the "
+                             f"{n_streams} streams (ranks x DataLoader workers) a share; use fewer ranks or workers, "
+                             "or more data")
         if a.max_steps:
             total_steps = a.max_steps
         elif any(m is None for m in per_rank):
