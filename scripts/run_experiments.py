@@ -61,7 +61,8 @@ def write_doc(results: dict, steps: int, texts: int, tag: str = "") -> None:
             cost.append(f"| {name} | {results[name]['loss']['1']:.4f} | {single:.4f} | "
                         f"{(results[name]['loss']['1'] / single - 1) * 100:+.1f}% |")
     body = "\n".join([
-        f"Measured {time.strftime('%Y-%m-%d')} with `python scripts/run_experiments.py` ({steps} optimizer steps of "
+        f"Measured {time.strftime('%Y-%m-%d')} with `{' '.join(['python', 'scripts/run_experiments.py', *sys.argv[1:]])}` "
+        f"({steps} optimizer steps of "
         f"{texts} texts each per run, same seed and data order; evaluation on the same held-out texts at every "
         "branch count).", "", "\n".join(rows), "",
         "Single-branch cost of parallel training (loss at 1 branch vs the model trained on single branches):", "",
