@@ -32,7 +32,7 @@ NEEDED = ["pretrain_demo.jsonl", "pretrain_demo_val.jsonl", "parallel_demo.jsonl
 # The demo model and schedule (chosen to fit the 10-minute budget on 2 CPU cores; see docs/EXPERIMENTS.md).
 MODEL = ["--hidden_size", "192", "--num_hidden_layers", "4", "--num_attention_heads", "6", "--num_key_value_heads", "2"]
 TRAIN = ["--batch_size", "8", "--batch_by_samples", "--max_branches_per_sample", "16", "--min_branches_per_sample", "1",
-         "--max_seq_len", "160", "--learning_rate", "2e-3", "--warmup_iters", "30", "--max_steps", "900",
+         "--max_seq_len", "160", "--random_branch_slots", "32", "--learning_rate", "2e-3", "--warmup_iters", "30", "--max_steps", "900",
          "--log_interval", "50", "--save_interval", "300", "--num_workers", "1", "--seed", "1234"]
 TASK_REPEAT = 3
 BRANCHES_LOSS = "1,2,4,8,16,32"
@@ -98,6 +98,7 @@ def write_report(out_dir: Path, ckpt: Path, timings: dict) -> Path:
 
 Model: `{ckpt.relative_to(ROOT)}` (MiniMind {' '.join(MODEL[1::2])} = hidden, layers, heads, KV heads; 2D RoPE,
 additive scheme, columnar mask), trained for {summary.get('step', '?')} optimizer steps on samples of 1..16 branches
+with random branch slots out of 32 (so 32 branches at evaluation use coordinates seen in training)
 ({summary.get('tokens_seen', 0):,} target tokens, {summary.get('wall_s', 0):.0f} s on this machine). Final held-out
 validation loss: {summary.get('val_loss', float('nan')):.4f}.
 
