@@ -352,6 +352,8 @@ class MiniMindModel(MiniMindPreTrainedModel):
         if past_key_values is not None or not isinstance(mask, torch.Tensor) or mask.shape[-1] != mask.shape[-2]:
             return None
         valid = token_mask.bool()
+        if bool(valid.all()):
+            return None  # no pads: packing would only add gathers
         lengths = valid.sum(dim=1)
         T = valid.shape[1]
         if bool((valid & (torch.arange(T, device=valid.device)[None, :] >= lengths[:, None])).any()):
