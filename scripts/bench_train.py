@@ -34,7 +34,14 @@ TINY = ["--hidden_size", "256", "--num_hidden_layers", "4", "--num_attention_hea
 BIG = ["--hidden_size", "512", "--num_hidden_layers", "8", "--num_attention_heads", "8", "--num_key_value_heads", "2"]
 
 
-def ensure_data(quick: bool) -> Path:
+def ensure_data(quick: bool, tmp: Path) -> Path:
+    """The bundled pretraining corpus (built if missing); --quick uses a small one in a temporary folder."""
+    if quick:
+        from parallel_data.demo_corpus import build_pretrain
+
+        path = tmp / "pretrain_small.jsonl"
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in build_pretrain(7, 600)))
+        return path
     path = ROOT / "dataset" / "pretrain_demo.jsonl"
     if not path.exists():
         subprocess.run([sys.executable, "scripts/build_demo_data.py"], cwd=ROOT, check=True)
@@ -95,7 +102,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    path = ensure_data(args.quick)
+    tmp = tempfile.TemporaryDirectory()
+    path = ensure_data(args.quick, Path(tmp.name))
     res = {"data": bench_data(path, 2 if args.quick else args.repeats, 5 if args.quick else 60)}
     dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
     res["train_tiny"] = bench_train(path, TINY if not args.quick else
