@@ -43,7 +43,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 import torch
 
-from trainer.benchmarking import environment, loadavg, summary_ms
+from trainer.benchmarking import emit_json, environment, loadavg, summary_ms
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -441,14 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         "mask_peak_mb_le_70": result["mask_memory"]["cpu"]["bool"]["peak_extra_mb"] <= TARGETS["mask_peak_mb_max"],
         "train_ratio_ge_0.95": result["train_step"]["ratio_columnar_vs_causal"] >= TARGETS["train_ratio_min"],
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, out)
+    emit_json(result, args.out)
     return 0
 
 

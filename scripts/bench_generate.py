@@ -38,8 +38,6 @@ Usage (from the repo root):
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import statistics
 import sys
@@ -51,7 +49,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 import torch
 
-from trainer.benchmarking import environment, loadavg
+from trainer.benchmarking import emit_json, environment, loadavg
 
 # Numbers of the earlier implementation on the same kind of 2-core CPU machine (from the issue),
 # tokens/s at N = 16 branches, 64 new tokens each.
@@ -319,14 +317,7 @@ def main(argv=None) -> int:
     result["targets_met"] = targets_met(rat, str(max(ns)) if max(ns) == 16 else "16")
     result["env"]["loadavg_end"] = loadavg()
     result["env"]["wall_s"] = round(time.perf_counter() - t0, 1)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, out)
+    emit_json(result, args.out)
     return 0
 
 

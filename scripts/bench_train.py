@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 import torch
 
-from trainer.benchmarking import environment
+from trainer.benchmarking import emit_json, environment
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--hidden_size", "256", "--num_hidden_layers", "4", "--num_attention_heads", "8", "--num_key_value_heads", "2"]
@@ -112,11 +112,7 @@ def main(argv=None) -> int:
     if args.also_26m:
         res["train_26m"] = bench_train(path, BIG, args.steps, args.device, "bfloat16")
     res["env"] = environment(args.device)
-    text = json.dumps(res, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit_json(res, args.out)
     return 0
 
 

@@ -50,3 +50,17 @@ def summary_ms(seconds: list[float]) -> dict:
     p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
     return {"median_ms": round(statistics.median(ms), 3), "p90_ms": round(p90, 3), "min_ms": round(ms[0], 3),
             "runs": len(ms)}
+
+
+def emit_json(result: dict, out: str | None) -> None:
+    """Print the result and, with `out`, write it atomically (a temporary file, then a rename)."""
+    import json
+
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, path)
