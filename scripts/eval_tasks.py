@@ -60,10 +60,15 @@ def plot(report: dict, path: Path) -> None:
         if par:
             ax.plot([r["branches"] for r in par], [r["accuracy"] for r in par], style, label=f"{setting}: parallel")
         seq = [r for r in report["rows"] if r["setting"] == setting and r["mode"] == "sequential"]
-        if seq:
+        if len(seq) == 1 and par:  # one measurement for every branch count: a reference line
+            ax.plot([par[0]["branches"], par[-1]["branches"]], [seq[0]["accuracy"]] * 2, "--", color="gray",
+                    alpha=0.7, label=f"{setting}: one at a time")
+        elif seq:
             ax.plot([r["branches"] for r in seq], [r["accuracy"] for r in seq], style, alpha=0.4,
                     label=f"{setting}: one at a time")
+    counts = sorted({r["branches"] for r in report["rows"]})
     ax.set_xscale("log", base=2)
+    ax.set_xticks(counts, [str(c) for c in counts])
     ax.set_xlabel("branches per group")
     ax.set_ylabel("exact-match accuracy")
     ax.set_ylim(0, 1)
