@@ -23,6 +23,8 @@ demo: $(STAMP)
 
 experiments: $(STAMP)
 	$(PY) scripts/run_experiments.py
+	$(PY) scripts/run_experiments.py --steps 900 --out_dir out/experiments_long --tag=-long \
+		--only additive-r0.5,additive-r1.0,single-branch,additive-r0.5-slots32
 
 bench: $(STAMP)
 	$(PY) scripts/bench_columnar.py
