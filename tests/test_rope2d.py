@@ -143,3 +143,33 @@ def test_unsupported_rotary_models_are_refused(tmp_path):
         patch_model_with_interleaved_2d_rope(neox, ratio=0.5)
     with pytest.raises(ValueError, match="no model-level `rotary_emb`"):
         patch_model_with_interleaved_2d_rope(torch.nn.Linear(2, 2), ratio=0.5)
+
+
+def test_seed_side_channel_is_per_thread(tiny_hf_dirs):
+    import threading
+
+    model = load_hf(tiny_hf_dirs["llama"])
+    patch_model_with_interleaved_2d_rope(model, ratio=0.5)
+    layouts = [build_flat_linear_layout(None, [{"branches": [[5, 6, 7], [8, 9, 10]]}], branch_stride=s) for s in (32, 96)]
+    with torch.no_grad():
+        expected = [model(lay.input_ids, attention_mask=build_attention_mask(lay.time_ids, lay.branch_ids),
+                          position_ids=lay.position_ids()).logits for lay in layouts]
+    errors, barrier = [], threading.Barrier(2)
+
+    def worker(i):
+        lay = layouts[i]
+        mask = build_attention_mask(lay.time_ids, lay.branch_ids)
+        for _ in range(5):
+            barrier.wait()  # both threads set their pos2d before either runs its forward
+            set_rope_pos2d(model, lay.pos2d)
+            barrier.wait()
+            with torch.no_grad():
+                out = model(lay.input_ids, attention_mask=mask).logits
+            errors.append((out - expected[i]).abs().max().item())
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 10 and max(errors) <= 1e-5
