@@ -7,7 +7,7 @@ Every script uses it when no `--tokenizer` / `--tokenizer_path` is given.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 DEFAULT_TOKENIZER_DIR = Path(__file__).resolve().parent
@@ -61,6 +61,23 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 6400, min_freque
     )
     hf.chat_template = CHATML_TEMPLATE
     return hf
+
+
+def train_and_save_tokenizer(texts: Callable[[], Iterable[str]], out_dir: str | Path, vocab_size: int = 6400):
+    """Train the byte-level BPE on `texts()` and save it to `out_dir`. -> (tokenizer, number of texts).
+
+    `texts` is called twice, for two streaming passes: the first counts (and lets the reader validate)
+    every text, so a bad record is reported before minutes of training and never from inside the Rust
+    trainer; the second trains.
+    """
+    n = sum(1 for _ in texts())
+    if n == 0:
+        raise ValueError(f"no texts to train a tokenizer on (writing to {out_dir})")
+    tok = train_bpe_tokenizer(texts(), vocab_size=vocab_size)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(str(out))
+    return tok, n
 
 
 def load_tokenizer(path: str | Path | None = None):

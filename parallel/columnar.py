@@ -26,7 +26,6 @@ from parallel.masks import (
     build_flex_block_mask,
     build_incremental_mask,
     check_mask_mode,
-    mask_for_attention,
     query_chunk_plan,
     to_additive_mask,
     visible,
@@ -49,7 +48,7 @@ from parallel.rope2d import (
 __all__ = [
     "ALIGNMENTS", "BatchLayout", "LayoutMetadata", "build_flat_linear_layout", "resolve_pad_id",
     "MASK_MODES", "build_attention_mask", "build_columnar_causal_mask", "build_flex_block_mask",
-    "build_incremental_mask", "check_mask_mode", "mask_for_attention", "query_chunk_plan", "to_additive_mask",
+    "build_incremental_mask", "check_mask_mode", "query_chunk_plan", "to_additive_mask",
     "visible", "ROPE_2D_SCHEMES", "Interleaved2DRoPE", "auto_pair_indices", "check_rope_scheme",
     "find_rotary_holder", "get_rotary", "num_branch_pairs", "pair_coefficients",
     "patch_model_with_interleaved_2d_rope", "positions_3d", "select_pairs", "set_rope_pos2d",

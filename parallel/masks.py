@@ -174,16 +174,6 @@ def build_flex_block_mask(time_ids: torch.Tensor, branch_ids: torch.Tensor | Non
                              _compile=compile)
 
 
-def mask_for_attention(impl: str, time_ids: torch.Tensor, branch_ids: torch.Tensor | None,
-                       mode: str = "columnar", *, dtype: torch.dtype = torch.float32):
-    """The mask form an attention implementation needs: bool for sdpa, additive for eager, BlockMask for flex."""
-    if impl in ("flex_attention", "flex"):
-        return build_flex_block_mask(time_ids, branch_ids, mode)
-    if impl == "eager":
-        return build_attention_mask(time_ids, branch_ids, mode, dtype=dtype)
-    return build_attention_mask(time_ids, branch_ids, mode)
-
-
 def query_chunk_plan(mask: torch.Tensor, chunk: int) -> list[tuple[int, int, int]]:
     """Split the queries of a dense `[B, 1|H, Q, K]` mask into chunks with the keys each chunk needs.
 

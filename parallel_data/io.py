@@ -395,6 +395,16 @@ def _raise_csv_field_limit() -> None:
     csv.field_size_limit(2**31 - 1)
 
 
+def iter_jsonl_field(path: str | os.PathLike, field: str = "text", max_records: int = 0) -> Iterator[str]:
+    """Stream one string field of every JSONL record; DataError names file:line for bad lines or fields."""
+    n = 0
+    for line_no, obj in iter_jsonl(path):
+        if max_records and n >= max_records:
+            return
+        yield require_field(obj, field, str, path, line_no)
+        n += 1
+
+
 def iter_text_lines(path: str | os.PathLike, *, stats: ReadStats | None = None) -> Iterator[tuple[int, str]]:
     """Stream `(line_no, line)` from a UTF-8 text file, one sample per line (newline removed).
 

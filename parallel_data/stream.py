@@ -18,7 +18,6 @@ import random
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
-import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from parallel_data.parallel_collator import BranchGrouper, ParallelCollator
@@ -265,7 +264,3 @@ def detect_grouped_records(dataset: _ParallelDataset, probe: int = 256) -> float
         if n >= probe:
             break
     return grouped / n if n else 0.0
-
-
-def collate_to_device(batch: dict, device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}

@@ -43,7 +43,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 import torch
 
-from trainer.benchmarking import emit_json, environment, loadavg, summary_ms
+from evaluation.benchmarking import emit_json, environment, loadavg, summary_ms
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -49,7 +49,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 import torch
 
-from trainer.benchmarking import emit_json, environment, loadavg
+from evaluation.benchmarking import emit_json, environment, loadavg
 
 # Numbers of the earlier implementation on the same kind of 2-core CPU machine (from the issue),
 # tokens/s at N = 16 branches, 64 new tokens each.

@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 import torch
 
-from trainer.benchmarking import emit_json, environment
+from evaluation.benchmarking import emit_json, environment
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--hidden_size", "256", "--num_hidden_layers", "4", "--num_attention_heads", "8", "--num_key_value_heads", "2"]
@@ -37,7 +37,7 @@ BIG = ["--hidden_size", "512", "--num_hidden_layers", "8", "--num_attention_head
 def ensure_data(quick: bool, tmp: Path) -> Path:
     """The bundled pretraining corpus (built if missing); --quick uses a small one in a temporary folder."""
     if quick:
-        from parallel_data.demo_corpus import build_pretrain
+        from parallel_data.demo.corpus import build_pretrain
 
         path = tmp / "pretrain_small.jsonl"
         path.write_text("".join(json.dumps({"text": t}) + "\n" for t in build_pretrain(7, 600)))

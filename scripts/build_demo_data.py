@@ -5,7 +5,7 @@
     python scripts/build_demo_data.py --train_tokenizer     # also (re)train the tokenizer on the new text
 
 Writes pretrain_demo.jsonl, pretrain_demo_val.jsonl, parallel_demo.jsonl, sft_demo.jsonl, dpo_demo.jsonl,
-eval_tasks_demo.jsonl and eval_prompts_demo.jsonl (formats: `parallel_data/demo_corpus.py`), then prints
+eval_tasks_demo.jsonl and eval_prompts_demo.jsonl (formats: `parallel_data/demo/corpus.py`), then prints
 a summary. Also runs as `python -m scripts.build_demo_data`.
 
 Chicken and egg: the default tokenizer (`model/tokenizer.json`) is trained on pretrain_demo.jsonl by
@@ -26,8 +26,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.tokenizer import DEFAULT_TOKENIZER_DIR, load_tokenizer
-from parallel_data.demo_corpus import (
+from model.tokenizer import DEFAULT_TOKENIZER_DIR, load_tokenizer, train_and_save_tokenizer
+from parallel_data.demo.corpus import (
     DEFAULT_SEED,
     FILE_NAMES,
     DemoSizes,
@@ -35,9 +35,8 @@ from parallel_data.demo_corpus import (
     check_no_leaks,
     generate_demo_corpus,
     heldout_from_eval,
-    train_tokenizer_on_jsonl,
 )
-from parallel_data.io import DataError, one_line, write_jsonl_atomic
+from parallel_data.io import DataError, iter_jsonl_field, one_line, write_jsonl_atomic
 
 TOKENIZER_FREE = ("pretrain", "val", "sft", "dpo", "eval_tasks", "eval_prompts")  # written before the tokenizer step
 
@@ -81,7 +80,7 @@ def resolve_tokenizer(args: argparse.Namespace, pretrain_path: Path):
         if not local:
             raise ValueError(f"--train_tokenizer needs a local folder, got the Hub name {name!r}")
         t0 = time.time()
-        _, n = train_tokenizer_on_jsonl(pretrain_path, name, vocab_size=args.vocab_size)
+        _, n = train_and_save_tokenizer(lambda: iter_jsonl_field(pretrain_path), name, vocab_size=args.vocab_size)
         print(f"trained the tokenizer on {n} documents in {time.time() - t0:.1f}s -> {name}")
     elif local and not (Path(name).expanduser() / "tokenizer.json").exists():
         raise FileNotFoundError(_missing_tokenizer_message(name, Path(name).expanduser().is_dir()))

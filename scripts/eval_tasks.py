@@ -21,11 +21,11 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 import torch
 
+from evaluation.tasks import evaluate_tasks, read_tasks
 from model.loading import load_parallel_model
 from model.parallel_generation import ParallelGenerator
 from parallel_data.io import DataError
 from trainer.args import positive_int
-from trainer.task_eval import evaluate_tasks, read_tasks
 
 
 def parse_args(argv=None) -> argparse.Namespace:

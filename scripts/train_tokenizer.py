@@ -29,9 +29,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.tokenizer import DEFAULT_TOKENIZER_DIR, SPECIAL_TOKENS
-from parallel_data.demo_corpus import train_tokenizer_on_jsonl
-from parallel_data.io import DataError, one_line
+from model.tokenizer import DEFAULT_TOKENIZER_DIR, SPECIAL_TOKENS, train_and_save_tokenizer
+from parallel_data.io import DataError, iter_jsonl_field, one_line
 
 DEFAULT_DATA = "dataset/pretrain_demo.jsonl"
 
@@ -59,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.time()
     try:
-        tok, n_docs = train_tokenizer_on_jsonl(data, args.out_dir, vocab_size=args.vocab_size,
-                                               text_field=args.text_field, max_docs=args.max_docs)
+        tok, n_docs = train_and_save_tokenizer(lambda: iter_jsonl_field(data, args.text_field, args.max_docs),
+                                               args.out_dir, vocab_size=args.vocab_size)
     except (DataError, ValueError, FileNotFoundError, IsADirectoryError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2

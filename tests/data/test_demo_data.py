@@ -1,4 +1,4 @@
-"""The bundled demo corpus (parallel_data/demo_corpus.py, scripts/build_demo_data.py) and the tokenizer CLI.
+"""The bundled demo corpus (parallel_data/demo/corpus.py, scripts/build_demo_data.py) and the tokenizer CLI.
 
 Small sizes throughout: the whole file runs in a few seconds on 2 CPU cores.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from parallel_data.demo_corpus import (
+from parallel_data.demo.corpus import (
     FILE_NAMES,
     DemoSizes,
     attach_answer_offsets,
@@ -24,10 +24,10 @@ from parallel_data.demo_corpus import (
     heldout_from_eval,
     record_texts,
 )
-from parallel_data.demo_tasks import TASK_KINDS
+from parallel_data.demo.tasks import TASK_KINDS
 from parallel_data.formats import normalize_conversation
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMALL = DemoSizes(pretrain=600, val=60, parallel=150, sft=150, dpo=120, eval_tasks=80, eval_groups=10)
 SMALL_FLAGS = ["--n_pretrain", "300", "--n_val", "30", "--n_parallel", "60", "--n_sft", "60", "--n_dpo", "40",
                "--n_eval_tasks", "40", "--n_eval_groups", "5"]
@@ -301,7 +301,7 @@ def test_eval_prompts_for_parallel_generate(corpus):
 # ---- variety ------------------------------------------------------------------------------------------------
 
 def test_text_is_varied(corpus):
-    from parallel_data import demo_words as W
+    from parallel_data.demo import words as W
 
     texts = [r["text"] for r in corpus["pretrain"]]
     words = [w for t in texts for w in re.findall(r"[A-Za-z]+|\d+", t)]
@@ -352,7 +352,7 @@ def test_repo_default_tokenizer():
 
 def test_train_tokenizer_cli_is_deterministic(tmp_path):
     from model.tokenizer import load_tokenizer
-    from parallel_data.demo_corpus import build_pretrain
+    from parallel_data.demo.corpus import build_pretrain
 
     data = tmp_path / "corpus.jsonl"
     data.write_text("".join(json.dumps({"body": t}) + "\n" for t in build_pretrain(9, 400)))

@@ -4,7 +4,7 @@ Each document type is a function `(rng) -> str`. Sentences are templates with `{
 a lazy per-document filler: `{name}` and `{name2}` are two distinct people, `{He}`/`{his2}` follow the
 gender of `name`/`name2`, `{a_obj}` adds the right article, `{animals}` is the plural of `{animal}`, and so
 on. A slot keeps its value for the whole document, so the text stays consistent ("Mira ... she ... Mira's
-boat") while the many templates and the vocabulary in `demo_words` keep it varied.
+boat") while the many templates and the vocabulary in `parallel_data.demo.words` keep it varied.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import random
 import re
 from collections.abc import Callable
 
-from parallel_data import demo_words as W
+from parallel_data.demo import words as W
 
 _ANIMAL = {a[0]: a for a in W.ANIMALS}
 _POOLS: dict[str, tuple] = {

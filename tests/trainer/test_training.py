@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from parallel_data.demo_corpus import build_pretrain, build_sft
+from parallel_data.demo.corpus import build_pretrain, build_sft
 from trainer import train_full_sft, train_pretrain
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--hidden_size", "64", "--num_hidden_layers", "2", "--num_attention_heads", "4", "--num_key_value_heads", "2"]
 
 

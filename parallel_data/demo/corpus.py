@@ -16,7 +16,7 @@ Files (all JSONL, one record per line):
 | eval_tasks_demo.jsonl | `{"id", "kind", "context", "prompt", "answer"}`: held-out checkable tasks |
 | eval_prompts_demo.jsonl | `{"branches"}` / `{"main", "branches"}` prompts for scripts/parallel_generate.py |
 
-Task format (see `parallel_data/demo_tasks.py`): `Q: <question>\\nA: <answer>`. An eval task's `prompt` ends
+Task format (see `parallel_data/demo/tasks.py`): `Q: <question>\\nA: <answer>`. An eval task's `prompt` ends
 with `A:`; its `answer` is stored stripped; `context + prompt` is exactly the text the model saw in
 pretraining (a fact context is one line and ends with "\\n" in `context` and in a parallel record's `main`).
 
@@ -34,12 +34,10 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
-from parallel_data import demo_words as W
-from parallel_data.demo_tasks import TASK_KINDS, Task, fact_context, independent_task, prompt_text, qa_text
-from parallel_data.demo_text import general_doc, story
-from parallel_data.io import DataError, iter_jsonl, require_field
+from parallel_data.demo import words as W
+from parallel_data.demo.tasks import TASK_KINDS, Task, fact_context, independent_task, prompt_text, qa_text
+from parallel_data.demo.text import general_doc, story
 
 DEFAULT_SEED = 1234
 FILE_NAMES = {
@@ -406,35 +404,3 @@ def check_no_leaks(held: HeldOut, corpus: dict[str, list]) -> None:
         leaks = find_leaks(held, (t for r in corpus.get(name, ()) for t in record_texts(r)))
         if leaks:
             raise RuntimeError(f"held-out eval tasks leaked into {FILE_NAMES[name]}: {leaks[:3]}")
-
-
-# ---- tokenizer training on a JSONL corpus ------------------------------------------------------------------
-
-def iter_jsonl_texts(path: str | Path, text_field: str = "text", max_docs: int = 0) -> Iterator[str]:
-    """Stream the `text_field` strings of a JSONL file; DataError names file:line for bad lines or fields."""
-    n = 0
-    for line_no, obj in iter_jsonl(path):
-        if max_docs and n >= max_docs:
-            return
-        yield require_field(obj, text_field, str, path, line_no)
-        n += 1
-
-
-def train_tokenizer_on_jsonl(data_path: str | Path, out_dir: str | Path, vocab_size: int = 6400,
-                             text_field: str = "text", max_docs: int = 0):
-    """Train the byte-level BPE (`model.tokenizer.train_bpe_tokenizer`) on a JSONL corpus and save it.
-
-    The file is read twice, streaming: once to validate every line (so a bad line is reported as a
-    DataError with file:line before minutes of training, and never from inside the Rust trainer), once
-    to train. Returns (tokenizer, number of documents).
-    """
-    from model.tokenizer import train_bpe_tokenizer
-
-    n_docs = sum(1 for _ in iter_jsonl_texts(data_path, text_field, max_docs))
-    if n_docs == 0:
-        raise DataError("has no documents to train on", path=data_path)
-    tok = train_bpe_tokenizer(iter_jsonl_texts(data_path, text_field, max_docs), vocab_size=vocab_size)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tok.save_pretrained(str(out))
-    return tok, n_docs

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "POSITION_ENCODING.md"
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 

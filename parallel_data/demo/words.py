@@ -1,4 +1,4 @@
-"""Vocabulary and small world-knowledge tables for the bundled demo corpus (`parallel_data/demo_corpus.py`).
+"""Vocabulary and small world-knowledge tables for the bundled demo corpus (`parallel_data/demo/corpus.py`).
 
 Kept apart from the generator so the generator stays readable. Every list is a tuple (never a set) so
 that sampling from it with a seeded `random.Random` is reproducible across runs and Python versions.

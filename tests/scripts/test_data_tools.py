@@ -38,7 +38,7 @@ from parallel_data.io import (
 )
 from scripts import convert_dataset, convert_sft_to_parallel, convert_sft_to_pretrain, split_pretrain_data
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STANDARD = [{"role": "system", "content": "be brief"},
             {"role": "user", "content": "what is 2 + 3?"},
             {"role": "assistant", "content": "the answer is 5."}]

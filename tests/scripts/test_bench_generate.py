@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ROWS = ("columnar", "isolated", "columnar_right_aligned", "sequential_hf", "sequential_engine", "sequential",
         "batched")
 

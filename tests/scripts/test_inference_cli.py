@@ -13,7 +13,7 @@ from conftest import build_tiny_hf, tiny_corpus, tiny_minimind
 from model.checkpoint import save_checkpoint
 from scripts import eval_loss, eval_tasks, parallel_generate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from parallel_data import demo_words as W
-from parallel_data.demo_text import article
+from parallel_data.demo import words as W
+from parallel_data.demo.text import article
 
 TASK_KINDS = ("arith", "copy", "reverse", "count")  # independent kinds; "fact" needs a context
 
@@ -45,7 +45,7 @@ def qa_text(question: str, answer: str) -> str:
 _ADD = ("What is {a} plus {b}?", "What is {a} + {b}?", "How much is {a} plus {b}?", "Add {a} and {b}.",
         "What is the sum of {a} and {b}?", "Compute {a} + {b}.", "{a} + {b} = ?", "If you add {b} to {a}, what do you get?",
         "Calculate {a} plus {b}.", "What do you get when you add {a} and {b}?")
-# Templates naming b before a say "from", so a reader can recover the order: see tests/test_demo_data.py.
+# Templates naming b before a say "from", so a reader can recover the order: see tests/data/test_demo_data.py.
 _SUB = ("What is {a} minus {b}?", "What is {a} - {b}?", "How much is {a} minus {b}?", "Subtract {b} from {a}.",
         "What is the difference between {a} and {b}?", "Compute {a} - {b}.", "{a} - {b} = ?",
         "If you take {b} away from {a}, what is left?", "Calculate {a} minus {b}.")
