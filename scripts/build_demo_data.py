@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_ in (("pretrain", "pretraining documents"), ("val", "held-out pretraining documents"),
                         ("parallel", "grouped parallel records"), ("sft", "SFT conversations"),
                         ("dpo", "DPO pairs"), ("eval_tasks", "independent eval tasks"),
-                        ("eval_groups", "eval fact contexts (4..16 questions each)")):
+                        ("eval_groups", "eval fact contexts (4..16 questions each)"),
+                        ("eval_peer", "eval peer groups (16 branches each)")):
         p.add_argument(f"--n_{name}", type=int, default=getattr(d, name), help=f"{help_} (default: %(default)s)")
     return p
 
@@ -103,7 +104,8 @@ def _summary(out_dir: Path, written: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     sizes = DemoSizes(pretrain=args.n_pretrain, val=args.n_val, parallel=args.n_parallel, sft=args.n_sft,
-                      dpo=args.n_dpo, eval_tasks=args.n_eval_tasks, eval_groups=args.n_eval_groups)
+                      dpo=args.n_dpo, eval_tasks=args.n_eval_tasks, eval_groups=args.n_eval_groups,
+                      eval_peer=args.n_eval_peer)
     if min(vars(sizes).values()) < 0 or args.vocab_size < 1:
         print("error: sizes must be >= 0 and --vocab_size > 0", file=sys.stderr)
         return 2

@@ -84,42 +84,62 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-class StreamView:
-    """All branches side by side (or one line each when many), redrawn in place at most ~20 times/s."""
+def shorten(text: str, width: int) -> str:
+    """`text` on one line; when longer than `width`, its start and end around a visible " … "."""
+    flat = " ".join(text.split())
+    if len(flat) <= width:
+        return flat
+    head = max(1, (width - 3) * 2 // 3)
+    return flat[:head].rstrip() + " … " + flat[len(flat) - (width - 3 - head):].lstrip()
 
-    def __init__(self, titles: list[str], out=sys.stdout):
-        self.titles = [" ".join(t.split()) for t in titles]  # one line each: newlines would break the redraw
+
+class StreamView:
+    """Every branch on one line, `branch k │ <prompt> → <generated text>`, under a header line per sample
+    (its shared context, if any). On a terminal the view is redrawn in place at most ~20 times/s; into a
+    file or pipe only the final view is written, once (no cursor codes in logs)."""
+
+    def __init__(self, samples: list[dict], first: int = 0, out=sys.stdout):
         self.out = out
-        self.texts = [""] * len(titles)
+        self.live = bool(getattr(out, "isatty", lambda: False)())
+        self.width = shutil.get_terminal_size((120, 24)).columns if self.live else 120
+        self.headers: list[tuple[int, str]] = []  # (index of the sample's first branch, header line)
+        self.prompts: list[str] = []
+        self.labels: list[str] = []
+        for i, s in enumerate(samples):
+            n = len(s["branches"])
+            what = f"shared context (prefilled once): {shorten(s['main'], self.width - 60)}" if s.get("main") else \
+                "independent prompts, no shared context"
+            self.headers.append((len(self.prompts), f"sample {first + i + 1} · {n} branch{'es' * (n != 1)} · {what}"))
+            self.prompts += [str(b) for b in s["branches"]]
+            self.labels += [f"  branch {k + 1:>2} │ " for k in range(n)]
+        self.texts = [""] * len(self.prompts)
         self.height = 0
         self.last = 0.0
-        self.width = shutil.get_terminal_size((120, 24)).columns
 
     def update(self, index: int, piece: str) -> None:
         self.texts[index] += piece
 
+    def lines(self) -> list[str]:
+        out, heads = [], dict(self.headers)
+        for i, (label, prompt, text) in enumerate(zip(self.labels, self.prompts, self.texts)):
+            if i in heads:
+                out.append(heads[i])
+            gen = " ".join(text.replace("\n", " ⏎ ").split())
+            room = max(20, self.width - len(label) - len(gen) - 3)
+            out.append(f"{label}{shorten(prompt, min(room, 90))} → {gen}")
+        return out
+
     def render(self, force: bool = False) -> None:
         now = time.perf_counter()
+        if not self.live:
+            if force:
+                self.out.write("".join(ln + "\n" for ln in self.lines()))
+                self.out.flush()
+            return
         if not force and now - self.last < 0.05:
             return
         self.last = now
-        n = len(self.texts)
-        if n <= 4:
-            colw = max(12, (self.width - 3 * (n - 1)) // n)
-            rows = 6
-            cols = []
-            for t, txt in zip(self.titles, self.texts):
-                flat = txt.replace("\n", " ⏎ ")
-                wrapped = [flat[i:i + colw] for i in range(0, len(flat), colw)] or [""]
-                cols.append([t[:colw].ljust(colw)] + [w.ljust(colw) for w in wrapped[-rows:]] +
-                            [" " * colw] * (rows - len(wrapped[-rows:])))
-            lines = [" │ ".join(c[i] for c in cols) for i in range(rows + 1)]
-        else:
-            lines = []
-            for t, txt in zip(self.titles, self.texts):
-                flat = txt.replace("\n", " ⏎ ")
-                room = self.width - len(t) - 2
-                lines.append(f"{t}: " + (flat[-room:] if len(flat) > room else flat))
+        lines = self.lines()
         buf = ("\x1b[F" * self.height) + "".join("\x1b[2K" + ln + "\n" for ln in lines)
         self.out.write(buf)
         self.out.flush()
@@ -182,13 +202,12 @@ def run(args) -> int:
             batch = samples[start:start + args.batch_groups]
             view, on_step = None, None
             if args.streaming:
-                titles = [f"[{start + gi}.{k}] {' '.join(g.branches[k].split())[-36:]}" for gi, g in
-                          enumerate(groups[start:start + args.batch_groups]) for k in range(len(g.branches))]
                 offsets, acc = [], 0
                 for s in batch:
                     offsets.append(acc)
                     acc += len(s["branches"])
-                view = StreamView(titles)
+                view = StreamView([{"main": g.main, "branches": g.branches}
+                                   for g in groups[start:start + args.batch_groups]], first=start)
 
                 def on_step(step, events, view=view, offsets=offsets):
                     for e in events:

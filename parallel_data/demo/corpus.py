@@ -10,15 +10,17 @@ Files (all JSONL, one record per line):
 | file | record |
 |---|---|
 | pretrain_demo.jsonl / pretrain_demo_val.jsonl | `{"text"}`: stories, descriptions, facts, lists, dialogues, letters, and Q/A blocks of the task formats |
-| parallel_demo.jsonl | `{"main", "branches": [{"text", "answer_offset"}]}`: a shared fact context and 2..8 questions about it, or `main == ""` and independent tasks |
+| parallel_demo.jsonl | `{"main", "branches": [{"text", "answer_offset"}]}`: a shared fact context and 1..16 questions about it, or `main == ""` and 1..16 independent tasks, or a peer game of 2..16 branches |
 | sft_demo.jsonl | `{"conversations": [{"role", "content"}]}`: tasks (single and multi-turn) and chit-chat |
 | dpo_demo.jsonl | `{"chosen": [...], "rejected": [...]}`: the same prompt with a correct and a wrong answer |
-| eval_tasks_demo.jsonl | `{"id", "kind", "context", "prompt", "answer"}`: held-out checkable tasks |
+| eval_tasks_demo.jsonl | `{"id", "kind", "context", "prompt", "answer"}`: held-out checkable tasks (independent, fact groups, peer groups) |
 | eval_prompts_demo.jsonl | `{"branches"}` / `{"main", "branches"}` prompts for scripts/parallel_generate.py |
 
 Task format (see `parallel_data/demo/tasks.py`): `Q: <question>\\nA: <answer>`. An eval task's `prompt` ends
 with `A:`; its `answer` is stored stripped; `context + prompt` is exactly the text the model saw in
 pretraining (a fact context is one line and ends with "\\n" in `context` and in a parallel record's `main`).
+Peer eval tasks (`kind == "peer"`) come in groups of 16 consecutive lines (ids `peer-GGGGG-bJ`) that must be
+decoded together: each branch asks for its partner's card (`peer_partner`).
 
 Held out: the eval tasks are drawn first; no training record may contain an eval question line (for
 independent tasks) or an eval context line (for fact groups). `find_leaks` checks it over every file.
@@ -36,7 +38,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from parallel_data.demo import words as W
-from parallel_data.demo.tasks import TASK_KINDS, Task, fact_context, independent_task, prompt_text, qa_text
+from parallel_data.demo.tasks import (
+    PEER_KIND,
+    TASK_KINDS,
+    Task,
+    fact_context,
+    independent_task,
+    peer_group,
+    prompt_text,
+    qa_text,
+)
 from parallel_data.demo.text import general_doc, story
 
 DEFAULT_SEED = 1234
@@ -58,6 +69,7 @@ class DemoSizes:
     dpo: int = 4000
     eval_tasks: int = 500  # independent eval tasks, spread evenly over TASK_KINDS
     eval_groups: int = 120  # fact contexts with 4..16 eval questions each
+    eval_peer: int = 16  # peer groups of 16 branches each
 
 
 def stream_rng(seed: int, stream: str) -> random.Random:
@@ -97,8 +109,22 @@ def _fresh_context(rng: random.Random, held: HeldOut) -> tuple[str, list[Task]]:
 
 # ---- eval tasks (drawn first: they define the held-out set) ----------------------------------------------
 
-def build_eval_tasks(seed: int, n_tasks: int = 500, n_groups: int = 120) -> list[dict]:
-    """Held-out checkable tasks: `n_tasks` independent ones, then `n_groups` fact groups of 4..16 questions."""
+def _eval_context(rng: random.Random, g: int) -> tuple[str, list[Task]]:
+    """Every third eval context is a text of 4 people x 4 facts (16 questions, for 16 branches)."""
+    if g % 3 == 0:
+        return fact_context(rng, people=4, facts=(4, 4))
+    return fact_context(rng, facts=(2, 4))
+
+
+def peer_partner(i: int) -> int:
+    """Eval peer groups ask in pairs (0 <-> 1, 2 <-> 3, ...): every aligned run of 2, 4, 8 or 16 branches of
+    a group is a complete game, so `scripts/eval_tasks.py --kinds peer` can cut a group at any power of two."""
+    return i ^ 1
+
+
+def build_eval_tasks(seed: int, n_tasks: int = 500, n_groups: int = 120, n_peer: int = 16) -> list[dict]:
+    """Held-out checkable tasks: `n_tasks` independent ones, `n_groups` fact groups of 4..16 questions, and
+    `n_peer` peer groups of 16 branches (in this order)."""
     rng = stream_rng(seed, "eval_tasks")
     out, seen = [], set()
     i = 0
@@ -115,13 +141,17 @@ def build_eval_tasks(seed: int, n_tasks: int = 500, n_groups: int = 120) -> list
                     "answer": t.answer})
     contexts = set()
     while len(contexts) < n_groups:
-        ctx, tasks = fact_context(rng)
+        ctx, tasks = _eval_context(rng, len(contexts))
         if ctx in contexts or len(tasks) < 4:
             continue
         contexts.add(ctx)
         g = len(contexts) - 1
-        for j, t in enumerate(rng.sample(tasks, min(len(tasks), rng.randint(4, 16)))):
+        for j, t in enumerate(rng.sample(tasks, min(len(tasks), rng.randint(4, 16) if g % 3 else 16))):
             out.append({"id": f"fact-{g:05d}-q{j}", "kind": "fact", "context": ctx + "\n",
+                        "prompt": prompt_text(t.question), "answer": t.answer})
+    for g in range(n_peer):
+        for j, t in enumerate(peer_group(rng, 16, peer_partner)):
+            out.append({"id": f"peer-{g:05d}-b{j}", "kind": PEER_KIND, "context": "",
                         "prompt": prompt_text(t.question), "answer": t.answer})
     return out
 
@@ -142,16 +172,16 @@ def heldout_from_eval(eval_tasks: Iterable[dict]) -> HeldOut:
 
 # ---- pretraining text ------------------------------------------------------------------------------------
 
-_HEADERS = {"arith": ("Arithmetic practice:", "Sums and differences:", "Let us do some maths."),
+_HEADERS = {"arith": ("Arithmetic practice:", "Sums and differences:"),
             "copy": ("Copying practice:", "Repeat the words exactly."),
             "reverse": ("Reversing practice:", "Turn each list around."),
             "count": ("Counting practice:", "Count carefully."),
-            None: ("Quiz:", "Practice questions:", "Questions and answers:", "Answer each question.")}
+            None: ("Quiz:", "Practice questions:", "Questions and answers:")}
 
 
 def _task_block(rng: random.Random, held: HeldOut) -> str:
     kind = rng.choice(TASK_KINDS) if rng.random() < 0.4 else None
-    lines = [qa_text(t.question, t.answer) for t in (_fresh_task(rng, held, kind) for _ in range(rng.randint(1, 6)))]
+    lines = [qa_text(t.question, t.answer) for t in (_fresh_task(rng, held, kind) for _ in range(rng.randint(2, 6)))]
     if rng.random() < 0.3:
         lines.insert(0, rng.choice(_HEADERS[kind]))
     return "\n".join(lines)
@@ -160,16 +190,20 @@ def _task_block(rng: random.Random, held: HeldOut) -> str:
 def _fact_doc(rng: random.Random, held: HeldOut) -> str:
     ctx, tasks = _fresh_context(rng, held)
     qa = [qa_text(t.question, t.answer) for t in rng.sample(tasks, min(len(tasks), rng.randint(2, 6)))]
-    head = [rng.choice(("Read the text and answer the questions.", "Text:", "A short text."))] if rng.random() < 0.2 else []
-    return "\n".join([*head, ctx, *qa])
+    return "\n".join([ctx, *qa])
+
+
+# Shares of the pretraining documents: general English text, Q/A blocks of independent tasks, fact texts
+# followed by questions about them. The tasks get most of the budget: they are what the demo measures.
+PRETRAIN_MIX = (("general", 0.35), ("tasks", 0.35), ("facts", 0.30))
 
 
 def pretrain_doc(rng: random.Random, held: HeldOut = NO_HELDOUT) -> str:
-    """One pretraining document: general text (56%), a Q/A block of tasks (26%), or a fact text with Q/A (18%)."""
+    """One pretraining document, drawn with the shares of PRETRAIN_MIX."""
     u = rng.random()
-    if u < 0.56:
+    if u < PRETRAIN_MIX[0][1]:
         return general_doc(rng)
-    return _task_block(rng, held) if u < 0.82 else _fact_doc(rng, held)
+    return _task_block(rng, held) if u < PRETRAIN_MIX[0][1] + PRETRAIN_MIX[1][1] else _fact_doc(rng, held)
 
 
 def build_pretrain(seed: int, n: int, held: HeldOut = NO_HELDOUT, stream: str = "pretrain",
@@ -187,26 +221,68 @@ def build_pretrain(seed: int, n: int, held: HeldOut = NO_HELDOUT, stream: str = 
 
 # ---- parallel (grouped) records ---------------------------------------------------------------------------
 
+# Shares of the grouped records: one task alone in the one-at-a-time format (a fact question after its
+# context, in the same branch), a fact context as the main with questions about it, independent tasks,
+# peer games. Single tasks come first in a model's learning: every retrieval is learned there, where the
+# attention has few tokens to choose from.
+PARALLEL_MIX = (("single", 0.40), ("fact", 0.25), ("independent", 0.20), ("peer", 0.15))
+MAX_BRANCHES = 16
+
+
+def _fresh_peer(rng: random.Random, held: HeldOut, size: int) -> list[Task]:
+    for _ in range(1000):
+        tasks = peer_group(rng, size)
+        if not any(t.question in held.questions for t in tasks):
+            return tasks
+    raise RuntimeError("could not draw a peer group outside the held-out set")
+
+
+def _branch_count(rng: random.Random, lo: int = 1) -> int:
+    """1..16, flat: every branch count the demo evaluates is common in training."""
+    return rng.randint(lo, MAX_BRANCHES)
+
+
+def _single(rng: random.Random, held: HeldOut) -> dict:
+    if rng.random() < 0.5:
+        ctx, tasks = _fresh_context(rng, held)
+        t = rng.choice(tasks)
+        return {"main": "", "branches": [(f"{ctx}\n{prompt_text(t.question)}", t.answer)]}
+    t = _fresh_task(rng, held)
+    return {"main": "", "branches": [(prompt_text(t.question), t.answer)]}
+
+
 def build_parallel_raw(seed: int, n: int, held: HeldOut = NO_HELDOUT) -> list[dict]:
     """Grouped records before tokenisation: `{"main", "branches": [(prompt, answer), ...]}`.
 
-    Half share a fact context (main = context line + "\\n", 2..8 questions about it), half have an empty
-    main and 2..8 independent tasks of mixed kinds.
+    PARALLEL_MIX of: one task alone (half of them a fact context and one question about it, in one branch),
+    a fact context (main = context line + "\\n") with 1..16 questions about it, an empty main with 1..16
+    independent tasks of mixed kinds, and an empty main with a peer game of 2..16 branches.
     """
     rng = stream_rng(seed, "parallel")
+    bounds, acc = [], 0.0
+    for name, share in PARALLEL_MIX:
+        acc += share
+        bounds.append((acc, name))
     out = []
     for _ in range(n):
-        m = rng.randint(2, 8)
-        if rng.random() < 0.5:
+        u = rng.random()
+        kind = next((name for b, name in bounds if u < b), bounds[-1][1])
+        if kind == "single":
+            out.append(_single(rng, held))
+            continue
+        if kind == "fact":
             ctx, tasks = _fresh_context(rng, held)
-            main, tasks = ctx + "\n", rng.sample(tasks, min(m, len(tasks)))
-        else:
+            main, tasks = ctx + "\n", rng.sample(tasks, min(_branch_count(rng), len(tasks)))
+        elif kind == "independent":
             main, tasks, seen = "", [], set()
+            m = _branch_count(rng)
             while len(tasks) < m:
                 t = _fresh_task(rng, held)
                 if t.question not in seen:
                     seen.add(t.question)
                     tasks.append(t)
+        else:
+            main, tasks = "", _fresh_peer(rng, held, _branch_count(rng, 2))
         out.append({"main": main, "branches": [(prompt_text(t.question), t.answer) for t in tasks]})
     return out
 
@@ -214,12 +290,13 @@ def build_parallel_raw(seed: int, n: int, held: HeldOut = NO_HELDOUT) -> list[di
 def attach_answer_offsets(raw: list[dict], tokenizer) -> list[dict]:
     """Turn raw records into `{"main", "branches": [{"text", "answer_offset"}]}` using `tokenizer`.
 
+    A branch's text is `prompt + " " + answer + "\\n"` (the newline is trained: it ends the answer).
     `answer_offset` is the number of tokens (add_special_tokens=False) of the prompt, which must be an
     exact token prefix of the full branch text; otherwise the loss region would be wrong, so this raises.
     """
     pairs = [(p, a) for r in raw for p, a in r["branches"]]
     prompts = [p for p, _ in pairs]
-    texts = [f"{p} {a}" for p, a in pairs]
+    texts = [f"{p} {a}\n" for p, a in pairs]
     p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     t_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     offsets = []
@@ -386,7 +463,7 @@ def generate_demo_corpus(seed: int = DEFAULT_SEED, sizes: DemoSizes | None = Non
     `{"text"}` dicts). "parallel" needs `tokenizer`; without one it holds the raw records (see build_parallel_raw).
     Raises RuntimeError when a held-out eval task leaks into a training record."""
     sizes = sizes or DemoSizes()
-    ev = build_eval_tasks(seed, sizes.eval_tasks, sizes.eval_groups)
+    ev = build_eval_tasks(seed, sizes.eval_tasks, sizes.eval_groups, sizes.eval_peer)
     held = heldout_from_eval(ev)
     pre = build_pretrain(seed, sizes.pretrain, held)
     val = build_pretrain(seed, sizes.val, held, stream="val", exclude=pre)

@@ -24,13 +24,13 @@ from parallel_data.demo.corpus import (
     heldout_from_eval,
     record_texts,
 )
-from parallel_data.demo.tasks import TASK_KINDS
+from parallel_data.demo.tasks import PEER_KIND, TASK_KINDS
 from parallel_data.formats import normalize_conversation
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = DemoSizes(pretrain=600, val=60, parallel=150, sft=150, dpo=120, eval_tasks=80, eval_groups=10)
+SMALL = DemoSizes(pretrain=600, val=60, parallel=150, sft=150, dpo=120, eval_tasks=80, eval_groups=10, eval_peer=3)
 SMALL_FLAGS = ["--n_pretrain", "300", "--n_val", "30", "--n_parallel", "60", "--n_sft", "60", "--n_dpo", "40",
-               "--n_eval_tasks", "40", "--n_eval_groups", "5"]
+               "--n_eval_tasks", "40", "--n_eval_groups", "5", "--n_eval_peer", "2"]
 TWO_TURNS = [{"role": "user", "content": "What is 2 plus 3?"}, {"role": "assistant", "content": "5"}]
 TWO_TURNS_CHATML = "<|im_start|>user\nWhat is 2 plus 3?<|im_end|>\n<|im_start|>assistant\n5<|im_end|>\n"
 
@@ -50,12 +50,13 @@ def _tail(q: str) -> str:
 
 
 def solve(q: str) -> tuple[str, str] | None:
-    """(kind, answer) recomputed from the question text alone; None for questions about a context."""
+    """(kind, answer) recomputed from the question text alone; None for questions about a context or a
+    sibling branch."""
     low = q.lower()
-    if m := re.fullmatch(r"How many letters (?:are in the word (\w+)|does (\w+) have)\?", q):
-        return "count", str(len(m[1] or m[2]))
-    if m := re.fullmatch(r"How many times does (\w+) appear in this list: (.*)\?", q):
-        return "count", str(m[2].split(", ").count(m[1]))
+    if "\n" in q:  # a context line before the question
+        return None
+    if re.fullmatch(r"(I am \w+ and my card is|My name is \w+ and I hold a) \d\. .*", q):
+        return None
     if "reverse" in low or "backwards" in low:
         tail = _tail(q)
         sep = ", " if ", " in tail else " "
@@ -73,6 +74,17 @@ def solve(q: str) -> tuple[str, str] | None:
             a, b = (nums[1], nums[0]) if " from " in low else nums
             return "arith", str(a - b)
     return None
+
+
+PEER_RE = re.compile(r"Q: (?:I am (\w+) and my card is|My name is (\w+) and I hold a) (\d)\. ")
+
+
+def cards_of(record: dict) -> dict[str, str]:
+    """name -> card stated in a peer record's branches (or in a list of eval tasks' prompts)."""
+    texts = [b["text"] if isinstance(b, dict) else b for b in record["branches"]]
+    found = [PEER_RE.match(t) for t in texts]
+    assert all(found), texts
+    return {m[1] or m[2]: m[3] for m in found}
 
 
 def _qa_pairs(text: str):
@@ -163,7 +175,7 @@ def test_parallel_records(corpus):
     n_ctx = 0
     for r in recs:
         assert set(r) == {"main", "branches"} and isinstance(r["main"], str)
-        assert 2 <= len(r["branches"]) <= 8
+        assert 1 <= len(r["branches"]) <= 16
         assert r["main"] == "" or (r["main"].endswith("\n") and "\n" not in r["main"][:-1])
         n_ctx += r["main"] != ""
         for b in r["branches"]:
@@ -182,11 +194,15 @@ def test_answer_offsets_cover_exactly_the_answer(corpus, tiny_tokenizer):
             ids = tok(text, add_special_tokens=False)["input_ids"]
             prompt_ids = tok(text[:cut], add_special_tokens=False)["input_ids"]
             assert off == len(prompt_ids) and ids[:off] == prompt_ids
-            assert tok.decode(ids[off:]) == text[cut:] and text[cut] == " "
-            if solve(_question(text[:cut])) is None:  # fact: short answers, named in the shared context
-                assert text[cut + 1:].removeprefix("by ") in r["main"]
+            assert tok.decode(ids[off:]) == text[cut:] and text[cut] == " " and text.endswith("\n")
+            answer = text[cut + 1:-1]
+            if PEER_RE.match(text):  # peer game: the answer is the card another branch of the record states
+                asked = re.search(r"(?:What card does|Which card has) (\w+) (?:hold|got)\?", text)[1]
+                assert cards_of(r)[asked] == answer
+            elif solve(_question(text[:cut])) is None:  # fact: short answers, named in the shared context
+                assert answer in r["main"]
             else:
-                assert solve(_question(text[:cut]))[1] == text[cut + 1:]
+                assert solve(_question(text[:cut]))[1] == answer
 
 
 def test_answer_offsets_with_the_repo_tokenizer():
@@ -223,9 +239,11 @@ def test_eval_tasks_fields_and_groups(corpus):
         if t["kind"] == "fact":
             assert re.fullmatch(r"fact-\d{5}-q\d+", t["id"]) and t["context"].endswith("\n")
             groups.setdefault(t["id"].rsplit("-", 1)[0], []).append(t)
+        elif t["kind"] == PEER_KIND:
+            assert re.fullmatch(r"peer-\d{5}-b\d+", t["id"]) and t["context"] == ""
         else:
             assert t["kind"] in TASK_KINDS and t["context"] == "" and t["id"].startswith(t["kind"] + "-")
-    assert sum(t["kind"] != "fact" for t in tasks) == SMALL.eval_tasks
+    assert sum(t["kind"] in TASK_KINDS for t in tasks) == SMALL.eval_tasks
     assert len(groups) == SMALL.eval_groups
     for gid, g in groups.items():
         assert 4 <= len(g) <= 16 and len({t["context"] for t in g}) == 1
@@ -236,9 +254,26 @@ def test_eval_tasks_fields_and_groups(corpus):
         ids.index(g[-1]["id"]) - ids.index(g[0]["id"]) == len(g) - 1 for g in groups.values())
 
 
+def test_peer_eval_groups_pair_up(corpus):
+    """Peer eval tasks: groups of 16 consecutive tasks; branch j asks for the card of branch j ^ 1, so every
+    aligned run of 2, 4, 8 or 16 branches (how scripts/eval_tasks.py cuts them) holds both partners."""
+    peer = [t for t in corpus["eval_tasks"] if t["kind"] == PEER_KIND]
+    assert len(peer) == 16 * SMALL.eval_peer
+    for g in range(SMALL.eval_peer):
+        group = peer[16 * g:16 * (g + 1)]
+        assert [t["id"] for t in group] == [f"peer-{g:05d}-b{j}" for j in range(16)]
+        cards = cards_of({"branches": [t["prompt"] for t in group]})
+        assert len(cards) == 16  # distinct names
+        for j, t in enumerate(group):
+            partner = PEER_RE.match(group[j ^ 1]["prompt"])
+            assert t["answer"] == partner[3] and (partner[1] or partner[2]) in t["prompt"].split(". ", 1)[1]
+    recs = [r for r in corpus["parallel"] if r["main"] == "" and PEER_RE.match(r["branches"][0]["text"])]
+    assert recs and all(2 <= len(r["branches"]) <= 16 for r in recs)
+
+
 def test_default_eval_sizes_meet_the_minimums():
-    tasks = build_eval_tasks(1234, DemoSizes().eval_tasks, DemoSizes().eval_groups)
-    indep = [t for t in tasks if t["kind"] != "fact"]
+    tasks = build_eval_tasks(1234, DemoSizes().eval_tasks, DemoSizes().eval_groups, DemoSizes().eval_peer)
+    indep = [t for t in tasks if t["kind"] in TASK_KINDS]
     assert len(indep) >= 400 and all(sum(t["kind"] == k for t in indep) >= 100 for k in TASK_KINDS)
     group_sizes: dict[str, int] = {}
     for t in tasks:
@@ -246,7 +281,8 @@ def test_default_eval_sizes_meet_the_minimums():
             gid = t["id"].rsplit("-", 1)[0]
             group_sizes[gid] = group_sizes.get(gid, 0) + 1
     assert len(group_sizes) >= 100 and all(4 <= n <= 16 for n in group_sizes.values())
-    assert max(group_sizes.values()) > 8
+    assert sum(n == 16 for n in group_sizes.values()) >= 16  # 16-branch evaluation needs whole 16-question groups
+    assert sum(t["kind"] == PEER_KIND for t in tasks) == 16 * DemoSizes().eval_peer
 
 
 def test_checkable_answers_are_recomputed(corpus):
@@ -255,7 +291,9 @@ def test_checkable_answers_are_recomputed(corpus):
         got = solve(_question(t["prompt"]))
         if t["kind"] == "fact":
             assert got is None
-            assert t["answer"].removeprefix("by ") in t["context"]
+            assert t["answer"] in t["context"]
+        elif t["kind"] == PEER_KIND:
+            assert got is None
         else:
             assert got == (t["kind"], t["answer"]), t
             counts[t["kind"]] += 1
@@ -316,7 +354,7 @@ def test_text_is_varied(corpus):
         for sent in re.split(r"(?<=[.?!])\s+|\n", t):
             skeletons.add(" ".join("_" if w.lower() in fillers or w.isdigit() else w
                                    for w in re.findall(r"[A-Za-z]+|\d+", sent)))
-    assert len(skeletons) > 800
+    assert len(skeletons) > 600  # from the ~35% general-text documents of the sample (PRETRAIN_MIX)
     n_questions = {k: set() for k in TASK_KINDS}
     for t in texts:
         for q, _ in _qa_pairs(t):
@@ -324,7 +362,7 @@ def test_text_is_varied(corpus):
             if got:
                 n_questions[got[0]].add(re.sub(r"\d+", "#", q.split(":")[0]) if got[0] != "arith"
                                         else re.sub(r"\d+", "#", q))
-    minimum = {"arith": 10, "copy": 5, "reverse": 6, "count": 10}  # several wordings per task kind
+    minimum = {"arith": 6, "copy": 3, "reverse": 3, "count": 3}  # several wordings per task kind
     assert all(len(n_questions[k]) >= minimum[k] for k in TASK_KINDS), n_questions
 
 
