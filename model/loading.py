@@ -21,6 +21,7 @@ import torch
 
 import model.model_minimind  # noqa: F401  (registers MiniMind with the Auto classes)
 from model.checkpoint import load_checkpoint, read_checkpoint, tokenizer_from_files
+from model.device import resolve_dtype
 from model.tokenizer import load_tokenizer
 from parallel.rope2d import patch_model_with_interleaved_2d_rope
 
@@ -41,16 +42,6 @@ class LoadedModel:
     @property
     def is_minimind(self) -> bool:
         return self.kind == "minimind"
-
-
-def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    if name in (None, "auto"):
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if name not in table:
-        raise ValueError(f"unknown dtype {name!r}; use auto, float32, bfloat16 or float16")
-    return table[name]
 
 
 def _check(saved, given, name: str, source: str):
@@ -164,7 +155,8 @@ def load_hf_folder(path: str, *, tokenizer_path=None, lora_path=None, lora_rank=
     scheme = _check(saved.get("rope_2d_scheme"), rope_2d_scheme, "rope_2d_scheme", path) or "additive"
     ratio = _check(saved.get("rope_2d_ratio"), rope_2d_ratio, "rope_2d_ratio", path)
     ratio = 0.5 if ratio is None else ratio
-    stride = _check(saved.get("branch_stride"), branch_stride, "branch_stride", path) or 128
+    stride = _check(saved.get("branch_stride"), branch_stride, "branch_stride", path)
+    stride = 128 if stride is None else stride  # 0 is a real value (prefix sharing), not "unset"
     patch_model_with_interleaved_2d_rope(model, ratio=ratio, scheme=scheme, branch_stride=stride)
     if lora_path:
         model = _apply_lora(model, lora_path, lora_rank)

@@ -30,7 +30,7 @@ import threading
 import torch
 from torch import nn
 
-ROPE_2D_SCHEMES = ("additive", "reference")
+from parallel.names import ROPE_2D_SCHEMES
 
 # Seed API side channel (`set_rope_pos2d`): per thread, keyed by module, consumed by one forward.
 # Kept outside the module so models stay picklable / deep-copyable.

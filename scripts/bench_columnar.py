@@ -44,6 +44,8 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 import torch
 
 from evaluation.benchmarking import emit_json, environment, loadavg, summary_ms
+from trainer.args import add_benchmark_args
+from trainer.cli import cli_main, make_parser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -396,35 +398,20 @@ def bench_train_step(args, device: torch.device) -> dict:
 
 # --- 4. env and main --------------------------------------------------------------------------------
 
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's default)")
-    p.add_argument("--repeats", type=int, default=30, help="timed layout builds after warm-up")
-    p.add_argument("--steps", type=int, default=12, help="measured training steps per row after 2 warm-up steps")
-    p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run (numbers are meaningless)")
-    p.add_argument("--out", default=None, help="also write the JSON to this file")
+    p = make_parser(__doc__, "bench_columnar")
+    add_benchmark_args(p, repeats=30, steps=12, steps_help="measured training steps per row after 2 warm-up steps")
     return p
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.repeats < 1 or args.steps < 1 or args.threads < 0:
-        print("bench_columnar: --repeats and --steps must be >= 1, --threads >= 0", file=sys.stderr)
-        return 2
     if args.quick:
         args.repeats = min(args.repeats, 3)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as e:
-        print(f"bench_columnar: bad --device: {e}", file=sys.stderr)
-        return 2
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("bench_columnar: --device cuda but CUDA is not available", file=sys.stderr)
-        return 2
+    from model.device import resolve_device
+
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -441,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         "mask_peak_mb_le_70": result["mask_memory"]["cpu"]["bool"]["peak_extra_mb"] <= TARGETS["mask_peak_mb_max"],
         "train_ratio_ge_0.95": result["train_step"]["ratio_columnar_vs_causal"] >= TARGETS["train_ratio_min"],
     }
-    emit_json(result, args.out)
+    emit_json(result, args.out_path)
     return 0
 
 

@@ -19,37 +19,55 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from parallel_data.parallel_dataset import ParallelSFTDataset
-from trainer.args import add_branch_args, add_data_args, add_model_args, add_train_args
-from trainer.engine import run
-from trainer.minimind import minimind_stage, stem_from_args
+from trainer.args import (
+    add_branch_args,
+    add_data_args,
+    add_mask_args,
+    add_model_shape_args,
+    add_model_source_args,
+    add_output_args,
+    add_rope_args,
+    add_runtime_args,
+    add_train_args,
+)
+from trainer.cli import ArgParser, cli_main, make_parser
 
 STAGE = "full_sft"
 
 
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "train_full_sft")
+    add_model_shape_args(p, training=True)
+    add_rope_args(p, training=True)
+    add_mask_args(p)
+    add_branch_args(p, default_branches=4, batch_size=16)
+    add_data_args(p, default_data="dataset/sft_demo.jsonl", kind="conversations", training=True)
+    add_model_source_args(p, checkpoint=False, hf=False, lora=False)
+    add_runtime_args(p, seed=1337, distributed=True)
+    add_output_args(p, out_dir="out", out_dir_help="checkpoints, resume state and metrics go here")
+    add_train_args(p, epochs=2, lr=5e-7, wandb_project="MiniMind-Full-SFT")
+    return p
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_model_args(p)
-    add_branch_args(p, default_branches=4)
-    add_data_args(p, default_data="dataset/sft_demo.jsonl")
-    add_train_args(p, epochs=2, batch_size=16, lr=5e-7, wandb_project="MiniMind-Full-SFT")
-    p.add_argument("--format", default="auto", choices=["auto", "standard", "openai", "sharegpt", "alpaca", "simple"],
-                   help="conversation format of the data")
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def build_dataset(args, tokenizer):
+    from parallel_data.parallel_dataset import ParallelSFTDataset
+
     return ParallelSFTDataset(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
                               hf_subset=args.hf_subset, hf_split=args.hf_split, max_samples=args.max_samples,
                               max_seq_len=args.max_seq_len, val_samples=args.val_samples, seed=args.seed,
                               fmt=args.format)
 
 
+@cli_main
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.chunk_length:
-        raise SystemExit("--chunk-length (token packing) is for pretraining; SFT keeps conversations whole")
+    from trainer.engine import run  # after parsing: a bad flag is reported before torch is imported
+    from trainer.minimind import minimind_stage, stem_from_args
+
     # default warm start: {out_dir}/pretrain_{hidden}[_moe].pth
     return run(args, minimind_stage(STAGE, build_dataset,
                                     lambda a: str(Path(a.out_dir) / f"{stem_from_args('pretrain', a)}.pth")))

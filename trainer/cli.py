@@ -1,0 +1,152 @@
+"""Command-line plumbing shared by every entry point (trainer/train_*.py, scripts/*.py).
+
+* `make_parser(doc, prog)` gives an `ArgParser`: an `argparse.ArgumentParser` where every long flag
+  is accepted with `-` or `_` between its words (`--hf-dataset` == `--hf_dataset`), abbreviations are
+  refused (`--hidden` is not `--hidden_size`), an error is ONE line on stderr
+  (`prog: error: argument --mask: invalid choice: 'x' (choose from columnar, isolated)`) with exit
+  status 2, and checks registered by the flag groups (`add_check`) run right after parsing, before any
+  model or data is loaded. A check raises `UsageError` naming the flag(s).
+* `@cli_main` wraps `main(argv=None) -> int`: bad input (`parallel_data.io.DataError`, `ValueError`,
+  `OSError` such as FileNotFoundError, `SystemExit("message")`) becomes one line on stderr and the
+  return value 2 (`sys.exit(main())` then exits 2), never a traceback; any other exception is a bug and
+  keeps its traceback. `SystemExit` with a number (argparse's 2, `--help`'s 0, a trainer's 130/143 after
+  an interrupt) becomes the return value, so an in-process caller always gets the exit status back.
+  Ctrl-C that reaches the wrapper prints one line and returns 130 (never 2).
+  `PARALLELMIND_TRACEBACK=1` shows the full traceback of a handled error too.
+
+Exit status: 0 success, 2 bad input (a flag, a file, a record), 130 / 143 interrupted by SIGINT / SIGTERM.
+
+Torch-free on purpose: parsing and its checks finish before the heavy imports of an entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+TRACEBACK_ENV = "PARALLELMIND_TRACEBACK"
+EXIT_USAGE = 2
+EXIT_SIGINT = 130
+
+
+class UsageError(ValueError):
+    """A flag value, or a combination of flags, that cannot work; the message names the flag(s)."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each help text (unless it says its own); the epilog keeps its layout."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse with both word separators, no abbreviations, one-line errors and post-parse checks."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self._checks: list[tuple[bool, Callable[[argparse.Namespace], None]]] = []
+
+    def add_check(self, check: Callable[[argparse.Namespace], None], *, paths: bool = False) -> None:
+        """Run `check(args)` after parsing; it raises UsageError for a bad combination of flags.
+
+        Checks of files and folders (`paths=True`) run after every check of the flags themselves.
+        """
+        self._checks.append((paths, check))
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+    def _normalise(self, argv: list[str]) -> list[str]:
+        """`--a-b` -> `--a_b` (or back) when only the other spelling is declared."""
+        known = self._option_string_actions
+        out: list[str] = []
+        for i, tok in enumerate(argv):
+            if tok == "--":
+                out.extend(argv[i:])
+                break
+            if tok.startswith("--") and len(tok) > 2:
+                name, eq, value = tok.partition("=")
+                if name not in known:
+                    for alt in ("--" + name[2:].replace("-", "_"), "--" + name[2:].replace("_", "-")):
+                        if alt in known:
+                            tok = alt + eq + value
+                            break
+            out.append(tok)
+        return out
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else [str(a) for a in args]
+        return super().parse_known_args(self._normalise(args), namespace)
+
+    def parse_args(self, args=None, namespace=None):
+        ns = super().parse_args(args, namespace)
+        for _, check in sorted(self._checks, key=lambda c: c[0]):  # stable: flags first, then paths
+            try:
+                check(ns)
+            except UsageError as e:
+                self.error(str(e))
+        return ns
+
+
+def make_parser(doc: str | None, prog: str) -> ArgParser:
+    """A parser whose description is the docstring's first paragraph and whose epilog is the rest."""
+    head, _, rest = (doc or "").strip().partition("\n\n")
+    return ArgParser(prog=prog, description=head or None, epilog=rest or None)
+
+
+_WORKER_ERROR = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.")
+
+
+def error_message(exc: BaseException | str) -> str:
+    """The one-line message for a handled error (a DataLoader worker's error: its original message)."""
+    text = str(exc) if not isinstance(exc, SystemExit) else str(exc.code)
+    if _WORKER_ERROR.match(text) and "Traceback" in text:
+        # "Caught DataError in DataLoader worker process 0.\nOriginal Traceback ...\nmodule.DataError: msg"
+        last = [ln for ln in text.splitlines() if ln.strip()][-1]
+        text = re.sub(r"^[\w.]+: ", "", last, count=1)
+    if not text and isinstance(exc, BaseException):
+        text = type(exc).__name__
+    return " ".join(part.strip() for part in text.splitlines() if part.strip()) or text
+
+
+def report_error(prog: str, exc: BaseException | str) -> int:
+    """Print `prog: error: message` (with the rank under torchrun) on stderr; returns exit status 2."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    rank = f" [rank {os.environ.get('RANK', '0')}]" if world > 1 else ""
+    print(f"{prog}{rank}: error: {error_message(exc)}", file=sys.stderr, flush=True)
+    return EXIT_USAGE
+
+
+def cli_main(main: Callable[..., int]) -> Callable[..., int]:
+    """Decorator for an entry point's `main(argv=None) -> int`; see the module docstring."""
+    module = sys.modules.get(main.__module__)
+    prog = Path(getattr(module, "__file__", None) or sys.argv[0] or "parallelmind").stem
+
+    @functools.wraps(main)
+    def wrapper(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except SystemExit as e:  # argparse (2, or 0 after --help), a trainer's 130/143, or a message
+            if e.code is None or isinstance(e.code, int):
+                return e.code or 0
+            return report_error(prog, e)
+        except (ValueError, OSError) as e:  # DataError, UsageError, FileNotFoundError, PermissionError, ...
+            if os.environ.get(TRACEBACK_ENV):
+                raise
+            return report_error(prog, e)
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+            return EXIT_SIGINT
+
+    return wrapper
