@@ -45,7 +45,7 @@ import torch
 
 from evaluation.benchmarking import emit_json, environment, loadavg, summary_ms
 from trainer.args import add_benchmark_args
-from trainer.cli import cli_main, make_parser
+from trainer.cli import ArgParser, cli_main, make_parser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -304,7 +304,7 @@ def bench_train_step(args, device: torch.device) -> dict:
     if args.quick:
         cfg_kw = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                       vocab_size=512, query_chunk_size=32)
-        n_samples, n_branches, length, steps, warmup = 2, 2, 32, min(args.steps, 2), 1
+        n_samples, n_branches, length, steps, warmup = 2, 2, 32, args.steps, 1
     else:
         cfg_kw = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
                       vocab_size=6400)
@@ -398,17 +398,15 @@ def bench_train_step(args, device: torch.device) -> dict:
 
 # --- 4. env and main --------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgParser:
     p = make_parser(__doc__, "bench_columnar")
-    add_benchmark_args(p, repeats=30, steps=12, steps_help="measured training steps per row after 2 warm-up steps")
+    add_benchmark_args(p, repeats=30, quick_repeats=3, steps=12, quick_steps=2,
+                       steps_help="measured training steps per row after the warm-up steps")
     return p
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.quick:
-        args.repeats = min(args.repeats, 3)
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
     from model.device import resolve_device
 
     device = resolve_device(args.device)
@@ -416,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    result: dict = {"benchmark": "scripts/bench_columnar.py", "argv": sys.argv[1:] if argv is None else list(argv),
+    result: dict = {"benchmark": "scripts/bench_columnar.py", "settings": dict(vars(args)),
                     "quick": args.quick, "env": environment(device)}
     result["layout"] = bench_layout(args)
     result["mask_memory"] = bench_mask_memory(args, device)

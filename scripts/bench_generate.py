@@ -262,23 +262,21 @@ def targets_met(rat: dict, n_big: str) -> dict:
 
 def build_parser() -> ArgParser:
     p = make_parser(__doc__, "bench_generate")
-    add_benchmark_args(p, repeats=5, seed=0, device="cpu")
+    add_benchmark_args(p, repeats=5, quick_repeats=1, seed=0, device="cpu")
     w = p.add_argument_group("workload")
-    w.add_argument("--new_tokens", type=positive_int, default=None, help="new tokens per branch (default 64; --quick: 8)")
+    w.add_argument("--new_tokens", type=positive_int, default=None,
+                   help="new tokens per branch (default 64; --quick: 8)")
     add_branch_counts_arg(w, default=None, help="comma-separated N values (default 1,4,16; --quick: 1,2)")
     w.add_argument("--no_shared", action="store_true", help="skip the shared-context workload")
-    w.add_argument("--min_tokens", type=nonneg_int, default=256,
-                   help="a timed run repeats a row until it generated at least this many tokens (N = 1: 4 calls)")
+    w.add_argument("--min_tokens", type=nonneg_int, default=None,
+                   help="a timed run repeats a row until it generated at least this many tokens (N = 1: 4 calls; "
+                        "default 256, --quick: 0)")
     return p
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
 
-
-@cli_main
-def main(argv=None) -> int:
-    args = parse_args(argv)
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
     from model.device import resolve_device
 
     if args.threads:
@@ -288,7 +286,8 @@ def main(argv=None) -> int:
     quick = args.quick
     new_tokens = args.new_tokens or (8 if quick else 64)
     ns = args.branches or ([1, 2] if quick else [1, 4, 16])
-    repeats = 1 if quick and args.repeats == 5 else args.repeats
+    repeats = args.repeats
+    min_tokens = args.min_tokens if args.min_tokens is not None else (0 if quick else 256)
     prompt_len = (4, 8) if quick else (16, 32)
     shared_cfg = (32, 2, 6) if quick else (512, 8, 12)  # context tokens, questions, question tokens
 
@@ -296,7 +295,7 @@ def main(argv=None) -> int:
     result: dict = {
         "config": {"model": {k: getattr(model.config, k) for k in TINY}, "dtype": str(dtype).replace("torch.", ""),
                    "new_tokens": new_tokens, "branches": ns, "prompt_tokens": list(prompt_len), "repeats": repeats,
-                   "min_tokens_per_run": 0 if quick else args.min_tokens,
+                   "min_tokens_per_run": min_tokens,
                    "warmup": 1, "greedy": True, "eos": "disabled", "quick": quick,
                    "shared_context": None if args.no_shared else
                    {"context_tokens": shared_cfg[0], "questions": shared_cfg[1],
@@ -307,7 +306,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     with torch.inference_mode():
         branches = bench_branches(model, device, ns, new_tokens, repeats, prompt_len, args.seed,
-                                  0 if quick else args.min_tokens)
+                                  min_tokens)
         shared = {} if args.no_shared else bench_shared(model, device, *shared_cfg, new_tokens, repeats, args.seed)
     result["branches"] = branches
     result["shared_context"] = shared

@@ -95,29 +95,25 @@ def bench_train(path: Path, model_flags: list[str], steps: int, device: str, dty
 
 def build_parser() -> ArgParser:
     p = make_parser(__doc__, "bench_train")
-    add_benchmark_args(p, repeats=5, steps=24, threads=False)
+    add_benchmark_args(p, repeats=5, quick_repeats=2, steps=24, quick_steps=5, threads=False)
     p.add_argument("--also_26m", action="store_true", help="also the 26M config (GPU, bf16)")
     return p
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
 
-
-@cli_main
-def main(argv=None) -> int:
-    args = parse_args(argv)
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
     from evaluation.benchmarking import emit_json, environment
     from model.device import resolve_device
 
     args.device = str(resolve_device(args.device))
     tmp = tempfile.TemporaryDirectory()
     path = ensure_data(args.quick, Path(tmp.name))
-    res = {"data": bench_data(path, 2 if args.quick else args.repeats, 5 if args.quick else 60)}
+    res = {"data": bench_data(path, args.repeats, 5 if args.quick else 60)}
     dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
     res["train_tiny"] = bench_train(path, TINY if not args.quick else
                                     ["--hidden_size", "64", "--num_hidden_layers", "2", "--num_attention_heads", "4",
-                                     "--num_key_value_heads", "2"], 5 if args.quick else args.steps, args.device, dtype)
+                                     "--num_key_value_heads", "2"], args.steps, args.device, dtype)
     if args.also_26m:
         res["train_26m"] = bench_train(path, BIG, args.steps, args.device, "bfloat16")
     res["env"] = environment(args.device)

@@ -45,12 +45,12 @@ from parallel_data.io import (
     iter_text_lines,
 )
 from trainer.args import add_format_arg, add_output_args, add_skip_bad_arg, add_source_args
-from trainer.cli import UsageError, cli_main, make_parser
+from trainer.cli import ArgParser, UsageError, cli_main, make_parser
 
 INPUT_EXTENSIONS = (".txt", ".csv", ".json", ".jsonl")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgParser:
     p = make_parser(__doc__, "convert_dataset")
     g = add_source_args(p, required=True, data_flag="--input", data_help="local .txt / .csv / .json / .jsonl file",
                         max_samples_help="stop after writing this many records (0: all)")
@@ -150,9 +150,8 @@ def convert(args: argparse.Namespace) -> tuple[ReadStats, int]:
     return stats, w.count
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
     stats, written = convert(args)
     src = args.data_path if args.data_path is not None else args.hf_dataset
     limit = f" (stopped at --max-samples {args.max_samples})" if args.max_samples and written >= args.max_samples else ""

@@ -32,36 +32,28 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 from parallel_data.formats import conversation_branches, normalize_conversation
 from parallel_data.io import AtomicJsonlWriter, DataError, ReadStats, iter_records
-from trainer.args import (
-    add_format_arg,
-    add_model_source_args,
-    add_output_args,
-    add_seed_arg,
-    add_skip_bad_arg,
-    add_source_args,
-    nonneg_int,
-)
-from trainer.cli import UsageError, cli_main, make_parser
+from trainer import args as flags
+from trainer.cli import ArgParser, UsageError, cli_main, make_parser
 
 PROGRESS_EVERY = 10000
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgParser:
     p = make_parser(__doc__, "convert_sft_to_parallel")
-    g = add_source_args(p, required=True, hf=False, text_column=False, data_flag="--input",
-                        data_help=".jsonl / .json / .csv conversations",
-                        max_samples_help="read at most this many conversations (0: all)")
-    add_format_arg(g)
-    add_model_source_args(p, checkpoint=False, hf=False, lora=False)
+    g = flags.add_source_args(p, required=True, hf=False, text_column=False, data_flag="--input",
+                              data_help=".jsonl / .json / .csv conversations",
+                              max_samples_help="read at most this many conversations (0: all)")
+    flags.add_format_arg(g)
+    flags.add_model_source_args(p, checkpoint=False, hf=False, lora=False)
     t = p.add_argument_group("time offsets")
-    t.add_argument("--pad_min", type=nonneg_int, default=0, help="smallest per-branch time_offset")
-    t.add_argument("--pad_max", type=nonneg_int, default=0, help="largest per-branch time_offset (0: no time_offset "
-                                                                "field)")
-    add_seed_arg(t, 1337, help="seed of the time_offset draws")
+    t.add_argument("--pad_min", type=flags.nonneg_int, default=0, help="smallest per-branch time_offset")
+    t.add_argument("--pad_max", type=flags.nonneg_int, default=0,
+                   help="largest per-branch time_offset (0: no time_offset field)")
+    flags.add_seed_arg(t, 1337, help="seed of the time_offset draws")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    add_skip_bad_arg(p, "conversations")
-    add_output_args(p, out_path=True, required=True, out_path_help="output .jsonl (written atomically)",
-                    out_flag="--output")
+    flags.add_skip_bad_arg(p, "conversations")
+    flags.add_output_args(p, out_path=True, required=True, out_path_help="output .jsonl (written atomically)",
+                          out_flag="--output")
     p.add_check(check_args)
     return p
 
@@ -105,9 +97,8 @@ def convert(args: argparse.Namespace, tokenizer) -> tuple[ReadStats, int, int]:
     return stats, conversations, w.count
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
     from model.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(args.tokenizer)

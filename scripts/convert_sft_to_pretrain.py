@@ -22,10 +22,10 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 from parallel_data.formats import normalize_conversation
 from parallel_data.io import AtomicJsonlWriter, DataError, ReadStats, iter_records
 from trainer.args import add_marker_args, add_output_args, add_skip_bad_arg, add_source_args, nonneg_int
-from trainer.cli import UsageError, cli_main, make_parser
+from trainer.cli import ArgParser, UsageError, cli_main, make_parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgParser:
     p = make_parser(__doc__, "convert_sft_to_pretrain")
     add_source_args(p, default_data="dataset/sft_512.jsonl", hf=False, text_column=False, data_flag="--input",
                     data_help=".jsonl / .json / .csv conversations", max_samples_aliases=("--max_lines",),
@@ -82,9 +82,8 @@ def convert(args: argparse.Namespace, output: Path) -> tuple[ReadStats, int]:
     return stats, w.count
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
     output = Path(args.out_path)
     stats, written = convert(args, output)
     print(f"{args.data_path}: {stats.summary()}; wrote {written} records to {output}")

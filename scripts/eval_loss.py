@@ -26,60 +26,43 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.args import (
-    add_branch_args,
-    add_branch_counts_arg,
-    add_data_args,
-    add_log_interval_arg,
-    add_mask_args,
-    add_model_shape_args,
-    add_model_source_args,
-    add_output_args,
-    add_rope_args,
-    add_runtime_args,
-    check_writable_file,
-    eval_branch_setting,
-    nonneg_int,
-)
+from trainer import args as flags
 from trainer.cli import ArgParser, UsageError, cli_main, make_parser
 
 
 def build_parser() -> ArgParser:
     p = make_parser(__doc__, "eval_loss")
     p.add_check(_check_eval)  # first: it looks at the branch flags as given
-    add_model_source_args(p)
-    add_data_args(p, default_data="dataset/pretrain_demo_val.jsonl", kind="text", workers=0)
+    flags.add_model_source_args(p)
+    flags.add_data_args(p, default_data="dataset/pretrain_demo_val.jsonl", kind="text", workers=0)
     e = p.add_argument_group("evaluation")
     e.add_argument("--eval_samples", "--eval_target_samples", "--eval_total_texts", dest="eval_texts",
-                   type=nonneg_int, default=0, help="texts to evaluate, from the start of the data (0 = all)")
-    add_branch_counts_arg(e, default=None, help="comma-separated branch counts, e.g. 1,2,4,8,16,32,64 (one "
-                                                "evaluation each, on the same texts)")
-    e.add_argument("--max_batches", type=nonneg_int, default=0, help="stop after this many batches per count")
-    add_log_interval_arg(e, 50, "a progress line every N batches")
-    add_branch_args(p, default_branches=8, batch_size=32, training=False)
-    add_mask_args(p)
-    add_model_shape_args(p)
-    add_rope_args(p)
-    add_runtime_args(p, seed=0, distributed=True)
-    add_output_args(p, out_dir="out", out_dir_help="default folder of the report (<out_dir>/eval_loss.json)",
-                    out_dir_is_output=False, out_path=True,
-                    out_path_help="the JSON report; the CSV and PNG are written next to it (default "
-                                  "<out_dir>/eval_loss.json)")
+                   type=flags.nonneg_int, default=0, help="texts to evaluate, from the start of the data (0 = all)")
+    flags.add_branch_counts_arg(e, default=None, help="comma-separated branch counts, e.g. 1,2,4,8,16,32,64 (one "
+                                                      "evaluation each, on the same texts)")
+    e.add_argument("--max_batches", type=flags.nonneg_int, default=0, help="stop after this many batches per count")
+    flags.add_log_interval_arg(e, 50, "a progress line every N batches")
+    flags.add_branch_args(p, default_branches=8, batch_size=32, training=False)
+    flags.add_mask_args(p)
+    flags.add_model_shape_args(p)
+    flags.add_rope_args(p)
+    flags.add_runtime_args(p, seed=0, distributed=True)
+    flags.add_output_args(p, out_dir="out", out_dir_help="default folder of the report (<out_dir>/eval_loss.json)",
+                          out_dir_is_output=False, out_path=True,
+                          out_path_help="the JSON report; the CSV and PNG are written next to it (default "
+                                        "<out_dir>/eval_loss.json)")
     p.add_argument("--out_prefix", default=None, help="the report's path without extension (<out_prefix>.json, .csv, "
                                                       ".png); same as --out_path <out_prefix>.json")
     p.add_check(_check_outputs, paths=True)
     return p
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
-
-
 def _check_eval(args) -> None:
     if args.num_workers:
         raise UsageError(f"--num_workers {args.num_workers}: evaluation reads in the main process (use 0)")
     if args.out_prefix is not None and args.out_path is not None:
-        raise UsageError(f"--out_path {args.out_path} and --out_prefix {args.out_prefix} both name the report; give one")
+        raise UsageError(f"--out_path {args.out_path} and --out_prefix {args.out_prefix} both name the report; "
+                         "give one")
     counts = ("branches_per_sample", "max_branches_per_sample", "min_branches_per_sample", "val_branches_per_sample",
               "val_max_branches_per_sample", "val_min_branches_per_sample")
     given = [f"--{k}" for k in counts if getattr(args, k) is not None]
@@ -96,13 +79,14 @@ def report_path(args) -> Path:
 def _check_outputs(args) -> None:
     json_path = report_path(args)
     for suffix in (".json", ".csv", ".png"):
-        check_writable_file(json_path.with_suffix(suffix), "--out_path" if args.out_prefix is None else "--out_prefix")
+        flag = "--out_path" if args.out_prefix is None else "--out_prefix"
+        flags.check_writable_file(json_path.with_suffix(suffix), flag)
 
 
 def branch_settings(args) -> list[dict]:
     if args.branches:
         return [{"branches": b} for b in args.branches]
-    return [eval_branch_setting(args)]
+    return [flags.eval_branch_setting(args)]
 
 
 def label(setting: dict) -> str:
@@ -219,9 +203,8 @@ def _progress(args, what: str, t0: float, is_main: bool):
     return report
 
 
-@cli_main
-def main(argv=None) -> int:
-    args = parse_args(argv)
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
     if args.offline:
         import os
 

@@ -19,39 +19,26 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.args import (
-    add_branch_counts_arg,
-    add_decoding_args,
-    add_mask_args,
-    add_model_source_args,
-    add_output_args,
-    add_runtime_args,
-    check_input_file,
-    positive_int,
-)
+from trainer import args as flags
 from trainer.cli import ArgParser, cli_main, make_parser
 
 
 def build_parser() -> ArgParser:
     p = make_parser(__doc__, "eval_tasks")
-    add_model_source_args(p)
+    flags.add_model_source_args(p)
     t = p.add_argument_group("tasks")
-    t.add_argument("--tasks", default="dataset/eval_tasks_demo.jsonl", help="JSONL of {id, kind, context, prompt, "
-                                                                          "answer}")
-    add_branch_counts_arg(t, default=[1, 2, 4, 8, 16])
-    t.add_argument("--max_tasks", type=positive_int, default=128, help="tasks per branch count and setting")
+    t.add_argument("--tasks", default="dataset/eval_tasks_demo.jsonl",
+                   help="JSONL of {id, kind, context, prompt, answer}")
+    flags.add_branch_counts_arg(t, default=[1, 2, 4, 8, 16])
+    t.add_argument("--max_tasks", type=flags.positive_int, default=128, help="tasks per branch count and setting")
     t.add_argument("--kinds", default=None, help="comma-separated task kinds to keep (default: all)")
-    add_decoding_args(p, max_new_tokens=12, batch_groups=1, sampling=False)
-    add_mask_args(p)
-    add_runtime_args(p, seed=None)
-    add_output_args(p, out_path=True, default="out/tasks.json", out_path_help="JSON report; the PNG plot goes next "
-                                                                              "to it")
-    p.add_check(lambda a: check_input_file(a.tasks, "--tasks"), paths=True)
+    flags.add_decoding_args(p, max_new_tokens=12, batch_groups=1, sampling=False)
+    flags.add_mask_args(p)
+    flags.add_runtime_args(p, seed=None)
+    flags.add_output_args(p, out_path=True, default="out/tasks.json",
+                          out_path_help="JSON report; the PNG plot goes next to it")
+    p.add_check(lambda a: flags.check_input_file(a.tasks, "--tasks"), paths=True)
     return p
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
 
 
 def plot(report: dict, path: Path) -> None:
@@ -85,9 +72,8 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-@cli_main
-def main(argv=None) -> int:
-    args = parse_args(argv)
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
     from evaluation.tasks import evaluate_tasks, read_tasks
     from model.device import resolve_device
     from model.loading import load_parallel_model

@@ -27,22 +27,8 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from parallel_data.io import AtomicJsonlWriter
-from trainer.args import (
-    BoolFlag,
-    UsageError,
-    add_branches_per_sample_arg,
-    add_decoding_args,
-    add_mask_args,
-    add_model_shape_args,
-    add_model_source_args,
-    add_output_args,
-    add_rope_args,
-    add_runtime_args,
-    add_source_args,
-    check_model_path,
-    positive_int,
-)
-from trainer.cli import ArgParser, cli_main, make_parser
+from trainer import args as flags
+from trainer.cli import ArgParser, UsageError, cli_main, make_parser
 
 
 def build_parser() -> ArgParser:
@@ -51,33 +37,30 @@ def build_parser() -> ArgParser:
     g.add_argument("--mode", choices=["pretrain", "sft"], default="sft",
                    help="pretrain: plain completion; sft: chat template on (unless --no_chat_template)")
     g.add_argument("--prompts", nargs="*", default=None, help="prompts; in pretrain mode 'a||b' is one group")
-    add_branches_per_sample_arg(g, 4, "single prompts per group")
-    g.add_argument("--chat_template", action=BoolFlag, default=None,
+    flags.add_branches_per_sample_arg(g, 4, "single prompts per group")
+    g.add_argument("--chat_template", action=flags.BoolFlag, default=None,
                    help="wrap each prompt as a user turn (ChatML); default: on in sft mode, off in pretrain mode")
-    g.add_argument("--max_prompt_length", type=positive_int, default=2048,
+    g.add_argument("--max_prompt_length", type=flags.positive_int, default=2048,
                    help="longest prompt (tokens) accepted; longer prompts are an error, never cut silently")
-    add_source_args(p, hf=False, text_column=False, max_samples=False, data_aliases=("--prompts_file",),
-                    data_flag="--prompts_file",
-                    data_help="text lines, or JSONL {branches}|{text: 'a||b'}|{prompt}|{question}|{main, branches}")
-    add_model_source_args(p)
-    add_output_args(p, out_dir="out", out_dir_help="where the default --model_path is looked up",
-                    out_dir_is_output=False, out_path=True,
-                    out_path_help="JSONL, one record per branch, in input order (written atomically)")
+    flags.add_source_args(p, hf=False, text_column=False, max_samples=False, data_aliases=("--prompts_file",),
+                          data_flag="--prompts_file",
+                          data_help="text lines, or JSONL {branches}|{text: 'a||b'}|{prompt}|{question}|"
+                                    "{main, branches}")
+    flags.add_model_source_args(p)
+    flags.add_output_args(p, out_dir="out", out_dir_help="where the default --model_path is looked up",
+                          out_dir_is_output=False, out_path=True,
+                          out_path_help="JSONL, one record per branch, in input order (written atomically)")
     o = p.add_argument_group("display")
     o.add_argument("--streaming", action="store_true", help="live view of all branches, updated per token")
     o.add_argument("--print_layout", action="store_true", help="print the first group's token layout")
-    add_model_shape_args(p)
-    add_rope_args(p, prefix_sharing=True)
-    add_mask_args(p)
-    add_decoding_args(p, max_new_tokens=128, batch_groups=8)
-    add_runtime_args(p, seed=0)
+    flags.add_model_shape_args(p)
+    flags.add_rope_args(p, prefix_sharing=True)
+    flags.add_mask_args(p)
+    flags.add_decoding_args(p, max_new_tokens=128, batch_groups=8)
+    flags.add_runtime_args(p, seed=0)
     p.add_check(_check_prompts)
     p.add_check(_check_default_model, paths=True)
     return p
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
 
 
 def _check_prompts(args) -> None:
@@ -88,7 +71,7 @@ def _check_prompts(args) -> None:
 def _check_default_model(args) -> None:
     if args.model_path is None and args.hf_base_model is None:
         args.model_path = default_model_path(args)
-        check_model_path(args.model_path, "the default --model_path")
+        flags.check_model_path(args.model_path, "the default --model_path")
 
 
 class StreamView:
@@ -225,9 +208,9 @@ def run(args) -> int:
     return 0
 
 
-@cli_main
-def main(argv=None) -> int:
-    return run(parse_args(argv))
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.args import add_output_args
-from trainer.cli import cli_main, make_parser
+from trainer.cli import ArgParser, cli_main, make_parser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # one colour per branch id: main (0), then branches 1..3
@@ -135,11 +135,14 @@ def plot_masks(path: Path) -> None:
     plt.close(fig)
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> ArgParser:
     p = make_parser(__doc__, "plot_layout")
     add_output_args(p, out_dir=str(REPO_ROOT / "docs" / "images"), out_dir_help="folder for the PNG files")
-    args = p.parse_args(argv)
+    return p
+
+
+@cli_main(build_parser)
+def main(args) -> int:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot_layout_example(out / "layout_example.png")

@@ -119,9 +119,6 @@ def build_parser() -> ArgParser:
     return p
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
-
 
 def _check_only(args) -> None:
     names = [r[0] for r in RUNS]
@@ -130,9 +127,8 @@ def _check_only(args) -> None:
         raise UsageError(f"--only {args.only}: no run named {', '.join(unknown)} (runs: {', '.join(names)})")
 
 
-@cli_main
-def main(argv=None) -> int:
-    args = parse_args(argv)
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
     py, out = sys.executable, ROOT / args.out_dir
     if not (ROOT / "dataset" / "pretrain_demo.jsonl").exists():
         sh([py, "scripts/build_demo_data.py"])

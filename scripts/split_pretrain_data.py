@@ -23,10 +23,10 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 from parallel_data.io import AtomicJsonlWriter, DataError, ReadStats, iter_jsonl, require_field
 from trainer.args import add_marker_args, add_output_args, add_skip_bad_arg, add_source_args
-from trainer.cli import UsageError, cli_main, make_parser
+from trainer.cli import ArgParser, UsageError, cli_main, make_parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgParser:
     p = make_parser(__doc__, "split_pretrain_data")
     add_source_args(p, default_data="dataset/pretrain_hq.jsonl", hf=False, text_column=False, data_flag="--input",
                     data_help="JSONL with a 'text' field", max_samples_help="read at most this many records (0: all)")
@@ -90,9 +90,8 @@ def split_file(args: argparse.Namespace) -> tuple[ReadStats, int, int, int]:
     return stats, w.count, segments, outside
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
     stats, written, segments, outside = split_file(args)
     print(f"{args.data_path}: {stats.summary()}; wrote {written} lines to {args.out_path} "
           f"({segments} segments, {outside} pieces of text outside segments)")

@@ -32,12 +32,12 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 from model.tokenizer import DEFAULT_TOKENIZER_DIR
 from parallel_data.io import iter_jsonl_field
 from trainer.args import add_output_args, add_source_args, positive_int
-from trainer.cli import cli_main, make_parser
+from trainer.cli import ArgParser, cli_main, make_parser
 
 DEFAULT_DATA = "dataset/pretrain_demo.jsonl"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgParser:
     p = make_parser(__doc__, "train_tokenizer")
     g = add_source_args(p, default_data=DEFAULT_DATA, hf=False, data_help="JSONL corpus, one document per line",
                         text_column_aliases=("--text_field",), text_column_default="text",
@@ -49,9 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
     from model.tokenizer import SPECIAL_TOKENS, train_and_save_tokenizer
 
     data = Path(args.data_path)

@@ -38,7 +38,8 @@ Flags that only mean something together are checked together: `--min_branches_pe
 `--max_branches_per_sample`, `--hf-dataset` with an explicit `--data_path`, sampling flags without
 `--do_sample`, an output path that cannot be written, ... are refused instead of silently ignored.
 
-A future front, e.g. HF LoRA training, is:
+`add_minimind_train_args` is the whole set of a MiniMind training front. A future front, e.g. HF LoRA
+training, is:
 
     p = make_parser(__doc__, "train_hf_lora")
     add_model_source_args(p, checkpoint=False)          # --base_model, --lora_path, --tokenizer_path
@@ -87,20 +88,6 @@ def _int(v) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {v!r}") from None
 
 
-def positive_int(v) -> int:
-    i = _int(v)
-    if i < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return i
-
-
-def nonneg_int(v) -> int:
-    i = _int(v)
-    if i < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
-    return i
-
-
 def _float(v) -> float:
     try:
         f = float(v)
@@ -111,36 +98,24 @@ def _float(v) -> float:
     return f
 
 
-def finite_float(v) -> float:
-    return _float(v)
+def _bounded(convert, accept, expected: str, name: str):
+    """An argparse type: `convert(text)`, then refuse values outside `accept` with "expected <expected>"."""
+    def parse(v):
+        x = convert(v)
+        if not accept(x):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {v}")
+        return x
+    parse.__name__ = name
+    return parse
 
 
-def nonneg_float(v) -> float:
-    f = _float(v)
-    if f < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
-    return f
-
-
-def positive_float(v) -> float:
-    f = _float(v)
-    if f <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {v}")
-    return f
-
-
-def ratio(v) -> float:
-    f = _float(v)
-    if not 0.0 <= f <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a value in [0, 1], got {v}")
-    return f
-
-
-def probability(v) -> float:
-    f = _float(v)
-    if not 0.0 < f <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a value in (0, 1], got {v}")
-    return f
+positive_int = _bounded(_int, lambda i: i >= 1, "a positive integer", "positive_int")
+nonneg_int = _bounded(_int, lambda i: i >= 0, "a non-negative integer", "nonneg_int")
+finite_float = _bounded(_float, lambda f: True, "a finite number", "finite_float")
+nonneg_float = _bounded(_float, lambda f: f >= 0, "a number >= 0", "nonneg_float")
+positive_float = _bounded(_float, lambda f: f > 0, "a number > 0", "positive_float")
+ratio = _bounded(_float, lambda f: 0.0 <= f <= 1.0, "a value in [0, 1]", "ratio")
+probability = _bounded(_float, lambda f: 0.0 < f <= 1.0, "a value in (0, 1]", "probability")
 
 
 def int_list(v) -> list[int]:
@@ -284,7 +259,8 @@ def add_rope_args(p: ArgParser, *, training: bool = False, prefix_sharing: bool 
                         + ("; 0 = prefix sharing (every branch continues the main at coordinate 0, --mask isolated)"
                            if prefix_sharing else ""))
     if training:
-        g.add_argument("--fpe_theta", type=positive_float, default=None, help="pe=fpe: base of the sinusoid (default 1e4)")
+        g.add_argument("--fpe_theta", type=positive_float, default=None,
+                       help="pe=fpe: base of the sinusoid (default 1e4)")
         g.add_argument("--fpe_max_positions", type=positive_int, default=None, help="pe=fpe: table size (default 512)")
         g.add_argument("--fpe_learnable", type=str2bool, nargs="?", const=True, default=None,
                        help="pe=fpe: train the embedding table (default false)")
@@ -373,6 +349,7 @@ def _check_branches(args, default_branches: int) -> None:
             raise UsageError(f"--min_branches_per_sample {lo} needs --max_branches_per_sample (dynamic mode); in "
                              "fixed mode every sample has --branches_per_sample branches")
         args.branches_per_sample = args.branches_per_sample or default_branches
+        args.min_branches_per_sample = 1  # unused in fixed mode; an int for the grouping code
     else:
         if args.branches_per_sample is not None:
             raise UsageError(f"--branches_per_sample {args.branches_per_sample} (fixed mode) and "
@@ -392,7 +369,7 @@ def _check_branches(args, default_branches: int) -> None:
         raise UsageError(f"validation branch counts {val['min_branches']}..{val['max_branches']} are an empty range "
                          "(--val_min/--val_max_branches_per_sample, else --min/--max_branches_per_sample)")
     slots = getattr(args, "random_branch_slots", 0)
-    most = max(hi or 0, args.branches_per_sample)
+    most = args.branches_per_sample  # the largest sample in either mode
     if slots and slots < most:
         raise UsageError(f"--random_branch_slots {slots} must be at least the largest number of branches per "
                          f"sample ({most})")
@@ -427,7 +404,8 @@ def add_decoding_args(p: ArgParser, *, max_new_tokens: int, batch_groups: int, s
     g.add_argument("--top_p", type=probability, default=None,
                    help=f"with --do_sample (default {SAMPLING_DEFAULTS['top_p']})")
     g.add_argument("--top_k", type=nonneg_int, default=None, help="with --do_sample (default 0: off)")
-    g.add_argument("--repetition_penalty", type=positive_float, default=1.0, help="CTRL penalty on seen tokens (1 = off)")
+    g.add_argument("--repetition_penalty", type=positive_float, default=1.0,
+                   help="CTRL penalty on seen tokens (1 = off)")
     g.add_argument("--stop", nargs="*", default=[], help="stop strings")
     p.add_check(_check_sampling)
 
@@ -545,7 +523,9 @@ def add_format_arg(g) -> None:
 
 
 def _check_validation(args) -> None:
-    given = [f"--{k}" for k in ("val_interval", "val_interval_samples", "val_interval_tokens") if getattr(args, k)]
+    given = [f"--{k}" for k in ("val_interval", "val_interval_samples", "val_interval_tokens",
+                                "val_branches_per_sample", "val_min_branches_per_sample", "val_max_branches_per_sample")
+             if getattr(args, k, None)]
     if given and not args.val_samples:
         raise UsageError(f"{given[0]} was given but --val_samples is 0: hold out some records to validate on")
 
@@ -678,20 +658,48 @@ def _check_output(args, check_dir: bool, flag: str) -> None:
         check_writable_dir(args.out_dir, "--out_dir")
 
 
+# --- presets ---------------------------------------------------------------------------------------------
+
+def add_minimind_train_args(p: ArgParser, *, default_data: str, kind: str, default_branches: int, batch_size: int,
+                            epochs: int, lr: float, wandb_project: str) -> None:
+    """Every flag of a MiniMind training front (pretrain, SFT, and the post-training stages on the engine)."""
+    add_model_shape_args(p, training=True)
+    add_rope_args(p, training=True)
+    add_mask_args(p)
+    add_branch_args(p, default_branches=default_branches, batch_size=batch_size)
+    add_data_args(p, default_data=default_data, kind=kind, training=True)
+    add_model_source_args(p, checkpoint=False, hf=False, lora=False)
+    add_runtime_args(p, seed=1337, distributed=True)
+    add_output_args(p, out_dir="out", out_dir_help="checkpoints, resume state and metrics go here")
+    add_train_args(p, epochs=epochs, lr=lr, wandb_project=wandb_project)
+
+
 # --- benchmarks ----------------------------------------------------------------------------------------
 
-def add_benchmark_args(p: ArgParser, *, repeats: int, steps: int | None = None, steps_help: str = "",
+def add_benchmark_args(p: ArgParser, *, repeats: int, quick_repeats: int, steps: int | None = None,
+                       quick_steps: int | None = None, steps_help: str = "training steps per run",
                        threads: bool = True, seed: int | None = None, device: str | None = None) -> None:
-    """The flags every scripts/bench_*.py shares; the JSON result goes to stdout and to --out_path."""
+    """The flags every scripts/bench_*.py shares; the JSON result goes to stdout and to --out_path.
+
+    `--quick` shrinks the sizes and the default --repeats / --steps; explicit values are kept.
+    """
     g = p.add_argument_group("benchmark")
-    g.add_argument("--repeats", type=positive_int, default=repeats, help="timed runs per row (median reported)")
+    g.add_argument("--repeats", type=positive_int, default=None,
+                   help=f"timed runs per row, median reported (default {repeats}; --quick: {quick_repeats})")
     if steps is not None:
-        add_steps_arg(g, steps, steps_help or "training steps per run")
+        add_steps_arg(g, None, f"{steps_help} (default {steps}; --quick: {quick_steps})")
     g.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in seconds (numbers are meaningless)")
     if threads:
         g.add_argument("--threads", type=nonneg_int, default=0, help="torch CPU threads (0 = torch's default)")
     add_runtime_args(p, seed=seed, dtype=False, device=device)
     add_output_args(p, out_path=True, out_path_help="also write the JSON here (atomically)")
+
+    def resolve(args) -> None:
+        if args.repeats is None:
+            args.repeats = quick_repeats if args.quick else repeats
+        if steps is not None and args.steps is None:
+            args.steps = quick_steps if args.quick else steps
+    p.add_check(resolve)
 
 
 def add_log_interval_arg(g, default: int, help: str) -> None:
@@ -704,7 +712,7 @@ def add_marker_args(g, help_start: str, help_end: str) -> None:
     g.add_argument("--end_token", default="<|im_end|>", help=help_end)
 
 
-def add_steps_arg(g, default: int, help: str) -> None:
+def add_steps_arg(g, default: int | None, help: str) -> None:
     g.add_argument("--steps", type=positive_int, default=default, help=help)
 
 
@@ -725,7 +733,8 @@ def add_train_args(p: ArgParser, *, epochs: int, lr: float, wandb_project: str) 
     g.add_argument("--warmup_iters", type=nonneg_int, default=0, help="linear warm-up optimizer steps")
     g.add_argument("--weight_decay", type=nonneg_float, default=0.01, help="AdamW weight decay (matrices only)")
     g.add_argument("--grad_clip", type=nonneg_float, default=1.0, help="max gradient norm (0 = no clipping)")
-    g.add_argument("--max_steps", type=nonneg_int, default=0, help="optimizer steps (0 = one pass over the data x epochs)")
+    g.add_argument("--max_steps", type=nonneg_int, default=0,
+                   help="optimizer steps (0 = one pass over the data x epochs)")
     g.add_argument("--stop_after_steps", type=nonneg_int, default=0,
                    help="save and exit after this many optimizer steps of this run (the schedule is unchanged); "
                         "for preemptible or time-sliced jobs, continue with --resume")
@@ -735,9 +744,17 @@ def add_train_args(p: ArgParser, *, epochs: int, lr: float, wandb_project: str) 
     g.add_argument("--init_weight", default=None,
                    help="start from these weights (a .pth checkpoint); 'none' trains from scratch")
     g.add_argument("--use_wandb", action="store_true", help="log to Weights & Biases (WANDB_MODE=offline works)")
-    g.add_argument("--wandb_project", default=wandb_project, help="W&B project")
+    g.add_argument("--wandb_project", default=None, help=f"W&B project (default {wandb_project})")
     g.add_argument("--wandb_run_name", default=None, help="W&B run name (default: W&B's)")
+    p.add_check(lambda a: _check_wandb(a, wandb_project))
     p.add_check(_check_train, paths=True)
+
+
+def _check_wandb(args, default_project: str) -> None:
+    given = [f"--{k}" for k in ("wandb_project", "wandb_run_name") if getattr(args, k) is not None]
+    if given and not args.use_wandb:
+        raise UsageError(f"{given[0]} goes with --use_wandb, which was not given")
+    args.wandb_project = args.wandb_project or default_project
 
 
 def _check_train(args) -> None:

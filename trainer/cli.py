@@ -6,8 +6,9 @@
   (`prog: error: argument --mask: invalid choice: 'x' (choose from columnar, isolated)`) with exit
   status 2, and checks registered by the flag groups (`add_check`) run right after parsing, before any
   model or data is loaded. A check raises `UsageError` naming the flag(s).
-* `@cli_main` wraps `main(argv=None) -> int`: bad input (`parallel_data.io.DataError`, `ValueError`,
-  `OSError` such as FileNotFoundError, `SystemExit("message")`) becomes one line on stderr and the
+* `@cli_main(build_parser)` turns `main(args) -> int` into the entry point `main(argv=None) -> int`:
+  bad input (`parallel_data.io.DataError`, `ValueError`, `OSError` such as FileNotFoundError,
+  `SystemExit("message")`, from parsing or from the work itself) becomes one line on stderr and the
   return value 2 (`sys.exit(main())` then exits 2), never a traceback; any other exception is a bug and
   keeps its traceback. `SystemExit` with a number (argparse's 2, `--help`'s 0, a trainer's 130/143 after
   an interrupt) becomes the return value, so an in-process caller always gets the exit status back.
@@ -128,25 +129,33 @@ def report_error(prog: str, exc: BaseException | str) -> int:
     return EXIT_USAGE
 
 
-def cli_main(main: Callable[..., int]) -> Callable[..., int]:
-    """Decorator for an entry point's `main(argv=None) -> int`; see the module docstring."""
-    module = sys.modules.get(main.__module__)
-    prog = Path(getattr(module, "__file__", None) or sys.argv[0] or "parallelmind").stem
+def cli_main(build_parser: Callable[[], ArgParser]):
+    """`@cli_main(build_parser)` over `main(args) -> int` gives the entry point `main(argv=None) -> int`.
 
-    @functools.wraps(main)
-    def wrapper(argv: list[str] | None = None) -> int:
-        try:
-            return main(argv)
-        except SystemExit as e:  # argparse (2, or 0 after --help), a trainer's 130/143, or a message
-            if e.code is None or isinstance(e.code, int):
-                return e.code or 0
-            return report_error(prog, e)
-        except (ValueError, OSError) as e:  # DataError, UsageError, FileNotFoundError, PermissionError, ...
-            if os.environ.get(TRACEBACK_ENV):
-                raise
-            return report_error(prog, e)
-        except KeyboardInterrupt:
-            print(f"{prog}: interrupted", file=sys.stderr, flush=True)
-            return EXIT_SIGINT
+    The arguments are parsed (and checked) inside the wrapper, so a bad flag, a bad file and a bad record
+    all come back as one line and exit status 2; see the module docstring.
+    """
+    def decorate(main: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+        module = sys.modules.get(main.__module__)
+        prog = Path(getattr(module, "__file__", None) or sys.argv[0] or "parallelmind").stem
 
-    return wrapper
+        @functools.wraps(main)
+        def wrapper(argv: list[str] | None = None) -> int:
+            try:
+                return main(build_parser().parse_args(argv))
+            except SystemExit as e:  # argparse (2, or 0 after --help), a trainer's 130/143, or a message
+                if e.code is None or isinstance(e.code, int):
+                    return e.code or 0
+                return report_error(prog, e)
+            except (ValueError, OSError) as e:  # DataError, UsageError, FileNotFoundError, PermissionError, ...
+                if os.environ.get(TRACEBACK_ENV):
+                    raise
+                return report_error(prog, e)
+            except KeyboardInterrupt:
+                print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+                return EXIT_SIGINT
+
+        wrapper.build_parser = build_parser
+        return wrapper
+
+    return decorate

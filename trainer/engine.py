@@ -45,6 +45,7 @@ from parallel_data.stream import (
     reshard_states,
 )
 from trainer import checkpointing as ckpt
+from trainer.args import eval_branch_setting
 from trainer.distributed import DistInfo, all_reduce, cleanup, gather_objects, init_distributed
 from trainer.evaluation import autocast_context, batch_loss, evaluate_loss, is_minimind
 from trainer.tracking import (
@@ -126,17 +127,7 @@ class Trainer:
                     random_branch_slots=a.random_branch_slots if training else 0)
 
     def _val_branch_settings(self) -> dict:
-        a = self.args
-        if a.val_branches_per_sample:
-            return {"branches": a.val_branches_per_sample}
-        lo = a.val_min_branches_per_sample or (a.min_branches_per_sample if a.max_branches_per_sample else None)
-        hi = a.val_max_branches_per_sample or a.max_branches_per_sample
-        if hi is None and lo is None:
-            return {"branches": a.branches_per_sample}
-        lo, hi = lo or 1, hi or lo
-        if lo == hi:
-            return {"branches": lo}
-        return {"min_branches": lo, "max_branches": hi}
+        return eval_branch_setting(self.args)
 
     # --- the run ----------------------------------------------------------------------------------------
     def fit(self) -> int:

@@ -19,17 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.args import (
-    add_branch_args,
-    add_data_args,
-    add_mask_args,
-    add_model_shape_args,
-    add_model_source_args,
-    add_output_args,
-    add_rope_args,
-    add_runtime_args,
-    add_train_args,
-)
+from trainer.args import add_minimind_train_args
 from trainer.cli import ArgParser, cli_main, make_parser
 
 STAGE = "full_sft"
@@ -37,15 +27,8 @@ STAGE = "full_sft"
 
 def build_parser() -> ArgParser:
     p = make_parser(__doc__, "train_full_sft")
-    add_model_shape_args(p, training=True)
-    add_rope_args(p, training=True)
-    add_mask_args(p)
-    add_branch_args(p, default_branches=4, batch_size=16)
-    add_data_args(p, default_data="dataset/sft_demo.jsonl", kind="conversations", training=True)
-    add_model_source_args(p, checkpoint=False, hf=False, lora=False)
-    add_runtime_args(p, seed=1337, distributed=True)
-    add_output_args(p, out_dir="out", out_dir_help="checkpoints, resume state and metrics go here")
-    add_train_args(p, epochs=2, lr=5e-7, wandb_project="MiniMind-Full-SFT")
+    add_minimind_train_args(p, default_data="dataset/sft_demo.jsonl", kind="conversations", default_branches=4,
+                            batch_size=16, epochs=2, lr=5e-7, wandb_project="MiniMind-Full-SFT")
     return p
 
 
@@ -62,9 +45,8 @@ def build_dataset(args, tokenizer):
                               fmt=args.format)
 
 
-@cli_main
-def main(argv=None) -> int:
-    args = parse_args(argv)
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
     from trainer.engine import run  # after parsing: a bad flag is reported before torch is imported
     from trainer.minimind import minimind_stage, stem_from_args
 

@@ -13,11 +13,15 @@ import torch
 from model.device import resolve_device, resolve_dtype
 from scripts import eval_loss, parallel_generate
 from trainer import train_full_sft, train_pretrain
-from trainer.cli import UsageError, cli_main, error_message
+from trainer.cli import UsageError, cli_main, error_message, make_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_OWNED = {"scripts/run_demo.py", "scripts/build_demo_data.py"}  # the demo generator's own tools
 SAME_NAME_OTHER_MEANING = {"--mode"}  # seed names: parallel_generate's prompt mode, convert_dataset's output kind
+
+
+def parse(module, *argv: str):
+    return module.build_parser().parse_args(list(argv))
 
 
 def _declarations() -> dict[str, list[str]]:
@@ -70,14 +74,14 @@ def test_random_time_offset_is_a_real_boolean():
     assert train() is True and train("--random_time_offset") is True
     assert train("--no_random_time_offset") is False and train("--no-random-time-offset") is False
     assert train("--no_random_time_offset", "--random_time_offset") is True  # the last one wins
-    ev = lambda *f: eval_loss.parse_args(["--hf-dataset", "o/n", "--model_path", __file__, *f])  # noqa: E731
+    ev = lambda *f: parse(eval_loss, "--hf-dataset", "o/n", "--model_path", __file__, *f)  # noqa: E731
     assert ev().random_time_offset is False and ev("--random_time_offset").random_time_offset is True
 
 
 def test_branch_modes_fixed_dynamic_and_zero():
     parse = lambda *f: train_pretrain.parse_args(["--hf-dataset", "o/n", *f])  # noqa: E731
     a = parse()
-    assert (a.branches_per_sample, a.max_branches_per_sample, a.min_branches_per_sample) == (8, None, None)
+    assert (a.branches_per_sample, a.max_branches_per_sample, a.min_branches_per_sample) == (8, None, 1)
     a = parse("--max_branches_per_sample", "16")  # dynamic: min defaults to 1
     assert (a.max_branches_per_sample, a.min_branches_per_sample) == (16, 1)
     a = parse("--branches_per_sample", "6", "--max_branches_per_sample", "0")  # seed 002: 0 = fixed mode
@@ -97,24 +101,24 @@ def test_output_flag_and_its_aliases(tmp_path):
         assert a.out_path == str(tmp_path / "o.jsonl") and a.data_path == str(src)
     model = tmp_path / "m.pth"
     model.write_text("")
-    a = parallel_generate.parse_args(["--model_path", str(model), "--prompts", "x", "--out_path", str(tmp_path / "r")])
+    a = parse(parallel_generate, "--model_path", str(model), "--prompts", "x", "--out_path", str(tmp_path / "r"))
     assert a.out_path == str(tmp_path / "r")
-    a = eval_loss.parse_args(["--model_path", str(model), "--data_path", str(src), "--out_prefix", str(tmp_path / "e")])
+    a = parse(eval_loss, "--model_path", str(model), "--data_path", str(src), "--out_prefix", str(tmp_path / "e"))
     assert eval_loss.report_path(a) == tmp_path / "e.json"
 
 
 def test_sampling_defaults_apply_only_with_do_sample(tmp_path):
     model = tmp_path / "m.pth"
     model.write_text("")
-    a = parallel_generate.parse_args(["--model_path", str(model), "--prompts", "x", "--do_sample", "--top_k", "5"])
+    a = parse(parallel_generate, "--model_path", str(model), "--prompts", "x", "--do_sample", "--top_k", "5")
     assert (a.temperature, a.top_p, a.top_k) == (0.85, 0.85, 5)
-    a = parallel_generate.parse_args(["--model_path", str(model), "--prompts", "x", "--no_chat_template"])
+    a = parse(parallel_generate, "--model_path", str(model), "--prompts", "x", "--no_chat_template")
     assert a.chat_template is False and not a.do_sample
 
 
 def _main_raising(exc):
-    @cli_main
-    def main(argv=None) -> int:
+    @cli_main(lambda: make_parser(None, "t"))
+    def main(args) -> int:
         raise exc
     return main
 
@@ -148,7 +152,8 @@ def test_wrapper_keeps_the_traceback_of_a_bug(monkeypatch):
 def test_dataloader_worker_errors_keep_their_own_message():
     from parallel_data.io import DataError
 
-    wrapped = DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+    wrapped = DataError("Caught DataError in DataLoader worker process 0.\n"
+                        "Original Traceback (most recent call last):\n"
                         '  File "x.py", line 3, in f\n    raise DataError(...)\n'
                         "parallel_data.io.DataError: data.jsonl:5: malformed JSON")
     assert error_message(wrapped) == "data.jsonl:5: malformed JSON"

@@ -134,8 +134,8 @@ SEED_COMMANDS = [
   --max-samples 100000""",
 ]
 
-PARSERS = {"trainer/train_pretrain.py": train_pretrain.parse_args, "trainer/train_full_sft.py": train_full_sft.parse_args,
-           "scripts/parallel_generate.py": parallel_generate.parse_args, "scripts/eval_loss.py": eval_loss.parse_args}
+PARSERS = {"trainer/train_pretrain.py": train_pretrain, "trainer/train_full_sft.py": train_full_sft,
+           "scripts/parallel_generate.py": parallel_generate, "scripts/eval_loss.py": eval_loss}
 
 
 def split(cmd: str) -> tuple[str, list[str]]:
@@ -163,7 +163,7 @@ def test_seed_command_parses_with_its_meaning(cmd, tmp_path, monkeypatch):
         args = convert_dataset.build_parser().parse_args(argv)
         assert args.mode in ("pretrain", "sft") and args.out_path.startswith("dataset/")
         return
-    args = PARSERS[script](argv)
+    args = PARSERS[script].build_parser().parse_args(argv)
     given = {a.lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
     if "max_samples" in given:
         assert args.max_samples in (100000, 2048000, 10000)
