@@ -1,35 +1,31 @@
 """Command-line flags shared by every entry point, each declared once, in groups.
 
-An entry point is a parser from `trainer.cli.make_parser` plus a few `add_*_args(p)` calls; every
-group also registers its checks, which run right after parsing (before torch, models or data are
-loaded) and stop with one line naming the flag(s). Torch-free on purpose. The groups:
+An entry point is `build_parser()` = `trainer.cli.make_parser(__doc__, name)` plus a few `add_*_args(p)`
+calls. Every group also registers its checks, which run right after parsing (before torch, models or
+data are loaded) and stop with one line naming the flag(s). Torch-free on purpose. The groups:
 
-| group                      | flags                                                                          |
-|----------------------------|--------------------------------------------------------------------------------|
-| `add_model_shape_args`     | --hidden_size --num_hidden_layers --num_attention_heads --num_key_value_heads  |
-|                            | --use_moe; training: --use_flex_attention --gradient_checkpointing             |
-| `add_rope_args`            | --pe --rope_2d_ratio --rope_2d_scheme --branch_stride (--stride);              |
-|                            | training: --fpe_theta --fpe_max_positions --fpe_learnable                      |
-| `add_mask_args`            | --mask --align_to                                                              |
-| `add_branch_args`          | --batch_size --batch_by_samples --branches_per_sample --max/--min_branches_    |
-|                            | per_sample (0 = fixed mode) --val_[max_|min_]branches_per_sample               |
-|                            | --max_total_tokens --random_time_offset/--no_random_time_offset;               |
-|                            | training: --random_branch_slots                                                |
-| `add_decoding_args`        | --max_new_tokens --batch_groups; sampling: --do_sample --temperature --top_p   |
-|                            | --top_k --repetition_penalty --stop                                            |
-| `add_source_args`          | --data_path (--input, -i) --hf-dataset --hf-subset --hf-split --text-column    |
-|                            | --max-samples                                                                  |
-| `add_data_args`            | the source, --chunk-length (text) or --format (conversations), --offline       |
-|                            | --max_seq_len --num_workers; training: --val_samples --val_interval[_samples|  |
-|                            | _tokens]                                                                       |
-| `add_model_source_args`    | --model_path --hf_base_model (--base_model) --lora_path --lora_rank            |
-|                            | --tokenizer (--tokenizer_path)                                                 |
-| `add_runtime_args`         | --device --dtype --seed; distributed: --ddp --local_rank                       |
-| `add_output_args`          | --out_path (--output, -o, --out): the output file; --out_dir: the output folder|
-| `add_train_args`           | --epochs --accumulation_steps --learning_rate --min_lr_ratio --warmup_iters    |
-|                            | --weight_decay --grad_clip --max_steps --stop_after_steps --log_interval       |
-|                            | --save_interval --resume --init_weight --use_wandb --wandb_project ...         |
-| `add_skip_bad_arg`         | --skip_bad (converters)                                                        |
+* `add_model_shape_args`: --hidden_size --num_hidden_layers --num_attention_heads --num_key_value_heads
+  --use_moe (training: --use_flex_attention --gradient_checkpointing);
+* `add_rope_args`: --pe --rope_2d_ratio --rope_2d_scheme --branch_stride (--stride; generation may take
+  0 = prefix sharing) (training: --fpe_theta --fpe_max_positions --fpe_learnable);
+* `add_mask_args`: --mask --align_to;
+* `add_branch_args`: --batch_size --batch_by_samples --branches_per_sample, --max/--min_branches_per_sample
+  (max 0 = fixed mode), --val_[min_|max_]branches_per_sample, --max_total_tokens,
+  --random_time_offset / --no_random_time_offset (training: --random_branch_slots);
+* `add_decoding_args`: --max_new_tokens --batch_groups (sampling: --do_sample --temperature --top_p
+  --top_k --repetition_penalty --stop);
+* `add_source_args`: --data_path (--input, -i) --hf-dataset --hf-subset --hf-split --text-column
+  --max-samples; `add_data_args`: the source plus --chunk-length (text) or --format (conversations),
+  --offline --max_seq_len --num_workers (training: --val_samples --val_interval[_samples|_tokens]);
+* `add_model_source_args`: --model_path --hf_base_model (--base_model) --lora_path --lora_rank
+  --tokenizer (--tokenizer_path);
+* `add_runtime_args`: --device --dtype --seed (distributed: --ddp --local_rank);
+* `add_output_args`: --out_path (--output, -o, --out), THE output file; --out_dir, the output folder;
+* `add_train_args`: --epochs --accumulation_steps --learning_rate --min_lr_ratio --warmup_iters
+  --weight_decay --grad_clip --max_steps --stop_after_steps --log_interval --save_interval --resume
+  --init_weight --use_wandb --wandb_project --wandb_run_name;
+* `add_benchmark_args`: --repeats --steps --quick --threads --device --out_path;
+* `add_minimind_train_args`: the whole set of a MiniMind training front.
 
 Every long flag also works with `-` for `_` and back (`--hf_dataset`, `--max_samples`); the seeds'
 spellings are the declared ones. Model-shape and 2D-RoPE flags default to None, so "given" is told
@@ -37,9 +33,7 @@ from "default": a checkpoint carries its own config, and a flag that contradicts
 Flags that only mean something together are checked together: `--min_branches_per_sample` without
 `--max_branches_per_sample`, `--hf-dataset` with an explicit `--data_path`, sampling flags without
 `--do_sample`, an output path that cannot be written, ... are refused instead of silently ignored.
-
-`add_minimind_train_args` is the whole set of a MiniMind training front. A future front, e.g. HF LoRA
-training, is:
+A future front, e.g. HF LoRA training, is:
 
     p = make_parser(__doc__, "train_hf_lora")
     add_model_source_args(p, checkpoint=False)          # --base_model, --lora_path, --tokenizer_path
@@ -52,174 +46,31 @@ training, is:
 from __future__ import annotations
 
 import argparse
-import math
-import os
-import re
 from pathlib import Path
 
-from model.device import DTYPE_ALIASES, DTYPE_NAMES, canonical_dtype, check_device_name
+from model.device import DTYPE_ALIASES, DTYPE_NAMES
 from parallel.names import ALIGNMENTS, MASK_MODES, PE_TYPES, ROPE_2D_SCHEMES
-from trainer.cli import ArgParser, UsageError
-
-MODEL_DEFAULTS = dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2,
-                      use_moe=False, pe="rope", rope_2d_ratio=0.5, rope_2d_scheme="additive", branch_stride=None,
-                      fpe_theta=1e4, fpe_max_positions=512, fpe_learnable=False)
-RESUME_SUFFIX = "_resume.pth"  # {stem}_resume.pth beside {stem}.pth (trainer/checkpointing.py)
-_HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
-# --- value types (argparse `type=`): a bad value is "argument --flag: message" -------------------------
-
-def str2bool(v) -> bool:
-    if isinstance(v, bool):
-        return v
-    s = str(v).strip().lower()
-    if s in ("1", "true", "yes", "y", "on"):
-        return True
-    if s in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {v!r}")
-
-
-def _int(v) -> int:
-    try:
-        return int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {v!r}") from None
-
-
-def _float(v) -> float:
-    try:
-        f = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {v!r}") from None
-    if not math.isfinite(f):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {v!r}")
-    return f
-
-
-def _bounded(convert, accept, expected: str, name: str):
-    """An argparse type: `convert(text)`, then refuse values outside `accept` with "expected <expected>"."""
-    def parse(v):
-        x = convert(v)
-        if not accept(x):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {v}")
-        return x
-    parse.__name__ = name
-    return parse
-
-
-positive_int = _bounded(_int, lambda i: i >= 1, "a positive integer", "positive_int")
-nonneg_int = _bounded(_int, lambda i: i >= 0, "a non-negative integer", "nonneg_int")
-finite_float = _bounded(_float, lambda f: True, "a finite number", "finite_float")
-nonneg_float = _bounded(_float, lambda f: f >= 0, "a number >= 0", "nonneg_float")
-positive_float = _bounded(_float, lambda f: f > 0, "a number > 0", "positive_float")
-ratio = _bounded(_float, lambda f: 0.0 <= f <= 1.0, "a value in [0, 1]", "ratio")
-probability = _bounded(_float, lambda f: 0.0 < f <= 1.0, "a value in (0, 1]", "probability")
-
-
-def int_list(v) -> list[int]:
-    """'1,2,4' -> [1, 2, 4] (positive integers)."""
-    try:
-        out = [int(x) for x in str(v).split(",") if x.strip()]
-    except ValueError:
-        out = []
-    if not out or min(out) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 1,2,4, got {v!r}")
-    return out
-
-
-def device_name(v) -> str:
-    try:
-        return check_device_name(str(v))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def dtype_name(v) -> str:
-    try:
-        return canonical_dtype(str(v))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-class BoolFlag(argparse.Action):
-    """`--x` turns a setting on and `--no_x` (also `--no-x`) off; the default may be either."""
-
-    def __init__(self, option_strings, dest, default=None, required=False, help=None):
-        names = [s for o in option_strings for s in ((o, "--no_" + o[2:]) if o.startswith("--") else (o,))]
-        super().__init__(names, dest, nargs=0, default=default, required=required, help=help)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, not option_string.startswith("--no_"))
-
-    def format_usage(self) -> str:
-        return " | ".join(self.option_strings)
-
-
-# --- path checks (parse time: before anything is loaded or written) ------------------------------------
-
-def check_input_file(path, flag: str, what: str = "file") -> None:
-    p = Path(path).expanduser()
-    if p.is_dir():
-        raise UsageError(f"{flag} {path} is a directory; expected a {what}")
-    if not p.exists():
-        raise UsageError(f"{flag} {path} does not exist")
-    if not os.access(p, os.R_OK):
-        raise UsageError(f"{flag} {path} is not readable")
-
-
-def _nearest_existing(p: Path) -> Path:
-    q = p
-    while not q.exists() and q != q.parent:
-        q = q.parent
-    return q
-
-
-def check_writable_file(path, flag: str) -> None:
-    """The file can be created (or replaced): not a directory, its folder exists or can be made."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        raise UsageError(f"{flag} {path} is a directory; expected a file name")
-    if p.exists():
-        if not os.access(p, os.W_OK) or not os.access(p.parent, os.W_OK):
-            raise UsageError(f"{flag} {path} cannot be overwritten (permission denied)")
-        return
-    _check_creatable(p.parent, flag, path)
-
-
-def check_writable_dir(path, flag: str) -> None:
-    p = Path(path).expanduser()
-    if p.exists():
-        if not p.is_dir():
-            raise UsageError(f"{flag} {path} is a file; expected a folder")
-        if not os.access(p, os.W_OK | os.X_OK):
-            raise UsageError(f"{flag} {path} is not writable")
-        return
-    _check_creatable(p, flag, path)
-
-
-def _check_creatable(folder: Path, flag: str, given) -> None:
-    base = _nearest_existing(folder)
-    if not base.is_dir():
-        raise UsageError(f"{flag} {given}: {base} is a file, not a folder")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {given}: cannot create files under {base} (permission denied)")
-
-
-def check_not_resume_state(path, flag: str) -> None:
-    """A `{stem}_resume.pth` is optimizer/RNG/data state, not a model: name the checkpoint beside it."""
-    name = Path(path).name
-    if name.endswith(RESUME_SUFFIX):
-        model = Path(path).with_name(name[: -len(RESUME_SUFFIX)] + ".pth")
-        there = "" if model.exists() else " (not there yet)"
-        raise UsageError(f"{flag} {path} is a training resume state (optimizer, RNG and data position), not a model; "
-                         f"the model checkpoint next to it is {model}{there}")
-
-
-def _explicit(args, name: str) -> bool:
-    return getattr(args, name, None) is not None
-
+from trainer.cli import (  # the value types and path checks are re-exported for the entry points
+    ArgParser,
+    BoolFlag,
+    UsageError,
+    check_input_file,
+    check_local_or_hub,
+    check_model_path,
+    check_not_resume_state,
+    check_writable_dir,
+    check_writable_file,
+    device_name,
+    dtype_name,
+    int_list,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    probability,
+    ratio,
+    str2bool,
+)
 
 # --- model shape and 2D RoPE ---------------------------------------------------------------------------
 
@@ -272,19 +123,6 @@ def _check_prefix_sharing(args) -> None:
     if args.branch_stride == 0 and getattr(args, "mask_mode", "isolated") != "isolated":
         raise UsageError("--branch_stride 0 (prefix sharing) needs --mask isolated: with the columnar mask, branches "
                          "at one coordinate could not be told apart")
-
-
-def model_overrides(args) -> dict:
-    """The model flags the user actually gave."""
-    return {k: getattr(args, k) for k in MODEL_DEFAULTS if getattr(args, k, None) is not None}
-
-
-def resolved_model_args(args) -> dict:
-    out = dict(MODEL_DEFAULTS)
-    out.update(model_overrides(args))
-    if out["branch_stride"] is None:
-        out["branch_stride"] = 1 if out["pe"] == "fpe" else 128
-    return out
 
 
 # --- mask and branches ---------------------------------------------------------------------------------
@@ -554,18 +392,6 @@ def add_model_source_args(p: ArgParser, *, checkpoint: bool = True, hf: bool = T
     p.add_check(_check_model_source_paths, paths=True)
 
 
-def check_model_path(path, flag: str) -> None:
-    check_not_resume_state(path, flag)
-    if not Path(path).expanduser().exists():
-        raise UsageError(f"{flag} {path} does not exist (train one with trainer/train_pretrain.py, or pass a saved "
-                         "model folder)")
-
-
-def _check_local_or_hub(path, flag: str) -> None:
-    if not Path(path).expanduser().exists() and not _HUB_NAME.match(str(path)):
-        raise UsageError(f"{flag} {path} does not exist (and is not a Hub name such as owner/model)")
-
-
 def _check_model_source(args) -> None:
     model, base = getattr(args, "model_path", None), getattr(args, "hf_base_model", None)
     if model is not None and base is not None:
@@ -582,7 +408,7 @@ def _check_model_source_paths(args) -> None:
     if model is not None:
         check_model_path(model, "--model_path")
     if base is not None:
-        _check_local_or_hub(base, "--hf_base_model")
+        check_local_or_hub(base, "--hf_base_model")
     lora = getattr(args, "lora_path", None)
     if lora is not None:
         if not Path(lora).expanduser().exists():
@@ -590,7 +416,7 @@ def _check_model_source_paths(args) -> None:
         if model is not None and Path(model).is_file():
             raise UsageError("--lora_path goes with --hf_base_model (or a saved model folder), not a .pth checkpoint")
     if args.tokenizer is not None:
-        _check_local_or_hub(args.tokenizer, "--tokenizer")
+        check_local_or_hub(args.tokenizer, "--tokenizer")
 
 
 # --- runtime and output --------------------------------------------------------------------------------

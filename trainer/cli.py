@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from model.device import canonical_dtype, check_device_name
 
 TRACEBACK_ENV = "PARALLELMIND_TRACEBACK"
 EXIT_USAGE = 2
@@ -104,6 +107,170 @@ def make_parser(doc: str | None, prog: str) -> ArgParser:
     """A parser whose description is the docstring's first paragraph and whose epilog is the rest."""
     head, _, rest = (doc or "").strip().partition("\n\n")
     return ArgParser(prog=prog, description=head or None, epilog=rest or None)
+
+
+RESUME_SUFFIX = "_resume.pth"  # {stem}_resume.pth beside {stem}.pth (trainer/checkpointing.py)
+HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")  # owner/name
+
+
+# --- value types (argparse `type=`): a bad value is "argument --flag: message" -------------------------
+
+def str2bool(v) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "y", "on"):
+        return True
+    if s in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {v!r}")
+
+
+def _int(v) -> int:
+    try:
+        return int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {v!r}") from None
+
+
+def _float(v) -> float:
+    try:
+        f = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {v!r}") from None
+    if not math.isfinite(f):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {v!r}")
+    return f
+
+
+def _bounded(convert, accept, expected: str, name: str):
+    """An argparse type: `convert(text)`, then refuse values outside `accept` with "expected <expected>"."""
+    def parse(v):
+        x = convert(v)
+        if not accept(x):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {v}")
+        return x
+    parse.__name__ = name
+    return parse
+
+
+positive_int = _bounded(_int, lambda i: i >= 1, "a positive integer", "positive_int")
+nonneg_int = _bounded(_int, lambda i: i >= 0, "a non-negative integer", "nonneg_int")
+nonneg_float = _bounded(_float, lambda f: f >= 0, "a number >= 0", "nonneg_float")
+positive_float = _bounded(_float, lambda f: f > 0, "a number > 0", "positive_float")
+ratio = _bounded(_float, lambda f: 0.0 <= f <= 1.0, "a value in [0, 1]", "ratio")
+probability = _bounded(_float, lambda f: 0.0 < f <= 1.0, "a value in (0, 1]", "probability")
+
+
+def int_list(v) -> list[int]:
+    """'1,2,4' -> [1, 2, 4] (positive integers)."""
+    try:
+        out = [int(x) for x in str(v).split(",") if x.strip()]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 1,2,4, got {v!r}")
+    return out
+
+
+def device_name(v) -> str:
+    try:
+        return check_device_name(str(v))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def dtype_name(v) -> str:
+    try:
+        return canonical_dtype(str(v))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class BoolFlag(argparse.Action):
+    """`--x` turns a setting on and `--no_x` (also `--no-x`) off; the default may be either."""
+
+    def __init__(self, option_strings, dest, default=None, required=False, help=None):
+        names = [s for o in option_strings for s in ((o, "--no_" + o[2:]) if o.startswith("--") else (o,))]
+        super().__init__(names, dest, nargs=0, default=default, required=required, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, not option_string.startswith("--no_"))
+
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings)
+
+
+# --- path checks (parse time: before anything is loaded or written) ------------------------------------
+
+def check_input_file(path, flag: str, what: str = "file") -> None:
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise UsageError(f"{flag} {path} is a directory; expected a {what}")
+    if not p.exists():
+        raise UsageError(f"{flag} {path} does not exist")
+    if not os.access(p, os.R_OK):
+        raise UsageError(f"{flag} {path} is not readable")
+
+
+def _nearest_existing(p: Path) -> Path:
+    q = p
+    while not q.exists() and q != q.parent:
+        q = q.parent
+    return q
+
+
+def check_writable_file(path, flag: str) -> None:
+    """The file can be created (or replaced): not a directory, its folder exists or can be made."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise UsageError(f"{flag} {path} is a directory; expected a file name")
+    if p.exists():
+        if not os.access(p, os.W_OK) or not os.access(p.parent, os.W_OK):
+            raise UsageError(f"{flag} {path} cannot be overwritten (permission denied)")
+        return
+    _check_creatable(p.parent, flag, path)
+
+
+def check_writable_dir(path, flag: str) -> None:
+    p = Path(path).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise UsageError(f"{flag} {path} is a file; expected a folder")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise UsageError(f"{flag} {path} is not writable")
+        return
+    _check_creatable(p, flag, path)
+
+
+def _check_creatable(folder: Path, flag: str, given) -> None:
+    base = _nearest_existing(folder)
+    if not base.is_dir():
+        raise UsageError(f"{flag} {given}: {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {given}: cannot create files under {base} (permission denied)")
+
+
+def check_not_resume_state(path, flag: str) -> None:
+    """A `{stem}_resume.pth` is optimizer/RNG/data state, not a model: name the checkpoint beside it."""
+    name = Path(path).name
+    if name.endswith(RESUME_SUFFIX):
+        model = Path(path).with_name(name[: -len(RESUME_SUFFIX)] + ".pth")
+        there = "" if model.exists() else " (not there yet)"
+        raise UsageError(f"{flag} {path} is a training resume state (optimizer, RNG and data position), not a model; "
+                         f"the model checkpoint next to it is {model}{there}")
+
+
+def check_model_path(path, flag: str) -> None:
+    check_not_resume_state(path, flag)
+    if not Path(path).expanduser().exists():
+        raise UsageError(f"{flag} {path} does not exist (train one with trainer/train_pretrain.py, or pass a saved "
+                         "model folder)")
+
+
+def check_local_or_hub(path, flag: str) -> None:
+    if not Path(path).expanduser().exists() and not HUB_NAME.match(str(path)):
+        raise UsageError(f"{flag} {path} does not exist (and is not a Hub name such as owner/model)")
 
 
 _WORKER_ERROR = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.")

@@ -13,9 +13,25 @@ from pathlib import Path
 from model.checkpoint import load_checkpoint, read_checkpoint, tokenizer_from_files
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM
 from model.tokenizer import load_tokenizer
-from trainer.args import model_overrides, resolved_model_args
 
 log = logging.getLogger("parallelmind")
+
+MODEL_DEFAULTS = dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2,
+                      use_moe=False, pe="rope", rope_2d_ratio=0.5, rope_2d_scheme="additive", branch_stride=None,
+                      fpe_theta=1e4, fpe_max_positions=512, fpe_learnable=False)
+
+
+def model_overrides(args) -> dict:
+    """The model flags the user actually gave."""
+    return {k: getattr(args, k) for k in MODEL_DEFAULTS if getattr(args, k, None) is not None}
+
+
+def resolved_model_args(args) -> dict:
+    out = dict(MODEL_DEFAULTS)
+    out.update(model_overrides(args))
+    if out["branch_stride"] is None:
+        out["branch_stride"] = 1 if out["pe"] == "fpe" else 128
+    return out
 
 
 def stem_for(stage: str):
