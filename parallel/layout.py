@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -33,37 +33,29 @@ ALIGNMENTS = ("left", "right")
 
 
 @dataclass
-class LayoutMetadata:
-    """Per-sample description (the seed's metadata, plus truncation counts)."""
-
-    branch_ids: list[int]  # 0 = main (if present), then 1..n
-    branch_positions: list[int]  # branch coordinate of each entry of branch_ids
-    branch_lengths: list[int]  # tokens kept
-    branch_start_y: list[int]  # time of each branch's first token
-    branch_pos1d_end: list[int]  # flat index of each branch's last kept token
-    answer_token_starts: list[int]  # branch-local index where the loss starts (main: its length)
-    background_branch_id: int  # 0 when a main exists, else -1
-    truncated_tokens: int = 0
-
-
-@dataclass
 class BatchLayout:
-    """A padded batch of interleaved samples. Shapes: B samples, T tokens, NB = max branch id + 1."""
+    """A padded batch of interleaved samples. Shapes: B samples, T tokens, NB = max branch id + 1.
+
+    The `[B, NB]` summaries are indexed by branch id (column 0 = the main) and describe every branch
+    of every sample, so no per-sample Python structure is needed (the seed's per-sample
+    `LayoutMetadata` is derived from them in `parallel.seed_compat`).
+    """
 
     input_ids: torch.Tensor  # [B, T]
-    attention_mask: torch.Tensor  # [B, T] 1 = real token
-    pos1d: torch.Tensor  # [B, T] flat index 0..T-1
+    token_mask: torch.Tensor  # [B, T] bool, True = real token
+    flat_index: torch.Tensor  # [B, T] index among the sample's tokens, 0..T-1 (pads included)
     pos2d: torch.Tensor  # [B, T, 2] (branch coordinate, time); (0, 0) on pads
     time_ids: torch.Tensor  # [B, T] time, -1 on pads
     branch_ids: torch.Tensor  # [B, T] 0 main, 1..n branches, -1 pads
     labels: torch.Tensor  # [B, T] next token of the same branch; -100 on main, prompts, last tokens, pads
     branch_counts: torch.Tensor  # [B] number of branches (main excluded)
-    branch_last_index: torch.Tensor  # [B, NB] flat index of each branch's last token, -1 if absent
+    branch_last_index: torch.Tensor  # [B, NB] flat index of each branch's last kept token, -1 if absent
+    branch_start_time: torch.Tensor  # [B, NB] time of each branch's first token, -1 if absent
     branch_next_time: torch.Tensor  # [B, NB] time after each branch's last token, -1 if absent
     branch_coord: torch.Tensor  # [B, NB] branch coordinate, -1 if absent
     branch_length: torch.Tensor  # [B, NB] tokens kept, 0 if absent
+    branch_answer_offset: torch.Tensor  # [B, NB] branch-local index where targets start (main: its length)
     truncated_tokens: torch.Tensor  # [B] tokens dropped by pad_to / max_tokens
-    metadata: list[LayoutMetadata] = field(default_factory=list)
     pad_id: int = 0
 
     def to(self, device) -> BatchLayout:
@@ -73,15 +65,22 @@ class BatchLayout:
 
     def position_ids(self) -> torch.Tensor:
         """`[B, T, 3]` positions for a forward without cache: (branch coordinate, time, flat index)."""
-        return torch.cat([self.pos2d, self.pos1d[..., None]], dim=-1)
+        return torch.cat([self.pos2d, self.flat_index[..., None]], dim=-1)
 
     @property
     def num_truncated(self) -> int:
         return int(self.truncated_tokens.sum())
 
+    @property
+    def metadata(self) -> list:
+        """Seed compatibility: the seed's per-sample `LayoutMetadata` (see `parallel.seed_compat`)."""
+        from parallel.seed_compat import layout_metadata
+
+        return layout_metadata(self)
+
 
 def resolve_pad_id(tokenizer) -> int:
-    """pad id, else eos id, else 0 (the earlier code's `pad or eos` treated id 0 as missing)."""
+    """pad id, else eos id, else 0; an id of 0 is a valid pad id (checked against None, not falsiness)."""
     for name in ("pad_token_id", "eos_token_id"):
         v = getattr(tokenizer, name, None) if tokenizer is not None else None
         if v is not None:
@@ -157,18 +156,15 @@ def _single_thread():
 
 
 def build_flat_linear_layout(tokenizer, samples, device=None, pad_to: int | None = None, branch_stride: int = 128,
-                             align_to: str = "left", random_time_offset: bool = False,
-                             interleave_branches: bool = False, *, max_tokens: int | None = None,
-                             generator: torch.Generator | None = None) -> BatchLayout:
-    """Lay out a batch of samples time-major (seed signature, plus `max_tokens` and `generator`).
+                             align_to: str = "left", random_time_offset: bool = False, *,
+                             max_tokens: int | None = None, generator: torch.Generator | None = None) -> BatchLayout:
+    """Lay out a batch of samples time-major. `[B]` samples -> `BatchLayout` of `[B, T]` tensors.
 
     `pad_to` pads every row to exactly that length (truncating longer rows); `max_tokens` caps rows
     without padding (rows are padded to the batch maximum). Random time offsets come from
-    `generator` (or torch's global RNG, which the training engine seeds per rank).
-    `interleave_branches` is accepted for compatibility: the layout is always time-major, which is
-    what both of the earlier code's paths produced.
+    `generator` (or torch's global RNG, which the training engine seeds per rank). The seed's
+    signature, with its `interleave_branches` argument, is `parallel.seed_compat.build_flat_linear_layout`.
     """
-    del interleave_branches  # both values give the same (time-major) layout, as in the earlier code
     with _single_thread():
         layout = _build(tokenizer, samples, pad_to, branch_stride, align_to, random_time_offset, max_tokens,
                         generator)
@@ -230,7 +226,6 @@ def _build(tokenizer, samples, pad_to, branch_stride, align_to, random_time_offs
 
     # 2. start time, offsets and coordinate of every segment
     main_len = torch.zeros(B, dtype=torch.long).index_add_(0, seg_sample_t[is_main], seg_len[is_main])
-    has_main = main_len > 0
     start = torch.where(is_main, 0, main_len[seg_sample_t])
     if align_to == "right":
         max_b = torch.zeros(B, dtype=torch.long).scatter_reduce_(0, seg_sample_t, torch.where(is_main, 0, seg_len),
@@ -301,41 +296,26 @@ def _build(tokenizer, samples, pad_to, branch_stride, align_to, random_time_offs
     pos2d = torch.zeros((B * T, 2), dtype=torch.long)
     pos2d[dst, 0] = coord[tok_seg][keep]
     pos2d[dst, 1] = tok_time[keep]
-    attention_mask = (time_ids >= 0).long()
+    token_mask = time_ids >= 0
 
-    # 7. per-branch summaries [B, NB]
-    slot = (tok_sample * nb + tok_bid)[keep]
-    last_index = torch.full((B * nb,), -1, dtype=torch.long).scatter_reduce_(0, slot, rank[keep], reduce="amax")
-    last_time = torch.full((B * nb,), -2, dtype=torch.long).scatter_reduce_(0, slot, tok_time[keep], reduce="amax")
-    seg_slot = seg_sample_t * nb + seg_bid_t
-    b_coord = torch.full((B * nb,), -1, dtype=torch.long)
-    b_coord[seg_slot] = coord
-    b_len = torch.zeros(B * nb, dtype=torch.long)
-    b_len[seg_slot] = kept_len
+    # 7. per-branch summaries [B, NB], indexed by branch id
+    seg_key = seg_sample_t * nb + seg_bid_t  # one entry per segment (sample, branch id)
+    kept_key = (tok_sample * nb + tok_bid)[keep]
+    last_index = torch.full((B * nb,), -1, dtype=torch.long).scatter_reduce_(0, kept_key, rank[keep], reduce="amax")
+    last_time = torch.full((B * nb,), -2, dtype=torch.long).scatter_reduce_(0, kept_key, tok_time[keep],
+                                                                            reduce="amax")
 
-    metadata = _metadata(B, seg_sample, seg_bid, coord, kept_len, start, last_index.view(B, nb), seg_ans_t,
-                         has_main, truncated)
-    layout = BatchLayout(
-        input_ids=input_ids.view(B, T), attention_mask=attention_mask.view(B, T),
-        pos1d=torch.arange(T).expand(B, T).contiguous(), pos2d=pos2d.view(B, T, 2),
+    def per_branch(values: torch.Tensor, fill: int) -> torch.Tensor:
+        out = torch.full((B * nb,), fill, dtype=torch.long)
+        out[seg_key] = values
+        return out.view(B, nb)
+
+    return BatchLayout(
+        input_ids=input_ids.view(B, T), token_mask=token_mask.view(B, T),
+        flat_index=torch.arange(T).expand(B, T).contiguous(), pos2d=pos2d.view(B, T, 2),
         time_ids=time_ids.view(B, T), branch_ids=branch_ids.view(B, T), labels=labels.view(B, T),
         branch_counts=torch.bincount(seg_sample_t[~is_main], minlength=B),
-        branch_last_index=last_index.view(B, nb), branch_next_time=(last_time + 1).clamp_min(-1).view(B, nb),
-        branch_coord=b_coord.view(B, nb), branch_length=b_len.view(B, nb), truncated_tokens=truncated,
-        metadata=metadata, pad_id=pad_id)
-    return layout
-
-
-def _metadata(B, seg_sample, seg_bid, coord, kept_len, start, last_index, seg_ans, has_main, truncated):
-    coord_l, len_l, start_l, ans_l = coord.tolist(), kept_len.tolist(), start.tolist(), seg_ans.tolist()
-    last_l, trunc_l, main_l = last_index.tolist(), truncated.tolist(), has_main.tolist()
-    meta = [LayoutMetadata([], [], [], [], [], [], 0 if main_l[b] else -1, trunc_l[b]) for b in range(B)]
-    for j, (s, k) in enumerate(zip(seg_sample, seg_bid)):
-        m = meta[s]
-        m.branch_ids.append(k)
-        m.branch_positions.append(coord_l[j])
-        m.branch_lengths.append(len_l[j])
-        m.branch_start_y.append(start_l[j])
-        m.branch_pos1d_end.append(last_l[s][k])
-        m.answer_token_starts.append(ans_l[j])
-    return meta
+        branch_last_index=last_index.view(B, nb), branch_start_time=per_branch(start, -1),
+        branch_next_time=(last_time + 1).clamp_min(-1).view(B, nb), branch_coord=per_branch(coord, -1),
+        branch_length=per_branch(kept_len, 0), branch_answer_offset=per_branch(seg_ans_t, 0),
+        truncated_tokens=truncated, pad_id=pad_id)

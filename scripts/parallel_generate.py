@@ -131,7 +131,7 @@ def print_layout(tokenizer, sample: dict, stride: int, align: str) -> None:
 
     lay = build_flat_linear_layout(tokenizer, [sample], branch_stride=stride, align_to=align)
     print("flat  branch  coord  time  token")
-    for i in range(int(lay.attention_mask[0].sum())):
+    for i in range(int(lay.token_mask[0].sum())):
         tok = tokenizer.decode([int(lay.input_ids[0, i])]).replace("\n", "\\n")
         print(f"{i:4d}  {int(lay.branch_ids[0, i]):6d}  {int(lay.pos2d[0, i, 0]):5d}  {int(lay.time_ids[0, i]):4d}  "
               f"{tok!r}")
