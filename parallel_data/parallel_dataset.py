@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from parallel_data.formats import conversation_branches, normalize_conversation, resolve_text_column
-from parallel_data.io import DataError, describe_type
+from parallel_data.io import DataError, check_input_file, describe_type
 from parallel_data.sources import Cursor, HubSource, LocalJsonlSource
 
 
@@ -250,9 +250,10 @@ def make_source(*, data_path: str | None, hf_dataset: str | None, hf_subset: str
         return HubSource(hf_dataset, hf_subset, hf_split, val_samples=val_samples, max_samples=max_samples)
     if not data_path:
         raise ValueError("give --data_path (a local JSONL file) or --hf-dataset")
-    if not Path(data_path).is_file():
+    if not Path(data_path).exists():
         raise FileNotFoundError(f"data file {data_path} does not exist (build the bundled demo data with "
                                 "`python scripts/build_demo_data.py`)")
+    check_input_file(data_path, "data file")
     return LocalJsonlSource(data_path, seed=seed, shuffle=shuffle, val_samples=val_samples, max_samples=max_samples)
 
 

@@ -12,11 +12,10 @@ user turn with the assistant generation prompt, and a main becomes the system me
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from parallel_data.io import DataError, describe_type
+from parallel_data.io import DataError, check_input_file, describe_type, iter_jsonl, iter_text_lines
 
 
 @dataclass
@@ -49,46 +48,53 @@ def _split_bars(text: str, where: str) -> list[str]:
     return parts
 
 
+def _is_jsonl(p: Path) -> bool:
+    """.jsonl / .json files, and any file whose first non-blank line (BOM ignored) starts with '{'."""
+    if p.suffix.lower() in (".jsonl", ".json"):
+        return True
+    try:
+        _, first = next(iter_text_lines(p))
+    except (StopIteration, DataError) as e:  # an empty file; invalid UTF-8 is reported by the reader
+        if isinstance(e, DataError) and "UTF-8" in e.reason:
+            raise
+        return False
+    return first.lstrip().startswith("{")
+
+
 def read_prompt_file(path: str | Path) -> list[PromptGroup | str]:
-    """-> groups (from group records) and single prompts (str), in file order."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"prompts file {p} does not exist")
-    raw = p.read_text(encoding="utf-8").splitlines()
-    lines = [(i + 1, ln) for i, ln in enumerate(raw) if ln.strip()]
-    if not lines:
-        raise DataError("is empty (no prompts)", path=p)
-    is_jsonl = p.suffix in (".jsonl", ".json") or lines[0][1].lstrip().startswith("{")
-    out: list[PromptGroup | str] = []
-    for no, ln in lines:
-        if not is_jsonl:
-            out.append(ln.strip())
-            continue
-        try:
-            rec = json.loads(ln)
-        except json.JSONDecodeError as e:
-            raise DataError(f"malformed JSON ({e.msg})", path=p, line=no) from None
-        if not isinstance(rec, dict):
-            raise DataError(f"expected a JSON object, got {describe_type(rec)}", path=p, line=no)
-        where = f"{p}:{no}"
-        if "branches" in rec:
-            br = rec["branches"]
-            if not isinstance(br, list) or not br:
-                raise DataError("must be a non-empty list", path=p, line=no, field="branches")
-            main = rec.get("main") or ""
-            if not isinstance(main, str):
-                raise DataError(f"expected a string, got {describe_type(main)}", path=p, line=no, field="main")
-            out.append(PromptGroup([_branch_text(b, p, no, k) for k, b in enumerate(br)], main, where))
-        elif isinstance(rec.get("text"), str) and "||" in rec["text"]:
-            out.append(PromptGroup(_split_bars(rec["text"], where), "", where))
-        else:
-            key = next((k for k in ("prompt", "question", "text") if k in rec), None)
-            if key is None:
-                raise DataError("needs 'branches', 'prompt', 'question' or 'text'", path=p, line=no)
-            if not isinstance(rec[key], str) or not rec[key].strip():
-                raise DataError("empty prompt", path=p, line=no, field=key)
-            out.append(rec[key])
-    return out
+    """-> groups (from group records) and single prompts (str), in file order.
+
+    Read with the project's readers (`parallel_data.io`): UTF-8, a BOM accepted, errors naming file:line.
+    """
+    p = check_input_file(path, "prompts file")
+    try:
+        if not _is_jsonl(p):
+            return [line.strip() for _, line in iter_text_lines(p)]
+        return [_prompt_record(rec, p, no) for no, rec in iter_jsonl(p)]
+    except DataError as e:
+        if e.reason.startswith("is empty"):
+            raise DataError("is empty (no prompts)", path=p) from None
+        raise
+
+
+def _prompt_record(rec: dict, p: Path, no: int) -> PromptGroup | str:
+    where = f"{p}:{no}"
+    if "branches" in rec:
+        br = rec["branches"]
+        if not isinstance(br, list) or not br:
+            raise DataError("must be a non-empty list", path=p, line=no, field="branches")
+        main = rec.get("main") or ""
+        if not isinstance(main, str):
+            raise DataError(f"expected a string, got {describe_type(main)}", path=p, line=no, field="main")
+        return PromptGroup([_branch_text(b, p, no, k) for k, b in enumerate(br)], main, where)
+    if isinstance(rec.get("text"), str) and "||" in rec["text"]:
+        return PromptGroup(_split_bars(rec["text"], where), "", where)
+    key = next((k for k in ("prompt", "question", "text") if k in rec), None)
+    if key is None:
+        raise DataError("needs 'branches', 'prompt', 'question' or 'text'", path=p, line=no)
+    if not isinstance(rec[key], str) or not rec[key].strip():
+        raise DataError("empty prompt", path=p, line=no, field=key)
+    return rec[key]
 
 
 def collect_groups(prompts: list[str] | None, prompts_file: str | None, *, branches_per_sample: int,
