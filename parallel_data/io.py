@@ -342,17 +342,7 @@ def iter_csv_rows(path: str | os.PathLike, *, skip_bad: bool = False,
     with open(p, encoding="utf-8-sig", newline="") as f:
         lines = _CsvLines(f)
         reader = csv.reader(lines)
-        try:
-            header = next(reader, None)
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise DataError(f"bad CSV header: {one_line(e)}", path=p, line=1) from None
-        if header is None:
-            raise DataError("is empty (no CSV header)", path=p)
-        if lines.hit_eof:
-            raise DataError("unterminated quote in the CSV header: the quoted field runs to the end of the file",
-                            path=p, line=1)
-        if len(set(header)) != len(header):
-            raise DataError(f"duplicate column names in the CSV header: {header}", path=p, line=1)
+        header = _csv_header(reader, lines, p)
         while True:
             start = reader.line_num + 1
             try:
@@ -389,6 +379,21 @@ def iter_csv_rows(path: str | os.PathLike, *, skip_bad: bool = False,
             yield start, row
     if yielded == 0:
         raise _empty_error(p, stats, "CSV rows")
+
+
+def _csv_header(reader, lines: _CsvLines, p: Path) -> list[str]:
+    try:
+        header = next(reader, None)
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise DataError(f"bad CSV header: {one_line(e)}", path=p, line=1) from None
+    if header is None:
+        raise DataError("is empty (no CSV header)", path=p)
+    if lines.hit_eof:
+        raise DataError("unterminated quote in the CSV header: the quoted field runs to the end of the file",
+                        path=p, line=1)
+    if len(set(header)) != len(header):
+        raise DataError(f"duplicate column names in the CSV header: {header}", path=p, line=1)
+    return header
 
 
 @functools.cache

@@ -163,7 +163,8 @@ def _scan_local(dataset, source: LocalJsonlSource) -> DataScan:
 def scan_records(dataset) -> DataScan | None:
     """Validate and measure every record of a local source (cached; see the module docstring).
 
-    Raises the first record's DataError. Returns None for a Hugging Face source. The result is kept on
+    Raises the first record's DataError, and DataError when no record gives a target token. Returns
+    None for a Hugging Face source. The result is kept on
     the dataset (`dataset.scan`), so builders made afterwards do not log what the scan reported.
     """
     if dataset.scan is not None:
@@ -184,6 +185,9 @@ def scan_records(dataset) -> DataScan | None:
     if scan.records == 0:
         raise DataError("has no records (only blank lines)", path=source.path)
     _report(scan)
+    if scan.targets == 0:
+        raise DataError(f"gives no target token in any of its {scan.records} records, so there is nothing to train "
+                        "on (check answer_offset and max_seq_len)", path=source.path)
     dataset.scan = scan
     return scan
 

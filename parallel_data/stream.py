@@ -189,8 +189,8 @@ class ParallelBatchStream(IterableDataset):
 def stream_state(state: dict) -> dict:
     """A saved stream state in the current form: `{"anchor": bytes, "skip", "collator", "stats"}`.
 
-    Accepts an anchor given as a dict (`reshard_states`) and the earlier form that carried the whole
-    snapshot in every batch (`{"cursor", "grouper", "collator", "carry", "epoch_units", "stats"}`).
+    Accepts an anchor given as a dict (`reshard_states`) and a state that is itself a whole snapshot
+    (`{"cursor", "grouper", "collator", "carry", "epoch_units", "stats"}`, resumed with nothing to skip).
     """
     if "anchor" not in state:
         anchor = {k: v for k, v in state.items() if k != "collator"}

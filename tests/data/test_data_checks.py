@@ -186,6 +186,13 @@ def test_records_without_targets_are_reported_with_file_and_line(tmp_path, tiny_
     assert batches[-1]["state"]["stats"]["no_target"] == 2
 
 
+def test_data_without_any_target_is_refused_before_training(tmp_path, tiny_tokenizer):
+    p = write_jsonl(tmp_path / "none.jsonl", [{"text": text(i, 4), "answer_offset": 20} for i in range(5)])
+    ds = ParallelPretrainDataset(tiny_tokenizer, data_path=str(p))
+    with pytest.raises(DataError, match=r"none\.jsonl: gives no target token in any of its 5 records"):
+        count_micro_batches(ds, GroupingConfig(batch_size=2), rank=0, world_size=1, num_workers=0, epochs=1, seed=0)
+
+
 def test_strict_data_rejects_cut_records(tmp_path, tiny_tokenizer):
     p = write_jsonl(tmp_path / "long.jsonl", [{"text": text(1, 30), "answer_offset": 2}, {"text": text(2, 4)}])
     assert scan_records(ParallelPretrainDataset(tiny_tokenizer, data_path=str(p), max_seq_len=8)).stats.truncated == 1
