@@ -308,14 +308,6 @@ class _ParallelDataset:
             return None
         return q // num_streams + (1 if stream < q % num_streams else 0)
 
-    def stream_unit_count(self, stream: int, num_streams: int, epoch: int = 0) -> int | None:
-        """Records (or chunks, when packing with a quota) a stream reads per epoch, None when unknown."""
-        q = self.unit_quota(stream, num_streams)
-        if q is not None:
-            return q
-        src = self.source
-        return src.stream_line_count(stream, num_streams, epoch)
-
 
 def make_source(*, data_path: str | None, hf_dataset: str | None, hf_subset: str | None = None,
                 hf_split: str = "train", val_samples: int = 0, max_samples: int | None = None, seed: int = 0,

@@ -52,13 +52,9 @@ def _is_jsonl(p: Path) -> bool:
     """.jsonl / .json files, and any file whose first non-blank line (BOM ignored) starts with '{'."""
     if p.suffix.lower() in (".jsonl", ".json"):
         return True
-    try:
-        _, first = next(iter_text_lines(p))
-    except (StopIteration, DataError) as e:  # an empty file; invalid UTF-8 is reported by the reader
-        if isinstance(e, DataError) and "UTF-8" in e.reason:
-            raise
-        return False
-    return first.lstrip().startswith("{")
+    for _, first in iter_text_lines(p):  # DataError with file:line for invalid UTF-8; "is empty" for no line
+        return first.lstrip().startswith("{")
+    return False
 
 
 def read_prompt_file(path: str | Path) -> list[PromptGroup | str]:

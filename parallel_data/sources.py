@@ -154,13 +154,6 @@ class LocalJsonlSource:
             seen += b.n_lines
         return out
 
-    def train_line_count(self) -> int:
-        n = 0
-        for i in self.split.train_blocks:
-            lo, hi = self.split.val_lines.get(i, (0, 0))
-            n += self._limit_block_lines[i] - (hi - lo)
-        return n
-
     def epoch_blocks(self, epoch: int, stream: int, num_streams: int, start: int = 0) -> list[int]:
         order = list(self.split.train_blocks)
         if self.shuffle:
@@ -192,14 +185,6 @@ class LocalJsonlSource:
                 yield rec, line_no
             cursor.block += 1
             cursor.line = 0
-
-    def stream_line_count(self, stream: int, num_streams: int, epoch: int = 0) -> int:
-        """Training lines (blank ones included) stream `stream` reads in an epoch."""
-        n = 0
-        for i in self.epoch_blocks(epoch, stream, num_streams):
-            lo, hi = self.split.val_lines.get(i, (0, 0))
-            n += self._limit_block_lines[i] - (hi - lo)
-        return n
 
     def iter_val(self) -> Iterator[tuple[dict, int]]:
         """Held-out records in file order (the same sequence on every rank)."""
@@ -300,9 +285,6 @@ class HubSource:
                 continue
             cursor.line += 1
             yield row, no
-
-    def stream_line_count(self, stream: int, num_streams: int, epoch: int = 0) -> int | None:
-        return self._quota(stream, num_streams)
 
     def iter_all(self) -> Iterator[tuple[dict, int]]:
         from parallel_data.hub_datasets import iter_hf_rows
