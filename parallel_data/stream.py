@@ -261,7 +261,7 @@ def _hub_codes(dataset: _ParallelDataset, stream: int, num_streams: int) -> list
     """Codes of the rows a Hub stream reads per epoch (every epoch reads the same rows): read once."""
     memo = dataset.__dict__.setdefault("_hub_codes", {})
     if (stream, num_streams) not in memo:
-        builder, codes, made = dataset.new_builder(warn=True), [], 0
+        builder, codes, made = dataset.new_builder(warn=False), [], 0  # training reports what it finds
         chunk, quota = getattr(builder, "chunk_length", None), dataset.unit_quota(stream, num_streams)
         for rec, line in dataset.source.iter_epoch(Cursor(), stream, num_streams):
             before = len(builder.carry)
