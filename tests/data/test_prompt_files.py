@@ -6,7 +6,7 @@ import pytest
 
 from evaluation.tasks import read_tasks
 from parallel_data.io import DataError
-from parallel_data.prompts import PromptGroup, collect_groups, read_prompt_file
+from parallel_data.prompts import PromptSample, collect_samples, read_prompt_file
 
 BOM = "\ufeff"
 
@@ -19,10 +19,10 @@ def test_prompts_file_accepts_a_utf8_bom(tmp_path):
     sniffed.write_text(BOM + json.dumps({"branches": ["a", "b"], "main": "ctx"}) + "\n" + json.dumps({"prompt": "c"})
                        + "\n", encoding="utf-8")
     got = read_prompt_file(sniffed)
-    assert got[0] == PromptGroup(["a", "b"], "ctx", f"{sniffed}:1") and got[1] == "c"
+    assert got[0] == PromptSample(["a", "b"], "ctx", f"{sniffed}:1") and got[1] == "c"
     jl = tmp_path / "p.jsonl"
     jl.write_text(BOM + json.dumps({"text": "x||y"}) + "\n", encoding="utf-8")
-    assert [g.branches for g in collect_groups(None, str(jl), branches_per_sample=2)] == [["x", "y"]]
+    assert [g.branches for g in collect_samples(None, str(jl), branches_per_sample=2)] == [["x", "y"]]
 
 
 @pytest.mark.parametrize("name", ["p.txt", "p.jsonl"])
