@@ -240,7 +240,7 @@ def test_per_batch_state_stays_small_with_a_huge_record_and_resumes_exactly(tmp_
         assert resumed[-1]["state"]["stats"] == batches[-1]["state"]["stats"]
 
 
-def test_a_resume_state_of_the_earlier_form_still_resumes(tmp_path, tiny_tokenizer):
+def test_a_resume_state_holding_a_whole_snapshot_still_resumes(tmp_path, tiny_tokenizer):
     p = write_jsonl(tmp_path / "s.jsonl", [{"text": text(i, 5)} for i in range(20)])
     ds = ParallelPretrainDataset(tiny_tokenizer, data_path=str(p), shuffle=False)
     g = GroupingConfig(batch_size=2, branches_per_sample=2, batch_by_samples=True)

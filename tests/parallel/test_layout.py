@@ -82,7 +82,7 @@ def test_text_inputs_use_the_tokenizer(tiny_tokenizer):
     ids = lay.input_ids[0][lay.token_mask[0]]
     main = tiny_tokenizer("the quick fox", add_special_tokens=False)["input_ids"]
     assert ids[: len(main)].tolist() == main
-    assert lay.pad_id == tiny_tokenizer.pad_token_id == 0  # id 0 is a valid pad id (the earlier code lost it)
+    assert lay.pad_id == tiny_tokenizer.pad_token_id == 0  # id 0 is a valid pad id, not a missing one
 
 
 @pytest.mark.parametrize("bad,msg", [
