@@ -172,8 +172,9 @@ def scan_records(dataset) -> DataScan | None:
     source = dataset.source
     if not isinstance(source, LocalJsonlSource):
         return None
-    key = cache_key(dataset, source.split.limit_lines)
-    paths = cache_paths(source.path, key)
+    cacheable = hasattr(dataset, "settings") and hasattr(dataset, "tokenizer")  # else: no key, scanned every run
+    key = cache_key(dataset, source.split.limit_lines) if cacheable else ""
+    paths = cache_paths(source.path, key) if cacheable else []
     scan = next((s for s in (_load(p, key) for p in paths if p.is_file()) if s is not None), None)
     if scan is None:
         log.info("data: checking every record of %s (%s lines) before training", source.path,

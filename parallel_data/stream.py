@@ -318,7 +318,7 @@ def count_micro_batches(dataset: _ParallelDataset, grouping: GroupingConfig, *, 
     nw = max(1, num_workers)
     n_streams = world_size * nw
     source = dataset.source
-    chunk = dataset.settings.get("chunk_length") if hasattr(dataset, "settings") else None
+    chunk = getattr(dataset.new_builder(warn=False), "chunk_length", None)  # packing: codes count tokens
     if isinstance(source, LocalJsonlSource):
         scan = scan_records(dataset)
 
