@@ -72,6 +72,8 @@ class Checkpointer:
             return str(e.code)
         except OSError as e:
             return f"--out_dir {self.out_dir} is not writable: {e.strerror or e}"
+        for tmp in self.out_dir.glob(f".{self.stem}*.tmp"):  # left by a run that died mid-save (we hold the lock)
+            tmp.unlink(missing_ok=True)
         existing = [p.name for p in (self.model_path, self.resume_path, self.prev_resume_path) if p.exists()]
         if existing and not (resume or overwrite):
             self.lock.release()

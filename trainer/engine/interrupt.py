@@ -1,4 +1,7 @@
-"""The run's one stop flag: SIGINT / SIGTERM ask the loop to finish its step, save, and exit 130 / 143.
+"""The run's one stop flag: SIGINT / SIGTERM ask the loop to stop at a step boundary, save, and exit 130 / 143.
+
+The flag is read at the start of each step, in the step's one all-reduce, so every rank stops after
+the same step (the step in progress, or the next one when the signal arrives mid-step).
 
 The handler never raises: a second Ctrl-C (or a SIGTERM) while the step finishes or the checkpoint is
 being written only prints that the save is under way, so the save always completes. Ctrl-\\ (SIGQUIT)
@@ -57,8 +60,8 @@ class StopFlag:
         name = signal.Signals(signum).name
         if self.signum is None:
             self.signum = int(signum)
-            log.warning("%s: finishing this step, saving a checkpoint, then exiting with status %d", name,
-                        exit_code_for(signum))
+            log.warning("%s: stopping at the next step boundary (every rank agrees on it): saving a checkpoint, "
+                        "then exiting with status %d", name, exit_code_for(signum))
         else:
             log.warning("%s: already stopping; the checkpoint is being saved, please wait (Ctrl-\\ quits at once "
                         "without saving)", name)

@@ -290,8 +290,8 @@ class Trainer:
 
     def _skip(self, n_batches: int) -> None:
         if not self.skipped_batches:
-            log.warning("step %d: these %d micro-batches hold no target token on any rank (every label is -100); "
-                        "they are skipped without an optimizer step", self.state.step + 1, n_batches)
+            log.warning("step %d: its micro-batches hold no target token on any rank (every label is -100); they "
+                        "are skipped without an optimizer step (counted in the summary)", self.state.step + 1)
         self.skipped_batches += n_batches
 
     # --- after a step ---------------------------------------------------------------------------------
@@ -388,10 +388,7 @@ class Trainer:
         self.progress.close()
         finished = not self.stopping
         if st.targets_seen == 0 and finished:
-            skipped = f" ({self.skipped_batches} batches, none with a target)" if self.skipped_batches else ""
-            raise DataError(f"no target tokens in the whole run{skipped}: nothing was trained and no checkpoint is "
-                            "written (check the text field, answer_offset and --max_seq_len)",
-                            path=data_name(self.args))
+            raise DataError(self._nothing_trained(), path=data_name(self.args))
         if st.step > self.saved_at or finished:
             self.save(final=finished)
         if st.step > st.total_steps:
@@ -408,6 +405,13 @@ class Trainer:
         if self.stopping and self.counts.stop:
             return exit_code_for(signal.SIGTERM if self.counts.sigterm else signal.SIGINT)
         return 0
+
+    def _nothing_trained(self) -> str:
+        if not self.skipped_batches:
+            return ("no training data: the data gave no batch (the file has no records, or every record is held "
+                    "out by --val_samples); nothing was trained and no checkpoint is written")
+        return (f"no target tokens in the whole run ({self.skipped_batches} batches, none with a target): nothing "
+                "was trained and no checkpoint is written (check the text field, answer_offset and --max_seq_len)")
 
     def _check_replicas(self) -> None:
         """Under DDP every rank must end with bit-identical weights."""
