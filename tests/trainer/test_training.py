@@ -198,3 +198,23 @@ def test_resume_with_a_different_world_size(data, tmp_path):
     assert "weights identical on all 2 ranks" in r.stderr
     steps = sorted(losses(tmp_path / "pretrain_64_metrics.jsonl"))
     assert steps[:2] == [1, 2] and steps[-1] > 2  # continued after the saved step
+
+
+def test_each_checkpoint_file_is_read_once_per_load(data, tmp_path, monkeypatch):
+    pre = tmp_path / "pre"
+    assert train_pretrain.main(pretrain_args(data, pre, "--max_steps", "1")) == 0
+    reads = []
+    real_load = torch.load
+
+    def counting_load(f, *a, **kw):
+        reads.append(Path(f).name)
+        return real_load(f, *a, **kw)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    out = tmp_path / "sft"
+    # warm start: the stem (its config), the tokenizer and the weights all come from one read
+    assert train_full_sft.main(sft_args(data, out, pre / "pretrain_64.pth", "--stop_after_steps", "1")) == 0
+    assert reads == ["pretrain_64.pth"]
+    reads.clear()
+    assert train_full_sft.main(sft_args(data, out, pre / "pretrain_64.pth", "--resume")) == 0
+    assert sorted(reads) == ["full_sft_64.pth", "full_sft_64_resume.pth", "pretrain_64.pth"]
