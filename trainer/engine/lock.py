@@ -2,7 +2,8 @@
 
 The lock is an `flock` on the file (released by the kernel when the holder dies, however it dies);
 the file holds the holder's pid, host and start time for the message a second run prints. A lock
-file left by a dead process is taken over (logged).
+file left by a dead process is taken over (logged). On a filesystem without `flock` the recorded pid
+decides (a live process on this host holds the lock).
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ class RunLock:
         except (OSError, ValueError):
             return {}
 
+    def _in_use(self, holder: dict) -> str:
+        return (f"{self.path.parent} is in use: another run (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+                f"started {holder.get('started', '?')}) holds {self.path}; wait for it to finish or choose another "
+                "--out_dir")
+
     def acquire(self) -> None:
         """Take the lock, or raise SystemExit naming the run that holds it."""
         while True:
@@ -48,9 +54,13 @@ class RunLock:
             except BlockingIOError:
                 holder = self._holder(fd)
                 os.close(fd)
-                raise SystemExit(f"{self.path.parent} is in use: another run (pid {holder.get('pid', '?')} on "
-                                 f"{holder.get('host', '?')}, started {holder.get('started', '?')}) holds "
-                                 f"{self.path}; wait for it to finish or choose another --out_dir") from None
+                raise SystemExit(self._in_use(holder)) from None
+            except OSError:  # a filesystem without flock: the recorded pid decides
+                holder = self._holder(fd)
+                if holder.get("pid") and holder["pid"] != os.getpid() and _pid_alive(int(holder["pid"])) \
+                        and holder.get("host") == socket.gethostname():
+                    os.close(fd)
+                    raise SystemExit(self._in_use(holder)) from None
             try:  # the holder may have removed the file between our open and our flock: lock the new one
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:

@@ -42,10 +42,6 @@ class ModelComponent:
             spec.model.to(device=dist.device, dtype=dtype).eval().requires_grad_(False)
         self.companions: dict[str, nn.Module] = {name: c.model for name, c in self.specs.items()}
 
-    @property
-    def config(self):
-        return self.raw.config
-
     def wrap(self) -> None:
         """DDP around the policy (one broadcast of rank 0's weights); identity when not distributed."""
         d = self.dist

@@ -81,10 +81,10 @@ def samples_from_batch(batch: dict) -> list[dict]:
 
     Tokens of each branch come back in time order, pads dropped: the prompts a rollout generates from.
     """
-    ids, bids, real = batch["input_ids"], batch["branch_ids"], token_mask(batch).bool()
+    ids, bids, mask = batch["input_ids"], batch["branch_ids"], token_mask(batch).bool()
     out = []
     for row in range(ids.shape[0]):
-        r_ids, r_b = ids[row][real[row]], bids[row][real[row]]
+        r_ids, r_b = ids[row][mask[row]], bids[row][mask[row]]
         main = r_ids[r_b == 0].tolist() or None
         n = int(r_b.max()) if r_b.numel() else 0
         out.append({"main": main, "branches": [r_ids[r_b == k].tolist() for k in range(1, n + 1)]})
@@ -114,6 +114,13 @@ class Stage:
     def build_dataset(self, args, tokenizer):
         """A parallel dataset (parallel_data.parallel_dataset) the engine streams batches from."""
         raise NotImplementedError
+
+    def branch_stride(self, model: nn.Module) -> int:
+        """The model's branch coordinate step, for the collators and the generator (a patched HF model
+        keeps it in `config.parallelmind`)."""
+        cfg = model.config
+        return int(getattr(cfg, "branch_stride", None) or (getattr(cfg, "parallelmind", None) or {}).get(
+            "branch_stride", 128))
 
     # --- seams, with the defaults of plain next-token training ------------------------------------
     def select_trainable(self, model: nn.Module) -> None:

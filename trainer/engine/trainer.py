@@ -144,7 +144,7 @@ class Trainer:
         saved = self.checkpointer.load_resume(self.models.info) if a.resume else None
         self.amp = amp_dtype(a.dtype, d.device)
         self._log_model()
-        stride = self.models.config.branch_stride
+        stride = self.branch_stride = self.stage.branch_stride(self.models.raw)
         dataset = self.stage.build_dataset(a, self.tokenizer)
         self.data = DataComponent(a, dataset, self.tokenizer, stride, d, saved)
         self.settings, self.identity = trajectory_settings(a, self.stage.run_only_settings), self.data.identity()
@@ -260,7 +260,7 @@ class Trainer:
         with torch.no_grad():
             for i, batch in enumerate(batches):
                 ctx = RolloutContext(policy=raw, tokenizer=self.tokenizer, companions=self.models.companions,
-                                     mask_mode=a.mask_mode, branch_stride=raw.config.branch_stride,
+                                     mask_mode=a.mask_mode, branch_stride=self.branch_stride,
                                      step=self.state.step, seed=rollout_seed(a.seed, self.dist.rank, self.state.step, i))
                 out.append(self.rollout(ctx, batch))
         return out
