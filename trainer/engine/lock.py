@@ -74,8 +74,13 @@ class RunLock:
             log.warning("taking over the stale lock %s of pid %s (%s)", self.path, old["pid"], gone)
         me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                          "started": time.strftime("%Y-%m-%d %H:%M:%S")})
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, me.encode("utf-8"), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, me.encode("utf-8"), 0)
+        except OSError:  # e.g. a full disk: leave no lock behind
+            self.path.unlink(missing_ok=True)
+            os.close(fd)
+            raise
         self._fd = fd
 
     def release(self) -> None:
