@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import model.model_minimind  # noqa: F401  (registers MiniMind with the Auto classes)
-from model.checkpoint import load_checkpoint, read_checkpoint, tokenizer_from_files
+from model.checkpoint import model_from_payload, read_checkpoint, tokenizer_from_files
 from model.tokenizer import load_tokenizer
 from parallel.rope2d import patch_model_with_interleaved_2d_rope
 
@@ -100,9 +100,9 @@ def load_minimind_checkpoint(path: str, *, tokenizer_path=None, device, dtype, l
                              mask_mode=None, expect: dict | None = None) -> LoadedModel:
     overrides = {"rope_2d_ratio": rope_2d_ratio, "rope_2d_scheme": rope_2d_scheme, "branch_stride": branch_stride,
                  "pe": pe, "mask_mode": mask_mode, **(expect or {})}
-    payload = read_checkpoint(path)
+    payload = read_checkpoint(path)  # read once: config, weights and tokenizer all come from it
     config = legacy_config() if (legacy_config and "config" not in payload) else None
-    model, payload = load_checkpoint(path, device=device, dtype=dtype, config=config, overrides=overrides)
+    model = model_from_payload(payload, source=path, device=device, dtype=dtype, config=config, overrides=overrides)
     tok = _tokenizer(tokenizer_path, files=payload.get("tokenizer_files"))
     if len(tok) > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tok)} tokens but {path} has a vocabulary of "
