@@ -194,8 +194,9 @@ def load_hf_folder(path: str, *, tokenizer_path=None, lora_path=None, lora_rank=
         model = _apply_lora(model, lora, lora_rank)
     model.to(device).eval()
     ratio = settings["rope_2d_ratio"] if settings["patch_rope"] else 0.0
-    return LoadedModel(model, tok, "hf", settings["branch_stride"], settings["rope_2d_scheme"], ratio, "rope", path,
-                       settings["mask_mode"])
+    prefix_sharing = branch_stride == 0  # decoding choice (see rope_settings.check_flags); the patch keeps its own
+    return LoadedModel(model, tok, "hf", 0 if prefix_sharing else settings["branch_stride"], settings["rope_2d_scheme"],
+                       ratio, "rope", path, mask_mode if prefix_sharing and mask_mode else settings["mask_mode"])
 
 
 def load_parallel_model(*, model_path: str | None = None, hf_base_model: str | None = None,

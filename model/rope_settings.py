@@ -86,9 +86,15 @@ def _ratio_agrees(saved: dict, ratio: float, num_pairs: int | None) -> bool:
 
 
 def check_flags(saved: dict, flags: dict, source: str, num_pairs: int | None = None) -> None:
-    """Every flag given (not None) must agree with the saved settings; keys absent from `saved` pass."""
+    """Every flag given (not None) must agree with the saved settings; keys absent from `saved` pass.
+
+    Exception: `branch_stride 0` (prefix sharing: every branch coordinate 0, i.e. plain causal decoding
+    of "main + branch", which needs no training) is accepted on any model, with `--mask isolated`.
+    """
+    prefix_sharing = flags.get("branch_stride") == 0
     for name, given in flags.items():
-        if given is None:
+        if given is None or (prefix_sharing and (name == "branch_stride" or (name, given) == ("mask_mode",
+                                                                                              "isolated"))):
             continue
         if name == "patch_rope":
             have = saved.get("patch_rope", True)

@@ -228,6 +228,19 @@ def test_loader_reapplies_the_saved_settings(tiny_hf_dirs, qwen2_adapter):
                         rope_2d_scheme="reference", branch_stride=64, mask_mode="isolated", lora_rank=4)
 
 
+def test_prefix_sharing_flags_are_accepted_on_any_model(tiny_hf_dirs, tmp_path):
+    """branch_stride 0 + isolated mask decodes "main + branch" as a plain causal LM: no training needed."""
+    model = patched(tiny_hf_dirs["llama"], stride=64)  # trained columnar, stride 64
+    apply_lora(model, rank=2)
+    save_lora(model, tmp_path / "a.pth")
+    kw = dict(hf_base_model=str(tiny_hf_dirs["llama"]), lora_path=str(tmp_path / "a.pth"))
+    loaded = load_parallel_model(**kw, branch_stride=0, mask_mode="isolated")
+    assert (loaded.branch_stride, loaded.mask_mode) == (0, "isolated")
+    assert loaded.model.config.parallelmind["branch_stride"] == 64  # the patch keeps the trained settings
+    with pytest.raises(ValueError, match="mask_mode='columnar', but --mask 'isolated' was given"):
+        load_parallel_model(**kw, mask_mode="isolated")
+
+
 @pytest.mark.parametrize("flag,value,msg", [
     ("rope_2d_ratio", 0.5, "rope_2d_ratio=0.25, but --rope_2d_ratio 0.5 was given"),
     ("rope_2d_scheme", "additive", "rope_2d_scheme='reference', but --rope_2d_scheme 'additive' was given"),
