@@ -132,10 +132,11 @@ def apply_settings(model: nn.Module, saved: dict) -> None:
     """Patch an HF model with saved settings (a no-op when they say the model was not patched)."""
     if not saved.get("patch_rope", True) or saved.get("model_type") == "minimind":
         return
-    pairs = saved.get("pair_indices")
+    pairs = saved.get("pair_indices")  # 1-based, as config.parallelmind numbers them
     base = unwrap(model)
     patch_model_with_interleaved_2d_rope(
-        base, pairs, ratio=None if pairs is not None else saved.get("rope_2d_ratio", DEFAULTS["rope_2d_ratio"]),
+        base, pairs=None if pairs is None else [int(i) - 1 for i in pairs],
+        ratio=None if pairs is not None else saved.get("rope_2d_ratio", DEFAULTS["rope_2d_ratio"]),
         scheme=saved.get("rope_2d_scheme", DEFAULTS["rope_2d_scheme"]),
         branch_stride=saved.get("branch_stride", DEFAULTS["branch_stride"]),
         mask_mode=saved.get("mask_mode", DEFAULTS["mask_mode"]))

@@ -333,10 +333,10 @@ def bench_train_step(args, device: torch.device) -> dict:
             # the call trainer/evaluation.batch_loss makes: summed CE at the targets only, token-weighted
             if kind == "columnar":
                 mask = build_attention_mask(lay.time_ids, lay.branch_ids, "columnar")
-                kw = dict(attention_mask=mask, position_ids=pos, labels=lay.labels, token_mask=lay.attention_mask)
+                kw = dict(attention_mask=mask, position_ids=pos, labels=lay.labels, token_mask=lay.token_mask)
             elif kind == "flex":
                 mask = build_flex_block_mask(lay.time_ids, lay.branch_ids, "columnar")
-                kw = dict(attention_mask=mask, position_ids=pos, labels=lay.labels, token_mask=lay.attention_mask)
+                kw = dict(attention_mask=mask, position_ids=pos, labels=lay.labels, token_mask=lay.token_mask)
             else:
                 kw = dict(attention_mask=None, labels=flat_labels)
             _sync(device)

@@ -114,6 +114,9 @@ def add_data_args(p: argparse.ArgumentParser, default_data: str) -> None:
     g.add_argument("--tokenizer", "--tokenizer_path", dest="tokenizer", default=None,
                    help="tokenizer folder (default: the checkpoint's own, else the repo's model/)")
     g.add_argument("--num_workers", type=nonneg_int, default=1, help="DataLoader workers per rank")
+    g.add_argument("--strict_data", action="store_true",
+                   help="records that give no target token, or are cut at max_seq_len, are errors (default: "
+                        "counted and reported with file and line)")
 
 
 def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float, wandb_project: str) -> None:

@@ -39,8 +39,7 @@ from parallel_data.parallel_dataset import UnitStats
 from parallel_data.stream import (
     GroupingConfig,
     ParallelBatchStream,
-    detect_grouped_records,
-    estimate_micro_batches,
+    count_micro_batches,
     eval_batches,
     reshard_states,
 )
@@ -205,9 +204,8 @@ class Trainer:
         loader = DataLoader(stream, batch_size=None, num_workers=nw, persistent_workers=False)
 
         # schedule horizon: the true number of optimizer steps for this world size
-        grouped = detect_grouped_records(dataset)
-        per_rank = [estimate_micro_batches(dataset, grouping, rank=r, world_size=d.world_size, num_workers=nw,
-                                           epochs=a.epochs, seed=a.seed, grouped_records=grouped)
+        per_rank = [count_micro_batches(dataset, grouping, rank=r, world_size=d.world_size, num_workers=nw,
+                                        epochs=a.epochs, seed=a.seed)
                     for r in range(d.world_size)]
         if any(m == 0 for m in per_rank if m is not None) and any(m for m in per_rank if m):
             empty = [r for r, m in enumerate(per_rank) if m == 0]

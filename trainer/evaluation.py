@@ -49,7 +49,7 @@ def batch_loss(model, batch: dict, mask_mode: str, *, minimind: bool = True):
     mask = batch_mask(model, batch, mask_mode)
     kw = dict(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"], use_cache=False)
     if minimind:
-        out = model(**kw, token_mask=batch["attention_mask"], labels=batch["labels"], compute_logits=False,
+        out = model(**kw, token_mask=batch["token_mask"], labels=batch["labels"], compute_logits=False,
                     loss_reduction="sum")
         return out.loss, int((batch["labels"] != -100).sum()), out
     out = model(**kw)

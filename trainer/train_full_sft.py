@@ -43,7 +43,7 @@ def build_dataset(args, tokenizer):
     return ParallelSFTDataset(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
                               hf_subset=args.hf_subset, hf_split=args.hf_split, max_samples=args.max_samples,
                               max_seq_len=args.max_seq_len, val_samples=args.val_samples, seed=args.seed,
-                              fmt=args.format)
+                              fmt=args.format, strict_data=args.strict_data)
 
 
 def main(argv=None) -> int:

@@ -42,7 +42,8 @@ def build_dataset(args, tokenizer):
     return ParallelPretrainDataset(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
                                    hf_subset=args.hf_subset, hf_split=args.hf_split, text_column=args.text_column,
                                    max_samples=args.max_samples, chunk_length=args.chunk_length,
-                                   max_seq_len=args.max_seq_len, val_samples=args.val_samples, seed=args.seed)
+                                   max_seq_len=args.max_seq_len, val_samples=args.val_samples, seed=args.seed,
+                                   strict_data=args.strict_data)
 
 
 def main(argv=None) -> int:
