@@ -169,6 +169,25 @@ class Interleaved2DRoPE(nn.Module):
 
 _HOLDER_ATTRS = ("language_model", "model", "base_model", "module", "wrapped_model", "encoder")
 _REFUSED_ROPE_TYPES = ("dynamic", "longrope")
+# positions at which a rotary module must agree with its replacement before it is swapped
+_PROBE_POSITIONS = (0, 1, 2, 3, 5, 8, 13, 21, 100, 1000, 4095)
+
+
+def model_name(model: nn.Module) -> str:
+    """`'llama' (LlamaForCausalLM)`: the config's model type and the class, for error messages."""
+    cfg = getattr(model, "config", None)
+    mt = getattr(cfg, "model_type", None)
+    if mt is None:
+        get_base = getattr(model, "get_base_model", None)  # a PEFT wrapper: name the model inside
+        if callable(get_base):
+            return model_name(get_base())
+    return f"{mt!r} ({type(model).__name__})" if mt else type(model).__name__
+
+
+def _refuse(model: nn.Module, why: str) -> ValueError:
+    return ValueError(f"cannot patch model type {model_name(model)} with 2D RoPE: {why}. Patching supports models "
+                      "whose rotary embedding is one model-level module with static frequencies and the "
+                      "rotate-half layout (Llama, Mistral, Qwen2/2.5, Qwen3, SmolLM, Gemma, Granite, OLMo, ...)")
 
 
 def find_rotary_holder(model: nn.Module) -> nn.Module:
@@ -191,47 +210,92 @@ def find_rotary_holder(model: nn.Module) -> nn.Module:
                 queue.append(get_base())
             except Exception:  # noqa: BLE001 - a wrapper without a base model is just not a holder
                 pass
-    raise ValueError(
-        f"{type(model).__name__} has no model-level `rotary_emb` module; 2D RoPE patching supports models whose "
-        "rotary embedding is computed once per forward (Llama, Qwen2, Qwen3, Mistral, ...)")
+    raise _refuse(model, "it has no model-level `rotary_emb` module (its rotary embedding is computed inside each "
+                         "layer, or it has none)")
+
+
+def _rope_parameters(model: nn.Module, cfg) -> dict:
+    """The config's rotary parameters (transformers 5 `rope_parameters`, or v4 `rope_scaling`)."""
+    params = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    if not isinstance(params, dict):
+        return {}
+    per_type = {k: v for k, v in params.items() if isinstance(v, dict)}
+    if per_type:  # one entry per layer type (full / sliding attention, ...)
+        distinct = {repr(sorted(v.items())) for v in per_type.values()}
+        if len(distinct) > 1:
+            raise _refuse(model, f"its layer types use different rotary settings ({', '.join(per_type)})")
+        params = next(iter(per_type.values()))
+    return params
 
 
 def _check_patchable(model: nn.Module, holder: nn.Module, rotary: nn.Module) -> None:
+    """Refuse, naming the model type and the reason, any rotary embedding 2D RoPE cannot replace exactly."""
     rope_type = str(getattr(rotary, "rope_type", "default"))
-    cfg = getattr(model, "config", None)
-    params = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
-    if isinstance(params, dict) and "full_attention" in params:
-        params = params["full_attention"]
-    cfg_type = str(params.get("rope_type", params.get("type", "default"))) if isinstance(params, dict) else "default"
+    cfg = getattr(model, "config", None) or getattr(holder, "config", None)
+    params = _rope_parameters(model, cfg)
+    cfg_type = str(params.get("rope_type", params.get("type", "default")))
     for t in (rope_type, cfg_type):
         if any(r in t for r in _REFUSED_ROPE_TYPES):
-            raise ValueError(f"{type(model).__name__} uses dynamic rotary scaling ({t!r}); its frequencies change "
-                             "with the sequence length, which 2D RoPE cannot reproduce. Use a model with static RoPE.")
-    if isinstance(params, dict) and params.get("mrope_section") is not None:
-        raise ValueError(f"{type(model).__name__} uses multimodal M-RoPE, which 2D RoPE patching does not support")
+            raise _refuse(model, f"it uses dynamic rotary scaling ({t!r}), whose frequencies change with the sequence "
+                                 "length, which 2D RoPE cannot reproduce")
+    if params.get("mrope_section") is not None:
+        raise _refuse(model, "it uses multimodal M-RoPE (3D positions: time, height, width)")
     inv = getattr(rotary, "inv_freq", None)
     if not isinstance(inv, torch.Tensor):
-        raise ValueError(f"{type(rotary).__name__} has no inv_freq buffer; cannot patch it with 2D RoPE")
+        raise _refuse(model, f"its rotary module {type(rotary).__name__} has no `inv_freq` buffer (e.g. one rotary "
+                             "embedding per layer type)")
     if cfg is not None and getattr(cfg, "num_attention_heads", None):
         hd = head_dim_of(cfg)
         if inv.numel() * 2 != hd:
-            raise ValueError(f"{type(model).__name__} applies rotary to {inv.numel() * 2} of {hd} head dims "
-                             "(partial rotary); 2D RoPE patching needs full-head rotary")
+            raise _refuse(model, f"it applies rotary to {inv.numel() * 2} of {hd} head dims (partial rotary)")
     for name, sub in holder.named_modules():
-        if name and name.endswith("rotary_emb") and sub is not rotary and "." in name:
-            raise ValueError(f"{type(model).__name__} has a per-layer rotary module ({name}); 2D RoPE patching "
-                             "supports model-level rotary embeddings only")
+        if sub is not rotary and "rotary" in name.rpartition(".")[2]:
+            raise _refuse(model, f"it has a second rotary module ({name}), e.g. a per-layer rotary embedding")
+
+
+@torch.no_grad()
+def _check_standard_rotary(model: nn.Module, old: nn.Module, inv: torch.Tensor, scaling: float) -> None:
+    """The old module must return what plain rotate-half RoPE with its `inv_freq` returns (a probe on a
+    few 1D positions): this catches interleaved-pair layouts, complex-valued or half-size outputs and
+    any other variant the static checks miss, instead of silently changing the model."""
+    if inv.device.type == "meta":  # nothing to compute on yet; the static checks have run
+        return
+    new = Interleaved2DRoPE(inv, ratio=0.0, attention_scaling=scaling).to(inv.device)  # standard 1D RoPE
+    pos = torch.tensor([_PROBE_POSITIONS], device=inv.device)
+    x = torch.zeros(1, 1, len(_PROBE_POSITIONS), 1, device=inv.device)
+    try:
+        ref = old(x, pos)
+    except Exception as e:  # noqa: BLE001 - any failure means the module is not the standard kind
+        raise _refuse(model, f"its rotary module {type(old).__name__} does not take (x, position_ids) "
+                             f"({type(e).__name__}: {e})") from None
+    got = new(x, pos)
+    ok = isinstance(ref, (tuple, list)) and len(ref) == 2 and all(
+        isinstance(r, torch.Tensor) and r.shape == g.shape and torch.allclose(r.float(), g.float(), atol=1e-5, rtol=0)
+        for r, g in zip(ref, got))
+    if not ok:
+        raise _refuse(model, f"its rotary module {type(old).__name__} does not return standard rotate-half "
+                             "(cos, sin) of shape [B, T, head_dim] (e.g. interleaved rotary pairs)")
 
 
 def patch_model_with_interleaved_2d_rope(model: nn.Module, *, pairs: list[int] | tuple[int, ...] | None = None,
                                          ratio: float | None = None, scheme: str = "additive",
-                                         branch_stride: int = 128) -> Interleaved2DRoPE:
+                                         branch_stride: int = 128, mask_mode: str = "columnar") -> Interleaved2DRoPE:
     """Replace a model's rotary module with `Interleaved2DRoPE`; returns the new module.
 
     Give the 0-based `pairs` or a `ratio` (the seed's positional 1-based pair indices are
-    `parallel.seed_compat.patch_model_with_interleaved_2d_rope`). Settings are recorded in
-    `model.config.parallelmind`, so a saved config says how to re-patch.
+    `parallel.seed_compat.patch_model_with_interleaved_2d_rope`). The settings (scheme, ratio, pair
+    indices, branch stride and the attention mask mode the model is trained or run with) are
+    recorded in `model.config.parallelmind`, so a saved config, and an adapter saved from the model,
+    say how to re-patch (model/rope_settings.py). A model whose rotary embedding 2D RoPE cannot
+    replace exactly is refused with a ValueError naming its model type and the reason.
     """
+    from parallel.masks import check_mask_mode
+
+    check_mask_mode(mask_mode)
+    if int(branch_stride) < 0:
+        raise ValueError(f"branch_stride must be >= 0, got {branch_stride}")
+    if pairs is None and ratio is None:
+        raise ValueError("give pairs or ratio")
     holder = find_rotary_holder(model)
     old = holder.rotary_emb
     if isinstance(old, Interleaved2DRoPE):
@@ -239,8 +303,7 @@ def patch_model_with_interleaved_2d_rope(model: nn.Module, *, pairs: list[int] |
     else:
         _check_patchable(model, holder, old)
         inv, scaling = old.inv_freq, float(getattr(old, "attention_scaling", 1.0))
-    if pairs is None and ratio is None:
-        raise ValueError("give pairs or ratio")
+        _check_standard_rotary(model, old, inv, scaling)
     new = Interleaved2DRoPE(inv, pairs=pairs, ratio=ratio, scheme=scheme, attention_scaling=scaling)
     new.to(inv.device)
     holder.rotary_emb = new
@@ -253,6 +316,7 @@ def patch_model_with_interleaved_2d_rope(model: nn.Module, *, pairs: list[int] |
             "rope_2d_ratio": float(ratio) if ratio is not None else len(sel) / f,
             "pair_indices": [i + 1 for i in sel],  # 1-based, numbered as the seed numbers pairs
             "branch_stride": int(branch_stride),
+            "mask_mode": mask_mode,
         }
     return new
 

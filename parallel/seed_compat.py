@@ -115,11 +115,12 @@ class Interleaved2DRoPE(_rope2d.Interleaved2DRoPE):
 
 def patch_model_with_interleaved_2d_rope(model: nn.Module, pair_indices: list[int] | tuple[int, ...] | None = None,
                                          *, ratio: float | None = None, scheme: str = "additive",
-                                         branch_stride: int = 128) -> _rope2d.Interleaved2DRoPE:
+                                         branch_stride: int = 128,
+                                         mask_mode: str = "columnar") -> _rope2d.Interleaved2DRoPE:
     """The seed's signature: `pair_indices` 1-based and positional (see `auto_pair_indices`), or `ratio`."""
     pairs = None if pair_indices is None else pairs_from_seed(pair_indices)
     return _rope2d.patch_model_with_interleaved_2d_rope(model, pairs=pairs, ratio=ratio, scheme=scheme,
-                                                        branch_stride=branch_stride)
+                                                        branch_stride=branch_stride, mask_mode=mask_mode)
 
 
 # --- 2D RoPE: the set_rope_pos2d side channel --------------------------------------------------------
