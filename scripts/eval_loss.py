@@ -135,7 +135,7 @@ def evaluate(args, dist) -> dict:
     from parallel_data.parallel_collator import ParallelCollator
     from parallel_data.parallel_dataset import ParallelPretrainDataset
     from parallel_data.stream import eval_batches
-    from trainer.evaluation import evaluate_loss
+    from trainer.loss import evaluate_loss
 
     settings = branch_settings(args)
     loaded = load_parallel_model(model_path=args.model_path, hf_base_model=args.hf_base_model,

@@ -36,7 +36,7 @@ def build_parser() -> ArgParser:
     g = p.add_argument_group("prompts")
     g.add_argument("--mode", choices=["pretrain", "sft"], default="sft",
                    help="pretrain: plain completion; sft: chat template on (unless --no_chat_template)")
-    g.add_argument("--prompts", nargs="*", default=None, help="prompts; in pretrain mode 'a||b' is one group")
+    flags.add_prompts_arg(g, help="prompts; in pretrain mode 'a||b' is one group")
     flags.add_branches_per_sample_arg(g, 4, "single prompts per group")
     g.add_argument("--chat_template", action=flags.BoolFlag, default=None,
                    help="wrap each prompt as a user turn (ChatML); default: on in sft mode, off in pretrain mode")
@@ -121,7 +121,7 @@ def print_layout(tokenizer, sample: dict, stride: int, align: str) -> None:
 
     lay = build_flat_linear_layout(tokenizer, [sample], branch_stride=stride, align_to=align)
     print("flat  branch  coord  time  token")
-    for i in range(int(lay.attention_mask[0].sum())):
+    for i in range(int(lay.token_mask[0].sum())):
         tok = tokenizer.decode([int(lay.input_ids[0, i])]).replace("\n", "\\n")
         print(f"{i:4d}  {int(lay.branch_ids[0, i]):6d}  {int(lay.pos2d[0, i, 0]):5d}  {int(lay.time_ids[0, i]):4d}  "
               f"{tok!r}")
@@ -133,10 +133,10 @@ def default_model_path(args) -> str:
 
 
 def run(args) -> int:
-    from parallel_data.prompts import collect_groups, render_group
+    from parallel_data.prompts import collect_samples, render_sample
 
     # the prompts are read before torch and the model are loaded: a bad prompt file fails at once
-    groups = collect_groups(args.prompts, args.data_path, branches_per_sample=args.branches_per_sample,
+    groups = collect_samples(args.prompts, args.data_path, branches_per_sample=args.branches_per_sample,
                             split_bars=args.mode == "pretrain")
     from model.device import resolve_device
     from model.loading import legacy_config_factory, load_parallel_model, shape_flags
@@ -153,7 +153,7 @@ def run(args) -> int:
                                  rope_2d_ratio=args.rope_2d_ratio, rope_2d_scheme=args.rope_2d_scheme,
                                  branch_stride=args.branch_stride, pe=args.pe)
     tok = loaded.tokenizer
-    samples = [render_group(g, tok, use_template) for g in groups]
+    samples = [render_sample(g, tok, use_template) for g in groups]
     for g, s in zip(groups, samples):
         for k, b in enumerate(s["branches"]):
             n = len(tok(s["main"] + b, add_special_tokens=False)["input_ids"]) if s["main"] else \

@@ -16,14 +16,15 @@ data are loaded) and stop with one line naming the flag(s). Torch-free on purpos
   --top_k --repetition_penalty --stop);
 * `add_source_args`: --data_path (--input, -i) --hf-dataset --hf-subset --hf-split --text-column
   --max-samples; `add_data_args`: the source plus --chunk-length (text) or --format (conversations),
-  --offline --max_seq_len --num_workers (training: --val_samples --val_interval[_samples|_tokens]);
+  --offline --max_seq_len --num_workers (training: --val_samples --val_interval[_samples|_tokens]
+  --strict_data);
 * `add_model_source_args`: --model_path --hf_base_model (--base_model) --lora_path --lora_rank
   --tokenizer (--tokenizer_path);
 * `add_runtime_args`: --device --dtype --seed (distributed: --ddp --local_rank);
 * `add_output_args`: --out_path (--output, -o, --out), THE output file; --out_dir, the output folder;
 * `add_train_args`: --epochs --accumulation_steps --learning_rate --min_lr_ratio --warmup_iters
   --weight_decay --grad_clip --max_steps --stop_after_steps --log_interval --save_interval --resume
-  --init_weight --use_wandb --wandb_project --wandb_run_name;
+  --overwrite --resume_override --init_weight --use_wandb --wandb_project --wandb_run_name;
 * `add_benchmark_args`: --repeats --steps --quick --threads --device --out_path;
 * `add_minimind_train_args`: the whole set of a MiniMind training front.
 
@@ -72,6 +73,12 @@ from trainer.cli import (  # the value types and path checks are re-exported for
     str2bool,
 )
 
+# every model flag with its default (None: derived); the MiniMind stage builds its config from these
+MODEL_DEFAULTS = dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2,
+                      use_moe=False, pe="rope", rope_2d_ratio=0.5, rope_2d_scheme="additive", branch_stride=None,
+                      fpe_theta=1e4, fpe_max_positions=512, fpe_learnable=False)
+
+
 # --- model shape and 2D RoPE ---------------------------------------------------------------------------
 
 def add_model_shape_args(p: ArgParser, *, training: bool = False) -> None:
@@ -96,19 +103,28 @@ def _check_heads(args) -> None:
         raise UsageError(f"--hidden_size {args.hidden_size} must be a multiple of --num_attention_heads {h}")
 
 
-def add_rope_args(p: ArgParser, *, training: bool = False, prefix_sharing: bool = False) -> None:
-    """`prefix_sharing`: accept `--branch_stride 0` (every branch at coordinate 0; generation only)."""
+def add_rope_args(p: ArgParser, *, training: bool = False, prefix_sharing: bool = False, stride: bool = True,
+                  schemes: tuple[str, ...] = ROPE_2D_SCHEMES, ratio_default: float | None = None) -> None:
+    """`prefix_sharing`: accept `--branch_stride 0` (every branch at coordinate 0; generation only).
+
+    `stride=False` (no --pe / --branch_stride) and `schemes` narrow the group for a tool that patches a
+    Hugging Face model itself; `ratio_default` is then its ratio.
+    """
     g = p.add_argument_group("2D RoPE (a checkpoint's own settings win; a contradicting flag is an error)")
-    g.add_argument("--pe", choices=PE_TYPES, default=None, help="2D RoPE (default) or Fourier branch embedding")
-    g.add_argument("--rope_2d_ratio", type=ratio, default=None,
-                   help="share of rotary pairs that carry the branch coordinate (default 0.5)")
-    g.add_argument("--rope_2d_scheme", choices=ROPE_2D_SCHEMES, default=None,
-                   help="additive (default: one branch == the plain model) or reference")
-    g.add_argument("--branch_stride", "--stride", dest="branch_stride",
-                   type=nonneg_int if prefix_sharing else positive_int, default=None,
-                   help="branch coordinate step (default 128 for rope, 1 for fpe)"
-                        + ("; 0 = prefix sharing (every branch continues the main at coordinate 0, --mask isolated)"
-                           if prefix_sharing else ""))
+    if stride:
+        g.add_argument("--pe", choices=PE_TYPES, default=None, help="2D RoPE (default) or Fourier branch embedding")
+    g.add_argument("--rope_2d_ratio", type=ratio, default=ratio_default,
+                   help="share of rotary pairs that carry the branch coordinate"
+                        + (" (default 0.5)" if ratio_default is None else ""))
+    g.add_argument("--rope_2d_scheme", choices=schemes, default=None if len(schemes) > 1 else schemes[0],
+                   help="additive (default: one branch == the plain model)" + (" or reference" if len(schemes) > 1
+                                                                                else ""))
+    if stride:
+        g.add_argument("--branch_stride", "--stride", dest="branch_stride",
+                       type=nonneg_int if prefix_sharing else positive_int, default=None,
+                       help="branch coordinate step (default 128 for rope, 1 for fpe)"
+                            + ("; 0 = prefix sharing (every branch continues the main at coordinate 0, --mask "
+                               "isolated)" if prefix_sharing else ""))
     if training:
         g.add_argument("--fpe_theta", type=positive_float, default=None,
                        help="pe=fpe: base of the sinusoid (default 1e4)")
@@ -232,7 +248,7 @@ SAMPLING_DEFAULTS = dict(temperature=0.85, top_p=0.85, top_k=0)
 
 def add_decoding_args(p: ArgParser, *, max_new_tokens: int, batch_groups: int, sampling: bool = True) -> None:
     g = p.add_argument_group("decoding")
-    g.add_argument("--max_new_tokens", type=nonneg_int, default=max_new_tokens, help="new tokens per branch at most")
+    add_max_new_tokens_arg(g, max_new_tokens)
     g.add_argument("--batch_groups", type=positive_int, default=batch_groups, help="groups decoded together")
     if not sampling:
         return
@@ -246,6 +262,15 @@ def add_decoding_args(p: ArgParser, *, max_new_tokens: int, batch_groups: int, s
                    help="CTRL penalty on seen tokens (1 = off)")
     g.add_argument("--stop", nargs="*", default=[], help="stop strings")
     p.add_check(_check_sampling)
+
+
+def add_max_new_tokens_arg(g, default: int, minimum: int = 0) -> None:
+    g.add_argument("--max_new_tokens", type=positive_int if minimum else nonneg_int, default=default,
+                   help="new tokens per branch at most")
+
+
+def add_prompts_arg(g, *, default: list[str] | None = None, nargs: str = "*", help: str = "prompts") -> None:
+    g.add_argument("--prompts", nargs=nargs, default=default, help=help)
 
 
 def _check_sampling(args) -> None:
@@ -341,7 +366,10 @@ def add_data_args(p: ArgParser, *, default_data: str, kind: str = "text", traini
                        help="held-out records (seeded, same on every rank)")
         g.add_argument("--val_interval", type=nonneg_int, default=0, help="validate every N optimizer steps")
         g.add_argument("--val_interval_samples", type=nonneg_int, default=0, help="validate every N samples")
-        g.add_argument("--val_interval_tokens", type=nonneg_int, default=0, help="validate every N trained tokens")
+        g.add_argument("--val_interval_tokens", type=nonneg_int, default=0, help="validate every N target tokens")
+        g.add_argument("--strict_data", action="store_true",
+                       help="records that give no target token, or are cut at max_seq_len, are errors (default: "
+                            "counted and reported with file and line)")
         p.add_check(_check_validation)
 
 
@@ -374,20 +402,22 @@ def add_skip_bad_arg(p: ArgParser, what: str = "records") -> None:
 
 # --- model source --------------------------------------------------------------------------------------
 
-def add_model_source_args(p: ArgParser, *, checkpoint: bool = True, hf: bool = True, lora: bool = True) -> None:
+def add_model_source_args(p: ArgParser, *, checkpoint: bool = True, hf: bool = True, lora: bool = True,
+                          tokenizer: bool = True, hf_aliases: tuple[str, ...] = (), hf_required: bool = False) -> None:
     """Which model: `--model_path` (a .pth checkpoint or a saved folder), or `--hf_base_model` (+ LoRA);
     `--tokenizer` (default: the model's own, else the repo's model/)."""
     g = p.add_argument_group("model source")
     if checkpoint:
         g.add_argument("--model_path", default=None, help="a .pth checkpoint or a saved model folder")
     if hf:
-        g.add_argument("--hf_base_model", "--base_model", dest="hf_base_model", default=None,
-                       help="Hugging Face model folder (or Hub name)")
+        g.add_argument("--hf_base_model", "--base_model", *hf_aliases, dest="hf_base_model", default=None,
+                       required=hf_required, help="Hugging Face model folder (or Hub name)")
     if lora:
         g.add_argument("--lora_path", default=None, help="PEFT adapter folder or a model_lora .pth/.safetensors file")
         g.add_argument("--lora_rank", type=positive_int, default=None, help="checked against the LoRA file")
-    g.add_argument("--tokenizer", "--tokenizer_path", dest="tokenizer", default=None,
-                   help="tokenizer folder (default: the model's own, else the repo's model/)")
+    if tokenizer:
+        g.add_argument("--tokenizer", "--tokenizer_path", dest="tokenizer", default=None,
+                       help="tokenizer folder (default: the model's own, else the repo's model/)")
     p.add_check(_check_model_source)
     p.add_check(_check_model_source_paths, paths=True)
 
@@ -415,20 +445,20 @@ def _check_model_source_paths(args) -> None:
             raise UsageError(f"--lora_path {lora} does not exist")
         if model is not None and Path(model).is_file():
             raise UsageError("--lora_path goes with --hf_base_model (or a saved model folder), not a .pth checkpoint")
-    if args.tokenizer is not None:
+    if getattr(args, "tokenizer", None) is not None:
         check_local_or_hub(args.tokenizer, "--tokenizer")
 
 
 # --- runtime and output --------------------------------------------------------------------------------
 
-def add_runtime_args(p: ArgParser, *, seed: int | None = 0, dtype: bool = True, distributed: bool = False,
+def add_runtime_args(p: ArgParser, *, seed: int | None = 0, dtype: bool | str = True, distributed: bool = False,
                      device: str | None = None) -> None:
-    """`device`: the default --device (None: auto)."""
+    """`device`: the default --device (None: auto); `dtype`: False (no --dtype), True (default auto) or a default."""
     g = p.add_argument_group("runtime")
     g.add_argument("--device", type=device_name, default=device,
                    help="cpu, cuda, cuda:N, mps, ... or auto: cuda:<local rank> if CUDA is available, else cpu")
     if dtype:
-        g.add_argument("--dtype", type=dtype_name, default="auto",
+        g.add_argument("--dtype", type=dtype_name, default=dtype if isinstance(dtype, str) else "auto",
                        help=f"{', '.join(DTYPE_NAMES)} (or {', '.join(DTYPE_ALIASES)}); auto: bfloat16 on CUDA, "
                             "float32 on CPU")
     if seed is not None:
@@ -572,6 +602,10 @@ def add_train_args(p: ArgParser, *, epochs: int, lr: float, wandb_project: str) 
     add_log_interval_arg(g, 100, "optimizer steps between log lines")
     g.add_argument("--save_interval", type=positive_int, default=100, help="optimizer steps between checkpoints")
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint + resume state in out_dir")
+    add_overwrite_arg(g, "replace this stage's checkpoint in out_dir (without it, an existing one stops the run)")
+    g.add_argument("--resume_override", action="append", default=[], metavar="KEY",
+                   help="with --resume: accept a changed setting (a flag name, e.g. learning_rate) or changed "
+                        "training data ('data'); repeatable, each one logged")
     g.add_argument("--init_weight", default=None,
                    help="start from these weights (a .pth checkpoint); 'none' trains from scratch")
     g.add_argument("--use_wandb", action="store_true", help="log to Weights & Biases (WANDB_MODE=offline works)")

@@ -103,13 +103,23 @@ class ArgParser(argparse.ArgumentParser):
         return ns
 
 
+def check_flags_first(build_parser: Callable[[], ArgParser]) -> None:
+    """For a script whose module imports torch at the top: parse (and check) `sys.argv` right away.
+
+    A bad flag or `--help` then answers in a fraction of a second instead of after the heavy imports;
+    `main()` parses again (cheap) inside the `cli_main` wrapper. Call it as
+    `if __name__ == "__main__": check_flags_first(build_parser)` above the heavy imports.
+    """
+    build_parser().parse_args()
+
+
 def make_parser(doc: str | None, prog: str) -> ArgParser:
     """A parser whose description is the docstring's first paragraph and whose epilog is the rest."""
     head, _, rest = (doc or "").strip().partition("\n\n")
     return ArgParser(prog=prog, description=head or None, epilog=rest or None)
 
 
-RESUME_SUFFIX = "_resume.pth"  # {stem}_resume.pth beside {stem}.pth (trainer/checkpointing.py)
+RESUME_SUFFIX = "_resume.pth"  # {stem}_resume.pth beside {stem}.pth (trainer/engine/checkpointer.py)
 HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")  # owner/name
 
 

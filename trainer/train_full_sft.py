@@ -20,9 +20,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.args import add_minimind_train_args
-from trainer.cli import ArgParser, cli_main, make_parser
-
-STAGE = "full_sft"
+from trainer.cli import ArgParser, check_flags_first, cli_main, make_parser
 
 
 def build_parser() -> ArgParser:
@@ -36,23 +34,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def build_dataset(args, tokenizer):
-    from parallel_data.parallel_dataset import ParallelSFTDataset
+if __name__ == "__main__":  # a bad flag is reported before the engine and torch are imported
+    check_flags_first(build_parser)
 
-    return ParallelSFTDataset(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
-                              hf_subset=args.hf_subset, hf_split=args.hf_split, max_samples=args.max_samples,
-                              max_seq_len=args.max_seq_len, val_samples=args.val_samples, seed=args.seed,
-                              fmt=args.format)
+from parallel_data.parallel_dataset import ParallelSFTDataset  # noqa: E402
+from trainer.engine import run  # noqa: E402
+from trainer.minimind import MiniMindStage, stem_from_args  # noqa: E402
+
+
+class SFTStage(MiniMindStage):
+    """Cross-entropy on the assistant turns (the dataset's labels), warm-started from the pretrained model."""
+
+    name = "full_sft"
+
+    def default_init(self, args) -> str | None:
+        return str(Path(args.out_dir) / f"{stem_from_args('pretrain', args)}.pth")
+
+    def build_dataset(self, args, tokenizer):
+        return ParallelSFTDataset(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
+                                  hf_subset=args.hf_subset, hf_split=args.hf_split, max_samples=args.max_samples,
+                                  max_seq_len=args.max_seq_len, val_samples=args.val_samples, seed=args.seed,
+                                  fmt=args.format, strict_data=args.strict_data)
 
 
 @cli_main(build_parser)
 def main(args: argparse.Namespace) -> int:
-    from trainer.engine import run  # after parsing: a bad flag is reported before torch is imported
-    from trainer.minimind import minimind_stage, stem_from_args
-
-    # default warm start: {out_dir}/pretrain_{hidden}[_moe].pth
-    return run(args, minimind_stage(STAGE, build_dataset,
-                                    lambda a: str(Path(a.out_dir) / f"{stem_from_args('pretrain', a)}.pth")))
+    return run(args, SFTStage())
 
 
 if __name__ == "__main__":

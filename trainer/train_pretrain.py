@@ -8,7 +8,8 @@ Run from the repo root (see README.md, "1. Pre-training"):
     torchrun --nproc_per_node 8 trainer/train_pretrain.py ... --ddp
 
 Writes {out_dir}/pretrain_{hidden}[_moe].pth (self-contained checkpoint), a resume state next to it
-and {out_dir}/pretrain_{hidden}[_moe]_metrics.jsonl. Everything generic lives in trainer/engine.py.
+and {out_dir}/pretrain_{hidden}[_moe]_metrics.jsonl. An existing checkpoint there is continued with
+--resume or replaced with --overwrite, never silently. Everything generic lives in trainer/engine/.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.args import add_minimind_train_args
-from trainer.cli import ArgParser, cli_main, make_parser
-
-STAGE = "pretrain"
+from trainer.cli import ArgParser, check_flags_first, cli_main, make_parser
 
 
 def build_parser() -> ArgParser:
@@ -37,21 +36,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def build_dataset(args, tokenizer):
-    from parallel_data.parallel_dataset import ParallelPretrainDataset
+if __name__ == "__main__":  # a bad flag is reported before the engine and torch are imported
+    check_flags_first(build_parser)
 
-    return ParallelPretrainDataset(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
-                                   hf_subset=args.hf_subset, hf_split=args.hf_split, text_column=args.text_column,
-                                   max_samples=args.max_samples, chunk_length=args.chunk_length,
-                                   max_seq_len=args.max_seq_len, val_samples=args.val_samples, seed=args.seed)
+from parallel_data.parallel_dataset import ParallelPretrainDataset  # noqa: E402
+from trainer.engine import run  # noqa: E402
+from trainer.minimind import MiniMindStage  # noqa: E402
+
+
+class PretrainStage(MiniMindStage):
+    """Next-token cross-entropy on every token of every branch (the engine's default loss)."""
+
+    name = "pretrain"
+
+    def build_dataset(self, args, tokenizer):
+        return ParallelPretrainDataset(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
+                                       hf_subset=args.hf_subset, hf_split=args.hf_split, text_column=args.text_column,
+                                       max_samples=args.max_samples, chunk_length=args.chunk_length,
+                                       max_seq_len=args.max_seq_len, val_samples=args.val_samples, seed=args.seed,
+                                       strict_data=args.strict_data)
 
 
 @cli_main(build_parser)
 def main(args: argparse.Namespace) -> int:
-    from trainer.engine import run  # after parsing: a bad flag is reported before torch is imported
-    from trainer.minimind import minimind_stage
-
-    return run(args, minimind_stage(STAGE, build_dataset))
+    return run(args, PretrainStage())
 
 
 if __name__ == "__main__":
