@@ -43,8 +43,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 import torch
 
-from evaluation.benchmarking import emit_json, environment, loadavg, summary_ms
-from trainer.args import add_benchmark_args
+from evaluation.benchmarking import add_benchmark_args, emit_json, environment, loadavg, summary_ms
 from trainer.cli import ArgParser, cli_main, make_parser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -49,8 +49,8 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 import torch
 
-from evaluation.benchmarking import emit_json, environment, loadavg
-from trainer.args import add_benchmark_args, add_branch_counts_arg, nonneg_int, positive_int
+from evaluation.benchmarking import add_benchmark_args, emit_json, environment, loadavg
+from trainer.args import add_branch_counts_arg, nonneg_int, positive_int
 from trainer.cli import ArgParser, cli_main, make_parser
 
 # Numbers of the earlier implementation on the same kind of 2-core CPU machine (from the issue),

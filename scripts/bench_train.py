@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-from trainer.args import add_benchmark_args
+from evaluation.benchmarking import add_benchmark_args
 from trainer.cli import ArgParser, cli_main, make_parser
 
 ROOT = Path(__file__).resolve().parents[1]

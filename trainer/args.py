@@ -25,16 +25,14 @@ data are loaded) and stop with one line naming the flag(s). Torch-free on purpos
 * `add_train_args`: --epochs --accumulation_steps --learning_rate --min_lr_ratio --warmup_iters
   --weight_decay --grad_clip --max_steps --stop_after_steps --log_interval --save_interval --resume
   --overwrite --resume_override --init_weight --use_wandb --wandb_project --wandb_run_name;
-* `add_benchmark_args`: --repeats --steps --quick --threads --device --out_path;
 * `add_minimind_train_args`: the whole set of a MiniMind training front.
 
-Every long flag also works with `-` for `_` and back (`--hf_dataset`, `--max_samples`); the seeds'
-spellings are the declared ones. Model-shape and 2D-RoPE flags default to None, so "given" is told
-from "default": a checkpoint carries its own config, and a flag that contradicts it is an error.
-Flags that only mean something together are checked together: `--min_branches_per_sample` without
-`--max_branches_per_sample`, `--hf-dataset` with an explicit `--data_path`, sampling flags without
-`--do_sample`, an output path that cannot be written, ... are refused instead of silently ignored.
-A future front, e.g. HF LoRA training, is:
+Every long flag also works with `-` for `_` and back; the seeds' spellings are the declared ones.
+Model and 2D-RoPE flags default to None so "given" is told from "default" (a checkpoint's own config
+wins; a contradicting flag is an error). A flag that would be ignored (`--min_branches_per_sample`
+without `--max_branches_per_sample`, `--hf-dataset` with `--data_path`, sampling flags without
+`--do_sample`, ...) is refused. Benchmarks: `evaluation.benchmarking.add_benchmark_args`. A future
+front, e.g. HF LoRA training, is:
 
     p = make_parser(__doc__, "train_hf_lora")
     add_model_source_args(p, checkpoint=False)          # --base_model, --lora_path, --tokenizer_path
@@ -530,33 +528,7 @@ def add_minimind_train_args(p: ArgParser, *, default_data: str, kind: str, defau
     add_train_args(p, epochs=epochs, lr=lr, wandb_project=wandb_project)
 
 
-# --- benchmarks ----------------------------------------------------------------------------------------
-
-def add_benchmark_args(p: ArgParser, *, repeats: int, quick_repeats: int, steps: int | None = None,
-                       quick_steps: int | None = None, steps_help: str = "training steps per run",
-                       threads: bool = True, seed: int | None = None, device: str | None = None) -> None:
-    """The flags every scripts/bench_*.py shares; the JSON result goes to stdout and to --out_path.
-
-    `--quick` shrinks the sizes and the default --repeats / --steps; explicit values are kept.
-    """
-    g = p.add_argument_group("benchmark")
-    g.add_argument("--repeats", type=positive_int, default=None,
-                   help=f"timed runs per row, median reported (default {repeats}; --quick: {quick_repeats})")
-    if steps is not None:
-        add_steps_arg(g, None, f"{steps_help} (default {steps}; --quick: {quick_steps})")
-    g.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in seconds (numbers are meaningless)")
-    if threads:
-        g.add_argument("--threads", type=nonneg_int, default=0, help="torch CPU threads (0 = torch's default)")
-    add_runtime_args(p, seed=seed, dtype=False, device=device)
-    add_output_args(p, out_path=True, out_path_help="also write the JSON here (atomically)")
-
-    def resolve(args) -> None:
-        if args.repeats is None:
-            args.repeats = quick_repeats if args.quick else repeats
-        if steps is not None and args.steps is None:
-            args.steps = quick_steps if args.quick else steps
-    p.add_check(resolve)
-
+# --- single flags shared by a few tools -----------------------------------------------------------------
 
 def add_log_interval_arg(g, default: int, help: str) -> None:
     g.add_argument("--log_interval", type=positive_int, default=default, help=help)

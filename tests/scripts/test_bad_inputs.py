@@ -228,7 +228,7 @@ CASES = [
     Case("bench-generate-bad-branches", "scripts/bench_generate.py", ["--branches", "1,x"], ["argument --branches"],
          heavy=True),
     Case("bench-train-output-is-a-directory", "scripts/bench_train.py", ["--out", "{d}/dir"],
-         ["--out_path {d}/dir is a directory"]),
+         ["--out_path {d}/dir is a directory"], heavy=True),
     # --- errors from the data and the model, after the heavy imports ----------------------------------------
     Case("pretrain-malformed-record", PRE, [*TRAIN_OK, *TINY, "--data_path", "{d}/bad.jsonl", "--max_steps", "1",
                                             "--num_workers", "0"],
