@@ -237,6 +237,9 @@ def _config_from(payload: dict, path: str | Path, config):
     if payload.get("format") == CKPT_FORMAT:
         saved = MiniMindConfig.from_dict(payload["config"])
         return saved
+    if str(payload.get("format", "")).startswith("parallelmind-resume"):
+        raise ValueError(f"{path} is a training resume state (optimizer, RNG and data position), not a model; load "
+                         "the model checkpoint written next to it ({stem}.pth for {stem}_resume.pth)")
     if config is None:
         raise ValueError(f"{path} has no config (it was written by the earlier implementation or is a bare "
                          "state dict); pass the model settings explicitly (--hidden_size, --num_hidden_layers, "

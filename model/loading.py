@@ -23,6 +23,7 @@ import torch
 
 import model.model_minimind  # noqa: F401  (registers MiniMind with the Auto classes)
 from model.checkpoint import model_from_payload, read_checkpoint, tokenizer_from_files
+from model.device import resolve_dtype
 from model.tokenizer import load_tokenizer
 
 log = logging.getLogger("parallelmind")
@@ -43,16 +44,6 @@ class LoadedModel:
     @property
     def is_minimind(self) -> bool:
         return self.kind == "minimind"
-
-
-def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    if name in (None, "auto"):
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if name not in table:
-        raise ValueError(f"unknown dtype {name!r}; use auto, float32, bfloat16 or float16")
-    return table[name]
 
 
 def _check(saved, given, name: str, source: str):

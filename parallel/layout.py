@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-ALIGNMENTS = ("left", "right")
+from parallel.names import ALIGNMENTS
 
 
 @dataclass

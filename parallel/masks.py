@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-MASK_MODES = ("columnar", "isolated")
+from parallel.names import MASK_MODES
 
 # Temporaries of the chunked builders stay below this many elements, so building a 4 x 4096 mask
 # costs the mask itself plus a few MB (evaluating the rule over the whole [B, T, T] grid at once

@@ -29,7 +29,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ROPE_2D_SCHEMES = ("additive", "reference")
+from parallel.names import ROPE_2D_SCHEMES
+
 
 def check_rope_scheme(scheme: str) -> str:
     if scheme not in ROPE_2D_SCHEMES:

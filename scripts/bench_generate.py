@@ -49,7 +49,9 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 import torch
 
-from evaluation.benchmarking import emit_json, environment, loadavg
+from evaluation.benchmarking import add_benchmark_args, emit_json, environment, loadavg
+from trainer.args import add_branch_counts_arg, nonneg_int, positive_int
+from trainer.cli import ArgParser, cli_main, make_parser
 
 # Numbers of the earlier implementation on the same kind of 2-core CPU machine (from the issue),
 # tokens/s at N = 16 branches, 64 new tokens each.
@@ -258,39 +260,34 @@ def targets_met(rat: dict, n_big: str) -> dict:
 
 # --- entry point ------------------------------------------------------------------------------------
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cpu", help="cpu or cuda (bf16 on cuda)")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per row (median reported)")
-    p.add_argument("--new_tokens", type=int, default=None, help="new tokens per branch (default 64; --quick: 8)")
-    p.add_argument("--branches", type=str, default=None, help="comma-separated N values (default 1,4,16)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    p.add_argument("--quick", action="store_true", help="tiny model and sizes: a smoke run in a few seconds")
-    p.add_argument("--no_shared", action="store_true", help="skip the shared-context workload")
-    p.add_argument("--min_tokens", type=int, default=256,
-                   help="a timed run repeats a row until it generated at least this many tokens (N = 1: 4 calls)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=str, default=None, help="also write the JSON here")
-    args = p.parse_args(argv)
-    if args.repeats < 1:
-        p.error("--repeats must be >= 1")
-    return args
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "bench_generate")
+    add_benchmark_args(p, repeats=5, quick_repeats=1, seed=0, device="cpu")
+    w = p.add_argument_group("workload")
+    w.add_argument("--new_tokens", type=positive_int, default=None,
+                   help="new tokens per branch (default 64; --quick: 8)")
+    add_branch_counts_arg(w, default=None, help="comma-separated N values (default 1,4,16; --quick: 1,2)")
+    w.add_argument("--no_shared", action="store_true", help="skip the shared-context workload")
+    w.add_argument("--min_tokens", type=nonneg_int, default=None,
+                   help="a timed run repeats a row until it generated at least this many tokens (N = 1: 4 calls; "
+                        "default 256, --quick: 0)")
+    return p
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
+    from model.device import resolve_device
+
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("bench_generate: --device cuda but CUDA is not available", file=sys.stderr)
-        return 2
+    device = resolve_device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     quick = args.quick
     new_tokens = args.new_tokens or (8 if quick else 64)
-    ns = [int(x) for x in args.branches.split(",")] if args.branches else ([1, 2] if quick else [1, 4, 16])
-    repeats = 1 if quick and args.repeats == 5 else args.repeats
+    ns = args.branches or ([1, 2] if quick else [1, 4, 16])
+    repeats = args.repeats
+    min_tokens = args.min_tokens if args.min_tokens is not None else (0 if quick else 256)
     prompt_len = (4, 8) if quick else (16, 32)
     shared_cfg = (32, 2, 6) if quick else (512, 8, 12)  # context tokens, questions, question tokens
 
@@ -298,7 +295,7 @@ def main(argv=None) -> int:
     result: dict = {
         "config": {"model": {k: getattr(model.config, k) for k in TINY}, "dtype": str(dtype).replace("torch.", ""),
                    "new_tokens": new_tokens, "branches": ns, "prompt_tokens": list(prompt_len), "repeats": repeats,
-                   "min_tokens_per_run": 0 if quick else args.min_tokens,
+                   "min_tokens_per_run": min_tokens,
                    "warmup": 1, "greedy": True, "eos": "disabled", "quick": quick,
                    "shared_context": None if args.no_shared else
                    {"context_tokens": shared_cfg[0], "questions": shared_cfg[1],
@@ -309,7 +306,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     with torch.inference_mode():
         branches = bench_branches(model, device, ns, new_tokens, repeats, prompt_len, args.seed,
-                                  0 if quick else args.min_tokens)
+                                  min_tokens)
         shared = {} if args.no_shared else bench_shared(model, device, *shared_cfg, new_tokens, repeats, args.seed)
     result["branches"] = branches
     result["shared_context"] = shared
@@ -317,7 +314,7 @@ def main(argv=None) -> int:
     result["targets_met"] = targets_met(rat, str(max(ns)) if max(ns) == 16 else "16")
     result["env"]["loadavg_end"] = loadavg()
     result["env"]["wall_s"] = round(time.perf_counter() - t0, 1)
-    emit_json(result, args.out)
+    emit_json(result, args.out_path)
     return 0
 
 

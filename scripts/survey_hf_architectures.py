@@ -26,6 +26,8 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 import torch
 
 from evaluation.benchmarking import emit_json, environment
+from trainer import args as flags
+from trainer.cli import ArgParser, UsageError, cli_main, make_parser
 
 COMMON = ["llama", "mistral", "ministral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
           "gemma3_text", "phi", "phi3", "gpt_neox", "granite", "olmo", "olmo2", "cohere", "stablelm", "starcoder2",
@@ -81,12 +83,23 @@ def survey_one(model_type: str) -> dict:
             "max_abs_diff": max((plain - ref).abs().max().item(), (two_d - ref).abs().max().item())}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model_types", nargs="+", default=None, help=f"default: {' '.join(COMMON)}")
-    p.add_argument("--all", action="store_true", help="every causal LM type transformers knows (slow)")
-    p.add_argument("--out", default=None, help="also write the JSON report here")
-    args = p.parse_args(argv)
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "survey_hf_architectures")
+    g = p.add_argument_group("model types")
+    g.add_argument("--model_types", nargs="+", default=None, help=f"default: {' '.join(COMMON)}")
+    g.add_argument("--all", action="store_true", help="every causal LM type transformers knows (slow)")
+    flags.add_output_args(p, out_path=True, out_path_help="also write the JSON report here")
+    p.add_check(_check_types)
+    return p
+
+
+def _check_types(args) -> None:
+    if args.all and args.model_types:
+        raise UsageError("--all and --model_types both choose the model types; give one")
+
+
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     from transformers.utils import logging as hf_logging
 
@@ -95,9 +108,7 @@ def main(argv=None) -> int:
     types = sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) if args.all else (args.model_types or COMMON)
     unknown = [t for t in types if t not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES]
     if unknown:
-        print(f"error: --model_types: not a causal LM type of this transformers: {', '.join(unknown)}",
-              file=sys.stderr)
-        return 2
+        raise UsageError(f"--model_types: not a causal LM type of this transformers: {', '.join(unknown)}")
     rows = []
     for t in types:
         rows.append(survey_one(t))
@@ -105,7 +116,7 @@ def main(argv=None) -> int:
     patched = [r["model_type"] for r in rows if r["status"] == "patched" and r.get("bit_exact")]
     broken = [r["model_type"] for r in rows if r["status"] == "patched" and not r.get("bit_exact")]
     emit_json({"env": environment("cpu"), "patched_bit_exact": patched, "patched_not_exact": broken,
-               "refused": [r["model_type"] for r in rows if r["status"] == "refused"], "rows": rows}, args.out)
+               "refused": [r["model_type"] for r in rows if r["status"] == "refused"], "rows": rows}, args.out_path)
     return 1 if broken else 0
 
 

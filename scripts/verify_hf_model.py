@@ -34,6 +34,8 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 import torch
 
 from evaluation.benchmarking import emit_json, environment
+from trainer import args as flags
+from trainer.cli import ArgParser, UsageError, cli_main, make_parser
 
 PROMPTS = ["What is the capital of France?", "How many legs does a spider have?",
            "Write a haiku about the sea.", "Give me three tips for learning to code.",
@@ -45,21 +47,28 @@ QUESTIONS = ["In which city is Big Ben?", "When was the tower completed?", "What
              "How large are the clock's dials?"]
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", required=True, help="Hugging Face model folder (e.g. out/models/SmolLM2-135M-Instruct)")
-    p.add_argument("--prompts", nargs="+", default=PROMPTS, help="chat prompts for the parallel chat check")
-    p.add_argument("--context", default=CONTEXT, help="shared context of the prefix-sharing check")
-    p.add_argument("--questions", nargs="+", default=QUESTIONS, help="questions about --context")
-    p.add_argument("--max_new_tokens", type=int, default=32)
-    p.add_argument("--rope_2d_ratio", type=float, default=0.5)
-    p.add_argument("--rope_2d_scheme", choices=["additive"], default="additive",
-                   help="only the additive scheme reproduces the base model on one branch")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--attn_implementation", choices=["sdpa", "eager"], default="sdpa")
-    p.add_argument("--out", default=None, help="also write the JSON report here")
-    return p.parse_args(argv)
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "verify_hf_model")
+    p.add_check(_check_model_folder, paths=True)  # first: the model must be a local folder
+    flags.add_model_source_args(p, checkpoint=False, lora=False, tokenizer=False, hf_aliases=("--model",),
+                                hf_required=True)
+    c = p.add_argument_group("checks")
+    flags.add_prompts_arg(c, default=PROMPTS, nargs="+", help="chat prompts for the parallel chat check")
+    c.add_argument("--context", default=CONTEXT, help="shared context of the prefix-sharing check")
+    c.add_argument("--questions", nargs="+", default=QUESTIONS, help="questions about --context")
+    flags.add_max_new_tokens_arg(c, 32, minimum=1)
+    c.add_argument("--attn_implementation", choices=["sdpa", "eager"], default="sdpa",
+                   help="attention of the Hugging Face model")
+    flags.add_rope_args(p, stride=False, schemes=("additive",), ratio_default=0.5)  # additive: one branch == base
+    flags.add_runtime_args(p, seed=None, device="cpu", dtype="float32")
+    flags.add_output_args(p, out_path=True, out_path_help="also write the JSON report here")
+    return p
+
+
+def _check_model_folder(args) -> None:
+    if not (Path(args.hf_base_model) / "config.json").is_file():
+        raise UsageError(f"--model {args.hf_base_model}: no config.json there (fetch SmolLM2 with "
+                         "scripts/fetch_smollm2.py)")
 
 
 def chat_ids(tok, messages: list[dict]) -> list[int]:
@@ -121,14 +130,16 @@ def run(args) -> dict:
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
+    from model.device import resolve_device, resolve_dtype
     from model.parallel_generation import ParallelGenerator
     from model.tokenizer import load_tokenizer
     from parallel.columnar import patch_model_with_interleaved_2d_rope
 
     hf_logging.disable_progress_bar()
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    tok = load_tokenizer(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype,
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    tok = load_tokenizer(args.hf_base_model)
+    model = AutoModelForCausalLM.from_pretrained(args.hf_base_model, dtype=dtype,
                                                  attn_implementation=args.attn_implementation).to(device).eval()
     eos = eos_ids(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
@@ -139,7 +150,7 @@ def run(args) -> dict:
     full = [chat_ids(tok, [{"role": "user", "content": main_text + q}]) for q in args.questions]
     cut = min(len(_common_prefix(full[0], f)) for f in full[1:]) if len(full) > 1 else len(full[0]) - 1
     main_ids, branch_ids = full[0][:cut], [f[cut:] for f in full]
-    report = {"model": str(args.model), "model_type": model.config.model_type, "max_new_tokens": n,
+    report = {"model": str(args.hf_base_model), "model_type": model.config.model_type, "max_new_tokens": n,
               "rope_2d_ratio": args.rope_2d_ratio, "env": environment(device, dtype), "checks": {}}
     t0 = time.perf_counter()
     log(f"unpatched reference: logits and model.generate of {len(chats)} chat prompts and {len(full)} "
@@ -196,21 +207,10 @@ def _common_prefix(a: list[int], b: list[int]) -> list[int]:
     return a[:k]
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if not (Path(args.model) / "config.json").is_file():
-        print(f"error: --model {args.model}: no config.json there (fetch SmolLM2 with scripts/fetch_smollm2.py)",
-              file=sys.stderr)
-        return 2
-    if args.max_new_tokens < 1:
-        print("error: --max_new_tokens must be >= 1", file=sys.stderr)
-        return 2
-    try:
-        report = run(args)
-    except ValueError as e:  # e.g. a model type 2D RoPE cannot patch
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    emit_json(report, args.out)
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
+    report = run(args)  # a ValueError (e.g. a model type 2D RoPE cannot patch) is one line and exit 2
+    emit_json(report, args.out_path)
     return 0 if report["passed"] else 1
 
 

@@ -15,10 +15,24 @@ from pathlib import Path
 from model.checkpoint import model_from_payload, read_checkpoint, tokenizer_from_files
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM
 from model.tokenizer import load_tokenizer
-from trainer.args import model_overrides, resolved_model_args
+from trainer.args import MODEL_DEFAULTS
 from trainer.engine.stage import Stage
 
 log = logging.getLogger("parallelmind")
+
+
+def model_overrides(args) -> dict:
+    """The model flags the user actually gave."""
+    return {k: getattr(args, k) for k in MODEL_DEFAULTS if getattr(args, k, None) is not None}
+
+
+def resolved_model_args(args) -> dict:
+    """Every MiniMind model setting: the flags given, else MODEL_DEFAULTS."""
+    out = dict(MODEL_DEFAULTS)
+    out.update(model_overrides(args))
+    if out["branch_stride"] is None:
+        out["branch_stride"] = 1 if out["pe"] == "fpe" else 128
+    return out
 
 
 def stem_from_args(stage: str, args, saved_config: dict | None = None) -> str:

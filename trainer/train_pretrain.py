@@ -21,20 +21,27 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from parallel_data.parallel_dataset import ParallelPretrainDataset
-from trainer.args import add_branch_args, add_data_args, add_model_args, add_train_args
-from trainer.engine import run
-from trainer.minimind import MiniMindStage
+from trainer.args import add_minimind_train_args
+from trainer.cli import ArgParser, check_flags_first, cli_main, make_parser
+
+
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "train_pretrain")
+    add_minimind_train_args(p, default_data="dataset/pretrain_demo.jsonl", kind="text", default_branches=8,
+                            batch_size=32, epochs=1, lr=5e-4, wandb_project="MiniMind-Pretrain")
+    return p
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_model_args(p)
-    add_branch_args(p, default_branches=8)
-    add_data_args(p, default_data="dataset/pretrain_demo.jsonl")
-    add_train_args(p, epochs=1, batch_size=32, lr=5e-4, wandb_project="MiniMind-Pretrain")
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
+
+
+if __name__ == "__main__":  # a bad flag is reported before the engine and torch are imported
+    check_flags_first(build_parser)
+
+from parallel_data.parallel_dataset import ParallelPretrainDataset  # noqa: E402
+from trainer.engine import run  # noqa: E402
+from trainer.minimind import MiniMindStage  # noqa: E402
 
 
 class PretrainStage(MiniMindStage):
@@ -50,8 +57,9 @@ class PretrainStage(MiniMindStage):
                                        strict_data=args.strict_data)
 
 
-def main(argv=None) -> int:
-    return run(parse_args(argv), PretrainStage())
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
+    return run(args, PretrainStage())
 
 
 if __name__ == "__main__":

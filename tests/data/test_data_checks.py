@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import pickle
+import re
 
 import pytest
 import torch
@@ -150,7 +151,7 @@ def test_a_bad_record_is_found_before_the_first_batch(tmp_path, tiny_tokenizer):
         scan_records(ParallelPretrainDataset(tiny_tokenizer, data_path=str(p)))
 
 
-def test_trainer_reports_a_bad_record_before_training(tmp_path, tiny_tokenizer_dir):
+def test_trainer_reports_a_bad_record_before_training(tmp_path, tiny_tokenizer_dir, capsys):
     from trainer import train_pretrain
 
     records = [{"text": text(i, 5)} for i in range(60)]
@@ -160,8 +161,8 @@ def test_trainer_reports_a_bad_record_before_training(tmp_path, tiny_tokenizer_d
     args = ["--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--num_key_value_heads",
             "1", "--data_path", str(p), "--out_dir", str(out), "--tokenizer", str(tiny_tokenizer_dir),
             "--batch_size", "2", "--num_workers", "0", "--max_seq_len", "32"]
-    with pytest.raises(DataError, match=r"bad\.jsonl:55: malformed JSON"):
-        train_pretrain.main(args)
+    assert train_pretrain.main(args) == 2  # one line on stderr, exit status 2
+    assert re.search(r"bad\.jsonl:55: malformed JSON", capsys.readouterr().err.strip().splitlines()[-1])
     assert not [x for x in out.iterdir() if x.suffix in (".pth", ".jsonl")]  # no step ran, nothing saved
 
 
@@ -204,15 +205,15 @@ def test_strict_data_rejects_cut_records(tmp_path, tiny_tokenizer):
         scan_records(ParallelSFTDataset(tiny_tokenizer, data_path=str(sft), max_seq_len=40, strict_data=True))
 
 
-def test_strict_data_flag_reaches_the_dataset(tmp_path, tiny_tokenizer_dir):
+def test_strict_data_flag_reaches_the_dataset(tmp_path, tiny_tokenizer_dir, capsys):
     from trainer import train_pretrain
 
     p = write_jsonl(tmp_path / "o.jsonl", [{"text": text(i, 5)} for i in range(6)] + [{"text": "x y", "answer_offset": 9}])
     args = ["--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--num_key_value_heads",
             "1", "--data_path", str(p), "--out_dir", str(tmp_path / "out"), "--tokenizer", str(tiny_tokenizer_dir),
             "--batch_size", "2", "--num_workers", "0", "--max_seq_len", "32", "--strict_data"]
-    with pytest.raises(DataError, match=r"o\.jsonl:7: field 'answer_offset'"):
-        train_pretrain.main(args)
+    assert train_pretrain.main(args) == 2
+    assert re.search(r"o\.jsonl:7: field 'answer_offset'", capsys.readouterr().err.strip().splitlines()[-1])
 
 
 def test_per_batch_state_stays_small_with_a_huge_record_and_resumes_exactly(tmp_path, tiny_tokenizer):

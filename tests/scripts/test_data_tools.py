@@ -431,12 +431,12 @@ def test_convert_dataset_cli_and_bad_inputs(tmp_path):
     assert not (tmp_path / "u.jsonl").exists()
 
 
-def test_convert_dataset_exactly_one_source(tmp_path):
-    with pytest.raises(SystemExit) as ei:
-        convert_dataset.main(["-i", "a.jsonl", "--hf-dataset", "x/y", "-o", str(tmp_path / "o.jsonl"), "--mode", "sft"])
-    assert ei.value.code == 2
-    with pytest.raises(SystemExit):
-        convert_dataset.main(["-o", str(tmp_path / "o.jsonl"), "--mode", "sft"])
+def test_convert_dataset_exactly_one_source(tmp_path, capsys):
+    assert convert_dataset.main(["-i", "a.jsonl", "--hf-dataset", "x/y", "-o", str(tmp_path / "o.jsonl"),
+                                 "--mode", "sft"]) == 2
+    assert "--input a.jsonl and --hf-dataset x/y both name the data" in capsys.readouterr().err
+    assert convert_dataset.main(["-o", str(tmp_path / "o.jsonl"), "--mode", "sft"]) == 2
+    assert "give the data: --input FILE or --hf-dataset NAME" in capsys.readouterr().err
 
 
 BAD_CASES = {

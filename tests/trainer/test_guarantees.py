@@ -4,6 +4,7 @@ no run without targets, signals save and exit 130/143, a full disk keeps a consi
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,6 @@ import torch
 import model.checkpoint as mc
 import trainer.engine.checkpointer as ckpt_mod
 from parallel_data.demo.corpus import build_pretrain
-from parallel_data.io import DataError
 from trainer import train_pretrain
 from trainer.engine.lock import RunLock
 from trainer.engine.trainer import Trainer
@@ -65,28 +65,36 @@ def snapshot(folder):
     return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir())}
 
 
+def refused(rc: int, capsys) -> str:
+    """A refused run: exit status 2 and ONE line on stderr; -> the message after "error: "."""
+    assert rc == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and "error: " in lines[-1], lines
+    return lines[-1].split("error: ", 1)[1]
+
+
 # --- 1. never overwrite a run unasked; one run per output ----------------------------------------------
-def test_an_existing_checkpoint_is_continued_or_replaced_never_silently_overwritten(corpus, reference, tmp_path):
+def test_an_existing_checkpoint_is_continued_or_replaced_never_silently_overwritten(corpus, reference, tmp_path, capsys):
     assert train_pretrain.main(args_for(corpus, tmp_path, steps=2)) == 0
     before = snapshot(tmp_path)
-    with pytest.raises(SystemExit, match="already holds pretrain_64.pth.*--resume.*--overwrite"):
-        train_pretrain.main(args_for(corpus, tmp_path, steps=1))
+    assert re.search("already holds pretrain_64.pth.*--resume.*--overwrite",
+                     refused(train_pretrain.main(args_for(corpus, tmp_path, steps=1)), capsys))
     assert snapshot(tmp_path) == before  # nothing written, not even the metrics
-    with pytest.raises(SystemExit, match="give one"):
-        train_pretrain.main(args_for(corpus, tmp_path, "--resume", "--overwrite"))
+    assert re.search("give one",
+                     refused(train_pretrain.main(args_for(corpus, tmp_path, "--resume", "--overwrite")), capsys))
     assert train_pretrain.main(args_for(corpus, tmp_path, "--overwrite")) == 0
     assert losses(tmp_path) == reference["losses"]
-    with pytest.raises(SystemExit, match="no checkpoint .* to continue"):
-        train_pretrain.main(args_for(corpus, tmp_path / "empty", "--resume"))
+    assert re.search("no checkpoint .* to continue",
+                     refused(train_pretrain.main(args_for(corpus, tmp_path / "empty", "--resume")), capsys))
 
 
-def test_a_second_run_on_the_same_outputs_fails_at_once_naming_the_holder(corpus, tmp_path):
+def test_a_second_run_on_the_same_outputs_fails_at_once_naming_the_holder(corpus, tmp_path, capsys):
     tmp_path.mkdir(exist_ok=True)
     held = RunLock(tmp_path / "pretrain_64.lock")
     held.acquire()
     try:
-        with pytest.raises(SystemExit, match=f"in use: another run \\(pid {os.getpid()} "):
-            train_pretrain.main(args_for(corpus, tmp_path))
+        assert re.search(f"in use: another run \\(pid {os.getpid()} ",
+                         refused(train_pretrain.main(args_for(corpus, tmp_path)), capsys))
     finally:
         held.release()
     assert not (tmp_path / "pretrain_64.pth").exists() and not (tmp_path / "pretrain_64.lock").exists()
@@ -106,16 +114,15 @@ def test_resume_refuses_changed_settings_and_data_unless_overridden(corpus, tmp_
     data = Path(write_jsonl(tmp_path / "d.jsonl", [json.loads(x) for x in Path(corpus).read_text().splitlines()]))
     out = tmp_path / "run"
     assert train_pretrain.main(args_for(data, out, "--stop_after_steps", "2")) == 0
-    with pytest.raises(SystemExit) as e:
-        train_pretrain.main(args_for(data, out, "--resume", "--learning_rate", "0.1", "--batch_size", "4"))
-    msg = str(e.value)
+    msg = refused(train_pretrain.main(args_for(data, out, "--resume", "--learning_rate", "0.1", "--batch_size", "4")),
+                  capsys)
     assert "batch_size 3 -> 4" in msg and "learning_rate 0.001 -> 0.1" in msg and "\n" not in msg
     with data.open("a") as f:
         f.write(json.dumps({"text": "one more record"}) + "\n")
-    with pytest.raises(SystemExit, match="data: size"):
-        train_pretrain.main(args_for(data, out, "--resume"))
-    with pytest.raises(SystemExit, match="--resume_override bogus: not a setting"):
-        train_pretrain.main(args_for(data, out, "--resume", "--resume_override", "bogus"))
+    assert re.search("data: size",
+                     refused(train_pretrain.main(args_for(data, out, "--resume")), capsys))
+    assert "--resume_override bogus: not a setting" in refused(
+        train_pretrain.main(args_for(data, out, "--resume", "--resume_override", "bogus")), capsys)
     assert losses(out).keys() == {1, 2}  # none of the refused resumes wrote anything
     capsys.readouterr()
     assert train_pretrain.main(args_for(data, out, "--resume", "--learning_rate", "0.002", "--resume_override",
@@ -126,23 +133,22 @@ def test_resume_refuses_changed_settings_and_data_unless_overridden(corpus, tmp_
 
 
 # --- 3. no targets: an error, never a random-weights checkpoint or a nan ----------------------------
-def test_a_run_without_any_target_is_an_error_and_writes_no_checkpoint(tmp_path):
+def test_a_run_without_any_target_is_an_error_and_writes_no_checkpoint(tmp_path, capsys):
     no_targets = write_jsonl(tmp_path / "offset.jsonl", [{"text": t, "answer_offset": 10_000}
                                                          for t in build_pretrain(3, 30)])
-    with pytest.raises(DataError, match="no target token") as e:
-        train_pretrain.main(args_for(no_targets, tmp_path / "a"))
-    assert str(e.value).startswith(no_targets) and "\n" not in str(e.value)
+    msg = refused(train_pretrain.main(args_for(no_targets, tmp_path / "a")), capsys)
+    assert "no target token" in msg and msg.startswith(no_targets)
     assert not (tmp_path / "a" / "pretrain_64.pth").exists()
     blank = tmp_path / "blank.jsonl"
     blank.write_text("\n\n   \n")
-    with pytest.raises(DataError, match="no training data|has no records"):
-        train_pretrain.main(args_for(blank, tmp_path / "b", steps=0))
-    with pytest.raises(DataError, match="no training data|has no records"):
-        train_pretrain.main(args_for(blank, tmp_path / "c", steps=3))
+    assert re.search("no training data|has no records",
+                     refused(train_pretrain.main(args_for(blank, tmp_path / "b", steps=0)), capsys))
+    assert re.search("no training data|has no records",
+                     refused(train_pretrain.main(args_for(blank, tmp_path / "c", steps=3)), capsys))
     assert not list(tmp_path.glob("*/pretrain_64.pth"))
 
 
-def test_a_validation_set_without_targets_is_an_error_before_training(tmp_path):
+def test_a_validation_set_without_targets_is_an_error_before_training(tmp_path, capsys):
     from parallel_data.sources import LocalJsonlSource
 
     # answer_offset 10 leaves targets, 99 (past max_seq_len) none; equal widths keep the seeded split the same
@@ -151,8 +157,9 @@ def test_a_validation_set_without_targets_is_an_error_before_training(tmp_path):
     write_jsonl(path, [{"text": t, "answer_offset": 10} for t in texts])
     held_out = {line for _, line in LocalJsonlSource(path, seed=1337, val_samples=6).iter_val()}
     write_jsonl(path, [{"text": t, "answer_offset": 99 if i + 1 in held_out else 10} for i, t in enumerate(texts)])
-    with pytest.raises(DataError, match=r"validation set \(--val_samples 6 held-out records\) has no target"):
-        train_pretrain.main(args_for(path, tmp_path / "out", "--val_samples", "6", "--val_interval", "1"))
+    assert re.search(r"validation set \(--val_samples 6 held-out records\) has no target",
+                     refused(train_pretrain.main(args_for(path, tmp_path / "out", "--val_samples", "6",
+                                                          "--val_interval", "1")), capsys))
     assert not (tmp_path / "out" / "pretrain_64.pth").exists()
     assert not (tmp_path / "out" / "pretrain_64_metrics.jsonl").exists()
 
@@ -226,7 +233,7 @@ def test_a_second_ctrl_c_during_the_save_does_not_lose_it(corpus, reference, tmp
 
 
 # --- 8. disk full: the disk and the space are named; the previous pair stays consistent ------------------
-def test_disk_full_mid_save_names_the_disk_and_keeps_the_previous_pair(corpus, reference, tmp_path, monkeypatch):
+def test_disk_full_mid_save_names_the_disk_and_keeps_the_previous_pair(corpus, reference, tmp_path, monkeypatch, capsys):
     real_write = mc._RecordingWriter.write
     writes = {"resume": 0}
 
@@ -247,10 +254,8 @@ def test_disk_full_mid_save_names_the_disk_and_keeps_the_previous_pair(corpus, r
 
     monkeypatch.setattr(mc._RecordingWriter, "write", failing_write)
     monkeypatch.setattr(ckpt_mod.Checkpointer, "save", counting_save)
-    with pytest.raises(SystemExit) as e:
-        train_pretrain.main(args_for(corpus, tmp_path))
+    msg = refused(train_pretrain.main(args_for(corpus, tmp_path)), capsys)
     monkeypatch.undo()
-    msg = str(e.value)
     assert msg.startswith(f"disk full: writing {tmp_path / 'pretrain_64.pth'} needs about ") and "MiB on the disk " \
         "mounted at" in msg and "free" in msg and "the checkpoint pair of step 2 is intact" in msg
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pretrain_64.pth", "pretrain_64_metrics.jsonl",
@@ -260,10 +265,10 @@ def test_disk_full_mid_save_names_the_disk_and_keeps_the_previous_pair(corpus, r
     assert losses(tmp_path) == reference["losses"] and same_weights(weights(tmp_path), reference["weights"])
 
 
-def test_too_little_space_is_refused_before_writing(corpus, tmp_path, monkeypatch):
+def test_too_little_space_is_refused_before_writing(corpus, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(mc, "free_bytes", lambda folder: 1000)
-    with pytest.raises(SystemExit, match=r"disk full: .* needs about [\d.]+ MiB .* 0.0 MiB free.*no checkpoint was"):
-        train_pretrain.main(args_for(corpus, tmp_path, steps=2))
+    assert re.search(r"disk full: .* needs about [\d.]+ MiB .* 0.0 MiB free.*no checkpoint was",
+                     refused(train_pretrain.main(args_for(corpus, tmp_path, steps=2)), capsys))
     assert not list(tmp_path.glob("*.pth")) and not list(tmp_path.glob(".*.tmp"))
 
 

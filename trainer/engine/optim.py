@@ -21,13 +21,6 @@ def lr_at(step: int, total: int, peak: float, warmup: int, min_ratio: float) -> 
     return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress))
 
 
-def amp_dtype(arg: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for --dtype (None: plain float32)."""
-    if arg == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[arg]
-
-
 class OptimizerComponent:
     def __init__(self, args, model: nn.Module, device: torch.device, amp: torch.dtype | None):
         self.args = args

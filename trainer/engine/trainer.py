@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import DiskFullError
+from model.device import autocast_dtype
 from parallel_data.io import DataError
 from parallel_data.parallel_dataset import UnitStats
 from trainer.distributed import DistInfo, all_reduce, broadcast_object, cleanup, gather_objects, init_distributed
@@ -36,7 +37,7 @@ from trainer.engine.checkpointer import Checkpointer, new_save_id
 from trainer.engine.data import DataComponent, data_name
 from trainer.engine.interrupt import StopFlag, exit_code_for
 from trainer.engine.models import ModelComponent, weights_digest
-from trainer.engine.optim import OptimizerComponent, amp_dtype
+from trainer.engine.optim import OptimizerComponent
 from trainer.engine.resume import capture_rng, check_resume_identity, jsonable, restore_rng, trajectory_settings
 from trainer.engine.stage import RolloutContext, Stage
 from trainer.engine.state import TrainState
@@ -142,7 +143,7 @@ class Trainer:
         self.tokenizer = self.stage.load_tokenizer(a)
         self.models = ModelComponent(self.stage, a, self.tokenizer, d, resume=a.resume)
         saved = self.checkpointer.load_resume(self.models.info) if a.resume else None
-        self.amp = amp_dtype(a.dtype, d.device)
+        self.amp = autocast_dtype(a.dtype, d.device)  # None: plain float32
         self._log_model()
         stride = self.branch_stride = self.stage.branch_stride(self.models.raw)
         dataset = self.stage.build_dataset(a, self.tokenizer)

@@ -11,27 +11,13 @@ from __future__ import annotations
 from parallel_data.io import DataError
 from parallel_data.parallel_collator import ParallelCollator
 from parallel_data.stream import eval_batches
+from trainer.args import eval_branch_setting
 from trainer.distributed import DistInfo, all_reduce
 from trainer.engine.data import collator_kwargs, data_name
 from trainer.engine.state import TrainState
 from trainer.loss import LossFn, evaluate_loss
 
 CACHE_LIMIT = 50_000
-
-
-def val_branch_settings(args) -> dict:
-    """Branches per validation sample: --val_*_branches_per_sample, else the training settings."""
-    a = args
-    if a.val_branches_per_sample:
-        return {"branches": a.val_branches_per_sample}
-    lo = a.val_min_branches_per_sample or (a.min_branches_per_sample if a.max_branches_per_sample else None)
-    hi = a.val_max_branches_per_sample or a.max_branches_per_sample
-    if hi is None and lo is None:
-        return {"branches": a.branches_per_sample}
-    lo, hi = lo or 1, hi or lo
-    if lo == hi:
-        return {"branches": lo}
-    return {"min_branches": lo, "max_branches": hi}
 
 
 def _next_multiple(value: int, interval: int) -> float:
@@ -44,7 +30,7 @@ class Validator:
     def __init__(self, args, dataset, tokenizer, branch_stride: int, dist: DistInfo, amp, loss_fn: LossFn):
         self.args, self.dataset, self.dist, self.amp, self.loss_fn = args, dataset, dist, amp, loss_fn
         self.collator_kwargs = collator_kwargs(args, tokenizer, branch_stride, training=False)
-        self.settings = val_branch_settings(args)
+        self.settings = eval_branch_setting(args)  # --val_*_branches_per_sample, else the training ones
         self._cache: list | None = None
         self._next = {"samples": float("inf"), "tokens": float("inf")}
 
