@@ -5,7 +5,7 @@ seeded weights, eval mode; fp32 on CPU, bf16 on CUDA). Prompts: N distinct token
 tokens. Every branch generates exactly --new_tokens tokens (EOS disabled: `eos_token_ids=[]` for the
 engine, `min_new_tokens == max_new_tokens` for `generate`), greedy. Rows, for N in (1, 4, 16):
 
-* ``columnar``: `ParallelGenerator(mask_mode="columnar")`, one group of N branches, one forward per step;
+* ``columnar``: `ParallelGenerator(mask_mode="columnar")`, one sample of N branches, one forward per step;
 * ``isolated``: the same with mask_mode="isolated" (branches see only their own tokens);
 * ``columnar_right_aligned`` (for scale): columnar with `align_to="right"`: every branch starts generating
   at the same time, so no prompt token is fed after the prefill (left alignment feeds the tails of
@@ -16,7 +16,7 @@ engine, `min_new_tokens == max_new_tokens` for `generate`), greedy. Rows, for N 
   attention_mask=...)`, i.e. ordinary batched causal decoding of the same model.
 
 Shared-context workload: one 512-token context + 8 questions of ~12 tokens, --new_tokens per answer:
-``columnar`` / ``isolated`` = one group ``{"main": context, "branches": questions}`` (the context is
+``columnar`` / ``isolated`` = one sample ``{"main": context, "branches": questions}`` (the context is
 prefilled once), ``batched`` = 8 sequences ``context + question`` left-padded through `model.generate`.
 
 Each repeat runs every row once, alternating rows (the order rotates per repeat), after one warm-up
@@ -112,8 +112,8 @@ def hf_generate(model, seqs: list[list[int]], new_tokens: int, device: torch.dev
     return gen.tolist()
 
 
-def engine_generate(gen, group: dict, new_tokens: int) -> list[list[int]]:
-    res = gen.generate([group], eos_token_ids=[], max_new_tokens=new_tokens)[0].branches
+def engine_generate(gen, sample: dict, new_tokens: int) -> list[list[int]]:
+    res = gen.generate([sample], eos_token_ids=[], max_new_tokens=new_tokens)[0].branches
     assert all(r.num_new_tokens == new_tokens for r in res)
     return [r.token_ids for r in res]
 
@@ -180,11 +180,11 @@ def bench_branches(model, device, ns, new_tokens, repeats, prompt_len, seed, min
     out: dict = {}
     for n in ns:
         prompts = make_prompts(n, *prompt_len, vocab, seed + n)
-        group = {"branches": prompts}
+        sample = {"branches": prompts}
         rows = {
-            "columnar": lambda g=group: engine_generate(columnar, g, new_tokens),
-            "isolated": lambda g=group: engine_generate(isolated, g, new_tokens),
-            "columnar_right_aligned": lambda g=group: engine_generate(columnar_right, g, new_tokens),
+            "columnar": lambda s=sample: engine_generate(columnar, s, new_tokens),
+            "isolated": lambda s=sample: engine_generate(isolated, s, new_tokens),
+            "columnar_right_aligned": lambda s=sample: engine_generate(columnar_right, s, new_tokens),
             "sequential_hf": lambda p=prompts: [hf_generate(model, [x], new_tokens, device)[0] for x in p],
             "sequential_engine": lambda p=prompts: [engine_generate(isolated, {"branches": [x]}, new_tokens)[0]
                                                     for x in p],
@@ -210,12 +210,12 @@ def bench_shared(model, device, context_len, n_questions, question_len, new_toke
     vocab = model.config.vocab_size
     context = make_prompts(1, context_len, context_len, vocab, seed)[0]
     questions = make_prompts(n_questions, question_len - 2, question_len + 2, vocab, seed + 1)
-    group = {"main": context, "branches": questions}
+    sample = {"main": context, "branches": questions}
     columnar = ParallelGenerator(model, None, mask_mode="columnar")
     isolated = ParallelGenerator(model, None, mask_mode="isolated")
     rows = {
-        "columnar": lambda: engine_generate(columnar, group, new_tokens),
-        "isolated": lambda: engine_generate(isolated, group, new_tokens),
+        "columnar": lambda: engine_generate(columnar, sample, new_tokens),
+        "isolated": lambda: engine_generate(isolated, sample, new_tokens),
         "batched": lambda: hf_generate(model, [context + q for q in questions], new_tokens, device),
     }
     times, outputs = run_rows(rows, repeats, device)

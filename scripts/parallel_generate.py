@@ -1,4 +1,4 @@
-"""Parallel generation: every branch of a group decodes in one forward per step (columnar or isolated).
+"""Parallel generation: every branch of a sample decodes in one forward per step (columnar or isolated).
 
 Run from the repo root (see README.md, "3. Parallel Inference"):
 
@@ -11,7 +11,8 @@ Run from the repo root (see README.md, "3. Parallel Inference"):
     python scripts/parallel_generate.py --hf_base_model <qwen folder> --lora_path out/lora/hf_lora.pth --prompts ...
 
 The checkpoint carries its own config (hidden size, layers, ratio, stride...); flags that contradict it are
-errors. --out_path writes one JSON record per branch, in input order.
+errors. --out_path writes one JSON record per branch ({"sample", "branch", "main", "prompt", "response",
+"finish_reason", "num_new_tokens"}), in input order.
 """
 
 from __future__ import annotations
@@ -148,8 +149,8 @@ def run(args) -> int:
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                             repetition_penalty=args.repetition_penalty, do_sample=args.do_sample)
     use_template = args.chat_template or (args.mode == "sft" and not args.no_chat_template)
-    groups = collect_groups(args.prompts, args.prompts_file, branches_per_sample=args.branches_per_sample,
-                            split_bars=args.mode == "pretrain")
+    prompts = collect_groups(args.prompts, args.prompts_file, branches_per_sample=args.branches_per_sample,
+                             split_bars=args.mode == "pretrain")
     model_path = args.model_path or (None if args.hf_base_model else default_model_path(args))
     import torch
 
@@ -160,30 +161,30 @@ def run(args) -> int:
                                  rope_2d_ratio=args.rope_2d_ratio, rope_2d_scheme=args.rope_2d_scheme,
                                  branch_stride=args.branch_stride, pe=args.pe)
     tok = loaded.tokenizer
-    samples = [render_group(g, tok, use_template) for g in groups]
-    for g, s in zip(groups, samples):
+    samples = [render_group(p, tok, use_template) for p in prompts]
+    for p, s in zip(prompts, samples):
         for k, b in enumerate(s["branches"]):
             n = len(tok(s["main"] + b, add_special_tokens=False)["input_ids"]) if s["main"] else \
                 len(tok(b, add_special_tokens=False)["input_ids"])
             if n > args.max_prompt_length:
-                raise ValueError(f"{g.source}: branch {k} has {n} prompt tokens, more than --max_prompt_length "
+                raise ValueError(f"{p.source}: branch {k} has {n} prompt tokens, more than --max_prompt_length "
                                  f"{args.max_prompt_length}")
     gen = ParallelGenerator(loaded.model, tok, mask_mode=args.mask_mode, branch_stride=loaded.branch_stride,
                             align_to=args.align_to)
     if args.print_layout:
         print_layout(tok, samples[0], loaded.branch_stride, args.align_to)
     print(f"model {loaded.source} ({loaded.kind}, pe={loaded.pe}, scheme={loaded.rope_2d_scheme}, "
-          f"ratio={loaded.rope_2d_ratio}, stride={loaded.branch_stride}); {len(groups)} group(s), "
-          f"{sum(len(g.branches) for g in groups)} branch(es), mask {args.mask_mode}", file=sys.stderr)
+          f"ratio={loaded.rope_2d_ratio}, stride={loaded.branch_stride}); {len(prompts)} sample(s), "
+          f"{sum(len(p.branches) for p in prompts)} branch(es), mask {args.mask_mode}", file=sys.stderr)
     t0, n_tokens = time.perf_counter(), 0
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(AtomicJsonlWriter(args.out_path)) if args.out_path else None
         for start in range(0, len(samples), args.batch_groups):
-            batch = samples[start:start + args.batch_groups]
+            batch, batch_prompts = samples[start:start + args.batch_groups], prompts[start:start + args.batch_groups]
             view, on_step = None, None
             if args.streaming:
-                titles = [f"[{start + gi}.{k}] {' '.join(g.branches[k].split())[-36:]}" for gi, g in
-                          enumerate(groups[start:start + args.batch_groups]) for k in range(len(g.branches))]
+                titles = [f"[{start + i}.{k}] {' '.join(p.branches[k].split())[-36:]}" for i, p in
+                          enumerate(batch_prompts) for k in range(len(p.branches))]
                 offsets, acc = [], 0
                 for s in batch:
                     offsets.append(acc)
@@ -193,22 +194,22 @@ def run(args) -> int:
                 def on_step(step, events, view=view, offsets=offsets):
                     for e in events:
                         if e.text:
-                            view.update(offsets[e.group] + e.branch, e.text)
+                            view.update(offsets[e.sample] + e.branch, e.text)
                     view.render()
             results = gen.generate(batch, params, stop_strings=args.stop, max_new_tokens=args.max_new_tokens,
                                    seed=args.seed, on_step=on_step)
             if view is not None:
                 view.render(force=True)
-            for gi, (grp, res) in enumerate(zip(groups[start:start + args.batch_groups], results)):
+            for i, (p, res) in enumerate(zip(batch_prompts, results)):
                 for k, br in enumerate(res.branches):
                     n_tokens += br.num_new_tokens
-                    rec = {"group": start + gi, "branch": k, "main": grp.main, "prompt": grp.branches[k],
+                    rec = {"sample": start + i, "branch": k, "main": p.main, "prompt": p.branches[k],
                            "response": br.text, "finish_reason": br.finish_reason,
                            "num_new_tokens": br.num_new_tokens}
                     if writer is not None:
                         writer.write(rec)
                     if not args.streaming:
-                        print(f"[{start + gi}.{k}] {grp.branches[k]}\n  -> {br.text!r} ({br.finish_reason})")
+                        print(f"[{start + i}.{k}] {p.branches[k]}\n  -> {br.text!r} ({br.finish_reason})")
     dt = time.perf_counter() - t0
     print(f"{n_tokens} tokens in {dt:.2f} s ({n_tokens / max(dt, 1e-9):.1f} tokens/s)"
           + (f"; wrote {args.out_path}" if args.out_path else ""), file=sys.stderr)

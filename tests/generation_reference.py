@@ -152,13 +152,13 @@ def run_case(case: dict, models: dict, tokenizer, keep_raw: bool = False) -> dic
     tok = tokenizer if key.endswith("text") else None
     gen = ParallelGenerator(models[key], tok, mask_mode=case["mask"], branch_stride=STRIDE, align_to=case["align"])
     if not case["split"]:
-        gen._decoder = gen._head = None
+        gen.runner.decoder = gen.runner.head = None
     sampling = [SamplingParams(**s) if isinstance(s, dict) else [SamplingParams(**x) for x in s]
                 for s in case["sampling"]]
     events: list = []
 
     def on_step(step, evs):
-        events.extend((step, getattr(e, "sample", getattr(e, "group", None)), e.branch, e.token_id, e.text, e.finish_reason) for e in evs)
+        events.extend((step, e.sample, e.branch, e.token_id, e.text, e.finish_reason) for e in evs)
 
     res = gen.generate(case["samples"], sampling, eos_token_ids=case["eos"], stop_strings=case["stops"],
                        max_new_tokens=case["max_new_tokens"], seed=case["seed"],

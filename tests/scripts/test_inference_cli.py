@@ -47,7 +47,7 @@ def test_generate_every_prompt_format_in_input_order(ckpt, tmp_path, capsys):
                                  "--prompts", "cli one", "cli||two"])
     assert rc == 0
     recs = records(out)
-    assert [(r["group"], r["branch"], r["prompt"]) for r in recs] == [
+    assert [(r["sample"], r["branch"], r["prompt"]) for r in recs] == [
         (0, 0, "cli one"), (1, 0, "cli"), (1, 1, "two"), (2, 0, "the quick"), (2, 1, "a lazy"),
         (3, 0, "seven birds"), (3, 1, "plus minus"), (4, 0, "single one"), (4, 1, "single two"),
         (5, 0, "q one"), (5, 1, "q two")]
