@@ -21,7 +21,12 @@ while it decodes (`generate` is a loop over one):
     session.cancel(handle)      # a client went away: its branches end now and free their rows
     session.idle                # nothing queued, nothing generating; handle.result once finished
 
-Samples never see each other (each is a row of its own); within a sample its mask applies.
+Samples never see each other (each is a row of its own); within a sample its mask applies. Random
+streams are per branch: branch i of a sample added with `seed=s` samples from a generator seeded
+s + i (`generate(seed=s)`: the j-th branch of the call, s + j), so a branch's tokens never depend on
+what else is in the batch, concurrent samples give what each gives alone and n branches of one
+prompt (`shared_prompt_sample`) give what n runs seeded s, s + 1, ... give. A cancelled branch
+finishes with "cancelled".
 
 The model is MiniMind or a Hugging Face causal LM patched with
 `patch_model_with_interleaved_2d_rope` (possibly wrapped by PEFT), which take `position_ids`
@@ -55,7 +60,6 @@ step costs the forward plus a few small tensor ops; decode steps take an additiv
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -68,7 +72,7 @@ from model.generation.session import (
     SampleResult,
     StepToken,
 )
-from model.generation.step import ModelRunner
+from model.generation.step import ModelRunner, eval_mode
 from parallel.layout import ALIGNMENTS, build_flat_linear_layout
 from parallel.masks import check_mask_mode
 from parallel.sampling import SamplingParams
@@ -99,21 +103,6 @@ def _default_stride(model, runner: ModelRunner) -> int:
     if isinstance(pm, dict) and pm.get("branch_stride"):
         return int(pm["branch_stride"])
     return int(getattr(cfg, "branch_stride", None) or 128)
-
-
-@contextlib.contextmanager
-def eval_mode(model):
-    """The model in eval mode for the block. eval() / train() walk every module (~1 ms): both are
-    skipped when nothing is in training mode."""
-    switch = any(m.training for m in model.modules())
-    was_training = model.training
-    if switch:
-        model.eval()
-    try:
-        yield
-    finally:
-        if switch:
-            model.train(was_training)
 
 
 class ParallelGenerator:
@@ -151,13 +140,12 @@ class ParallelGenerator:
 
     # --- samples ---------------------------------------------------------------------------------
 
-    def session(self, *, stream_text: bool = True, seed: int | None = None) -> GenerationSession:
+    def session(self, *, stream_text: bool = True) -> GenerationSession:
         """A new `GenerationSession` on this generator's model (see the module docstring).
 
         stream_text: decode text incrementally for the step events (otherwise only with stop strings).
-        seed: seeds the session's random stream (None: a random seed).
         """
-        return GenerationSession(self, stream_text=stream_text, seed=seed)
+        return GenerationSession(self, stream_text=stream_text)
 
     def shared_prompt_sample(self, prompt: str | Sequence[int], n: int) -> dict:
         """n branches that all continue one prompt: `{"main": prompt[:-1], "branches": [prompt[-1:]] * n}`.
@@ -170,8 +158,11 @@ class ParallelGenerator:
             raise ValueError(f"shared_prompt_sample: needs a non-empty prompt and n >= 1 (got {len(ids)} tokens, n={n})")
         return {"main": ids[:-1], "branches": [ids[-1:] for _ in range(n)]}
 
-    def tokenize_sample(self, sample, index: int, stride: int) -> dict:
-        """The sample with every text replaced by its token ids, checked by laying it out alone."""
+    def tokenize_sample(self, sample, index: int, stride: int):
+        """-> (the sample with every text replaced by its token ids, its layout alone at branch stride 1).
+
+        Laying it out checks it (every error names the sample); the layout is reused when the
+        sample is prefilled on its own."""
         if not isinstance(sample, dict) or not isinstance(sample.get("branches"), (list, tuple)) or not sample["branches"]:
             raise ValueError(f"sample {index}: field 'branches' must be a non-empty list")
         tok = self.tokenizer
@@ -191,14 +182,14 @@ class ParallelGenerator:
             branches.append(br if isinstance(br, dict) else ids(br))
         out["branches"] = branches
         try:
-            lay = build_flat_linear_layout(tok, [out], branch_stride=max(stride, 1), align_to=self.align_to)
+            lay = build_flat_linear_layout(tok, [out], branch_stride=1, align_to=self.align_to)
         except ValueError as e:
             raise ValueError(str(e).replace("sample 0", f"sample {index}", 1)) from None
         if stride and not self.runner.takes_2d_positions and bool((lay.pos2d[..., 0] != 0).any()):
             raise ValueError(f"sample {index}: this model takes 1D positions only (it is not patched with 2D RoPE), "
                              "so every branch coordinate must be 0: use branch_stride 0 with the isolated mask "
                              "(prefix sharing)")
-        return out
+        return out, lay
 
     @staticmethod
     def branch_params(sampling, n: int, index: int) -> list[SamplingParams]:
@@ -256,7 +247,8 @@ class ParallelGenerator:
         sampling: one `SamplingParams` for all, one per sample, or per sample a list with one per branch.
         eos_token_ids: None = the tokenizer's EOS and `<|im_end|>`; an empty list = never stop on a token.
         max_new_tokens: default limit (a branch's `SamplingParams.max_new_tokens` overrides it).
-        seed: seeds the random stream used for sampling (default: the first seed in `sampling`).
+        seed: the j-th branch of the call (counted over all samples, in order) samples from its own
+            stream seeded `seed + j` (default: the first seed in `sampling`; none: random seeds).
         on_step(step, events): called after every sampling step (step 0 samples from the prompt).
         """
         if not isinstance(samples, (list, tuple)) or not samples:
@@ -271,10 +263,12 @@ class ParallelGenerator:
         params = [self.branch_params(s, len(smp["branches"]), i) for i, (s, smp) in enumerate(zip(sampling, samples))]
         if seed is None:
             seed = next((p.seed for ps in params for p in ps if p.seed is not None), None)
-        session = self.session(stream_text=on_step is not None, seed=seed)
+        session = self.session(stream_text=on_step is not None)
+        offsets = [sum(len(ps) for ps in params[:i]) for i in range(len(params))]
         handles = [session.add(smp, ps, max_new_tokens=max_new_tokens, stop_strings=stop_strings,
-                               eos_token_ids=eos_token_ids, return_step_logits=return_step_logits)
-                   for smp, ps in zip(samples, params)]
+                               eos_token_ids=eos_token_ids, seed=None if seed is None else seed + off,
+                               return_step_logits=return_step_logits)
+                   for smp, ps, off in zip(samples, params, offsets)]
         step = 0
         with eval_mode(self.model):
             while not session.idle:

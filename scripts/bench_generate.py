@@ -19,6 +19,10 @@ Shared-context workload: one 512-token context + 8 questions of ~12 tokens, --ne
 ``columnar`` / ``isolated`` = one sample ``{"main": context, "branches": questions}`` (the context is
 prefilled once), ``batched`` = 8 sequences ``context + question`` left-padded through `model.generate`.
 
+Continuous batching: 8 one-branch isolated samples, sample i joining a running `GenerationSession`
+before decode step 8 i (``joining``), against the same 8 added at once (``together``) and one at a time
+(``sequential_engine``).
+
 Each repeat runs every row once, alternating rows (the order rotates per repeat), after one warm-up
 run of each row; a timed run of a short row repeats the call until --min_tokens tokens were generated
 (N = 1: 4 calls) and counts the time per call. Reported: generated tokens/s (N x new_tokens / wall time, prefill included), median
@@ -229,6 +233,37 @@ def bench_shared(model, device, context_len, n_questions, question_len, new_toke
     return res
 
 
+def session_generate(gen, prompts: list[list[int]], new_tokens: int, gap: int) -> list[list[int]]:
+    """Continuous batching: prompt i joins a running session before decode step i * gap."""
+    session = gen.session(stream_text=False)
+    handles, step = [], 0
+    while len(handles) < len(prompts) or not session.idle:
+        while len(handles) < len(prompts) and len(handles) * gap <= step:
+            handles.append(session.add({"branches": [prompts[len(handles)]]}, eos_token_ids=[],
+                                       max_new_tokens=new_tokens))
+        session.step()
+        step += 1
+    assert all(h.result.branches[0].num_new_tokens == new_tokens for h in handles)
+    return [h.result.branches[0].token_ids for h in handles]
+
+
+def bench_joining(model, device, n, new_tokens, repeats, prompt_len, seed, gap) -> dict:
+    from model.parallel_generation import ParallelGenerator
+
+    prompts = make_prompts(n, *prompt_len, model.config.vocab_size, seed + 100)
+    isolated = ParallelGenerator(model, None, mask_mode="isolated")
+    rows = {
+        "joining": lambda: session_generate(isolated, prompts, new_tokens, gap),
+        "together": lambda: session_generate(isolated, prompts, new_tokens, 0),
+        "sequential_engine": lambda: [engine_generate(isolated, {"branches": [x]}, new_tokens)[0] for x in prompts],
+    }
+    times, outputs = run_rows(rows, repeats, device)
+    res: dict = {name: summarise(t, n * new_tokens) for name, t in times.items()}
+    res["config"] = {"samples": n, "joins_every_steps": gap, "new_tokens": new_tokens}
+    res["agreement"] = {"joining_vs_sequential_engine": agreement(outputs["joining"], outputs["sequential_engine"])}
+    return res
+
+
 def ratios(branches: dict, shared: dict) -> dict:
     def r(a: float, b: float) -> float:
         return round(a / b, 3)
@@ -311,9 +346,16 @@ def main(argv=None) -> int:
         branches = bench_branches(model, device, ns, new_tokens, repeats, prompt_len, args.seed,
                                   0 if quick else args.min_tokens)
         shared = {} if args.no_shared else bench_shared(model, device, *shared_cfg, new_tokens, repeats, args.seed)
+        joining = bench_joining(model, device, 2 if quick else 8, new_tokens, repeats, prompt_len, args.seed,
+                                2 if quick else 8)
     result["branches"] = branches
     result["shared_context"] = shared
+    result["continuous"] = joining
     result["ratios"] = rat = ratios(branches, shared)
+    rat["continuous_joining_vs_together"] = round(joining["joining"]["tokens_per_s"] /
+                                                  joining["together"]["tokens_per_s"], 3)
+    rat["continuous_joining_vs_sequential"] = round(joining["joining"]["tokens_per_s"] /
+                                                    joining["sequential_engine"]["tokens_per_s"], 3)
     result["targets_met"] = targets_met(rat, str(max(ns)) if max(ns) == 16 else "16")
     result["env"]["loadavg_end"] = loadavg()
     result["env"]["wall_s"] = round(time.perf_counter() - t0, 1)

@@ -9,6 +9,15 @@ Run from the repo root (see README.md, "3. Parallel Inference"):
     python scripts/parallel_generate.py --mode pretrain --prompts_file prompts.jsonl --model_path out/pretrain_512.pth \\
         --out_path out/results.jsonl
     python scripts/parallel_generate.py --hf_base_model <qwen folder> --lora_path out/lora/hf_lora.pth --prompts ...
+    python scripts/parallel_generate.py --mode pretrain --hf_base_model <any causal LM folder> --mask isolated \
+        --branch_stride 0 --prompts_file shared.jsonl    # {"main": context, "branches": [questions]}
+
+--branch_stride 0 is prefix sharing (isolated mask only): each sample's main is prefilled once and every
+branch continues it with plain 1D positions, so any base model answers each question exactly as causal
+decoding of "context + question" would. Non-zero branch coordinates (the checkpoint's stride, columnar
+decoding) need a model tuned for them: an untuned base model cannot tell the branches apart and mixes
+them up. With --do_sample and --seed s, the j-th branch of the run samples with seed s + j, whatever
+--batch_groups is.
 
 The checkpoint carries its own config (hidden size, layers, ratio, stride...); flags that contradict it are
 errors. --out_path writes one JSON record per branch ({"sample", "branch", "main", "prompt", "response",
@@ -28,11 +37,11 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.loading import legacy_config_factory, load_parallel_model, shape_flags
-from model.parallel_generation import ParallelGenerator
+from model.parallel_generation import ParallelGenerator, check_branch_stride
 from parallel.sampling import SamplingParams
 from parallel_data.io import AtomicJsonlWriter, DataError
 from parallel_data.prompts import collect_groups, render_group
-from trainer.args import positive_int, ratio, str2bool
+from trainer.args import nonneg_int, positive_int, ratio, str2bool
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,7 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--pe", choices=["rope", "fpe"], default=None)
     g.add_argument("--rope_2d_ratio", type=ratio, default=None)
     g.add_argument("--rope_2d_scheme", choices=["additive", "reference"], default=None)
-    g.add_argument("--branch_stride", type=positive_int, default=None)
+    g.add_argument("--branch_stride", type=nonneg_int, default=None,
+                   help="0 = prefix sharing (--mask isolated only): the main is prefilled once and every branch "
+                        "continues it with plain 1D positions, which any base model decodes exactly as causal "
+                        "decoding of main + branch; non-zero branch coordinates need a model tuned for them")
     g.add_argument("--hidden_size", type=positive_int, default=None)
     g.add_argument("--num_hidden_layers", type=positive_int, default=None)
     g.add_argument("--num_attention_heads", type=positive_int, default=None)
@@ -130,11 +142,12 @@ class StreamView:
 def print_layout(tokenizer, sample: dict, stride: int, align: str) -> None:
     from parallel.layout import build_flat_linear_layout
 
-    lay = build_flat_linear_layout(tokenizer, [sample], branch_stride=stride, align_to=align)
+    lay = build_flat_linear_layout(tokenizer, [sample], branch_stride=max(stride, 1), align_to=align)
+    coord = lay.pos2d[0, :, 0] * stride // max(stride, 1)  # stride 0: every coordinate is 0
     print("flat  branch  coord  time  token")
     for i in range(int(lay.attention_mask[0].sum())):
         tok = tokenizer.decode([int(lay.input_ids[0, i])]).replace("\n", "\\n")
-        print(f"{i:4d}  {int(lay.branch_ids[0, i]):6d}  {int(lay.pos2d[0, i, 0]):5d}  {int(lay.time_ids[0, i]):4d}  "
+        print(f"{i:4d}  {int(lay.branch_ids[0, i]):6d}  {int(coord[i]):5d}  {int(lay.time_ids[0, i]):4d}  "
               f"{tok!r}")
 
 
@@ -146,6 +159,9 @@ def default_model_path(args) -> str:
 def run(args) -> int:
     if args.max_new_tokens < 0:
         raise ValueError("--max_new_tokens must be >= 0")
+    prefix_sharing = args.branch_stride == 0
+    if prefix_sharing:
+        check_branch_stride(0, args.mask_mode)
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                             repetition_penalty=args.repetition_penalty, do_sample=args.do_sample)
     use_template = args.chat_template or (args.mode == "sft" and not args.no_chat_template)
@@ -159,7 +175,7 @@ def run(args) -> int:
                                  lora_rank=args.lora_rank, tokenizer_path=args.tokenizer, device=device,
                                  dtype=args.dtype, legacy_config=legacy_config_factory(args), expect=shape_flags(args),
                                  rope_2d_ratio=args.rope_2d_ratio, rope_2d_scheme=args.rope_2d_scheme,
-                                 branch_stride=args.branch_stride, pe=args.pe)
+                                 branch_stride=None if prefix_sharing else args.branch_stride, pe=args.pe)
     tok = loaded.tokenizer
     samples = [render_group(p, tok, use_template) for p in prompts]
     for p, s in zip(prompts, samples):
@@ -169,12 +185,12 @@ def run(args) -> int:
             if n > args.max_prompt_length:
                 raise ValueError(f"{p.source}: branch {k} has {n} prompt tokens, more than --max_prompt_length "
                                  f"{args.max_prompt_length}")
-    gen = ParallelGenerator(loaded.model, tok, mask_mode=args.mask_mode, branch_stride=loaded.branch_stride,
-                            align_to=args.align_to)
+    stride = 0 if prefix_sharing else loaded.branch_stride
+    gen = ParallelGenerator(loaded.model, tok, mask_mode=args.mask_mode, branch_stride=stride, align_to=args.align_to)
     if args.print_layout:
-        print_layout(tok, samples[0], loaded.branch_stride, args.align_to)
+        print_layout(tok, samples[0], stride, args.align_to)
     print(f"model {loaded.source} ({loaded.kind}, pe={loaded.pe}, scheme={loaded.rope_2d_scheme}, "
-          f"ratio={loaded.rope_2d_ratio}, stride={loaded.branch_stride}); {len(prompts)} sample(s), "
+          f"ratio={loaded.rope_2d_ratio}, stride={stride}); {len(prompts)} sample(s), "
           f"{sum(len(p.branches) for p in prompts)} branch(es), mask {args.mask_mode}", file=sys.stderr)
     t0, n_tokens = time.perf_counter(), 0
     with contextlib.ExitStack() as stack:
@@ -196,8 +212,9 @@ def run(args) -> int:
                         if e.text:
                             view.update(offsets[e.sample] + e.branch, e.text)
                     view.render()
+            seed = args.seed + sum(len(s["branches"]) for s in samples[:start])  # branch j of the run: seed + j
             results = gen.generate(batch, params, stop_strings=args.stop, max_new_tokens=args.max_new_tokens,
-                                   seed=args.seed, on_step=on_step)
+                                   seed=seed, on_step=on_step)
             if view is not None:
                 view.render(force=True)
             for i, (p, res) in enumerate(zip(batch_prompts, results)):

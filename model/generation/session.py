@@ -3,7 +3,7 @@
     session = gen.session()                          # gen: a model.parallel_generation.ParallelGenerator
     a = session.add({"main": "Context ...", "branches": ["Q1", "Q2"]}, SamplingParams(), max_new_tokens=32)
     events = session.step()                          # the prefill of `a`: first tokens of its branches
-    b = session.add({"branches": ["Another prompt"]}, SamplingParams(do_sample=True), seed=7)
+    b = session.add({"branches": ["Another prompt"]}, SamplingParams(do_sample=True), seed=7)  # branch i: seed 7 + i
     while not session.idle:
         for e in session.step():                     # StepToken(sample, branch, token_id, text, finish_reason)
             ...
@@ -27,7 +27,7 @@ import torch
 
 from model.generation.masks import rows_attention_mask
 from model.generation.state import BranchState, DecodeBatch, prompt_by_time, prompt_seen
-from model.generation.step import StepInputs, StepSampling, decode_step
+from model.generation.step import StepInputs, StepSampling, decode_step, eval_mode
 from model.generation.text import IncrementalDecoder
 from model.generation.window import DecodeWindow
 from model.kv_cache import GrowingCache
@@ -89,6 +89,7 @@ class _Request:
 
     handle: SampleHandle
     tokens: dict  # the sample with every text replaced by its token ids
+    layout: object  # its layout alone, at branch stride 1 (parallel.layout.BatchLayout)
     params: list[SamplingParams]
     isolated: bool
     sync: bool
@@ -98,7 +99,7 @@ class _Request:
 class GenerationSession:
     """A running batch that samples join and leave (see the module docstring). Made by `ParallelGenerator.session`."""
 
-    def __init__(self, gen, *, stream_text: bool = True, seed: int | None = None):
+    def __init__(self, gen, *, stream_text: bool = True):
         self.gen = gen
         self.stream_text = stream_text
         self._pending: list[_Request] = []
@@ -106,11 +107,6 @@ class GenerationSession:
         self._batch: DecodeBatch | None = None
         self._window: DecodeWindow | None = None
         self._next_id = 0
-        self._generator = torch.Generator(device=gen.device)
-        if seed is not None:
-            self._generator.manual_seed(seed)
-        else:
-            self._generator.seed()
 
     # --- public API ----------------------------------------------------------------------------------
 
@@ -126,14 +122,16 @@ class GenerationSession:
 
     def add(self, sample: dict, sampling: SamplingParams | Sequence[SamplingParams] | None = None, *,
             max_new_tokens: int = 128, stop_strings: Sequence[str] = (), eos_token_ids: int | Sequence[int] | None = None,
-            mask_mode: str | None = None, branch_stride: int | None = None,
+            seed: int | None = None, mask_mode: str | None = None, branch_stride: int | None = None,
             return_step_logits: bool = False) -> SampleHandle:
         """Queue a sample `{"main"?, "branches"}`; it is prefilled by the next `step()`.
 
         sampling: one `SamplingParams` for every branch or one per branch. max_new_tokens: default limit
         (a branch's `SamplingParams.max_new_tokens` overrides it). eos_token_ids: None = the tokenizer's
-        EOS and `<|im_end|>`; [] = never stop on a token. mask_mode / branch_stride: this sample's
-        (default: the generator's; stride 0 = prefix sharing, isolated only).
+        EOS and `<|im_end|>`; [] = never stop on a token. seed: branch i samples from its own stream
+        seeded `seed + i` (default: the first `SamplingParams.seed`; none: random), so its tokens never
+        depend on what else is in the batch. mask_mode / branch_stride: this sample's (default: the
+        generator's; stride 0 = prefix sharing, isolated only).
         """
         gen, sid = self.gen, self._next_id
         mode = check_mask_mode(mask_mode or gen.mask_mode)
@@ -144,24 +142,31 @@ class GenerationSession:
             raise ValueError("stop_strings need a tokenizer")
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        tokens = gen.tokenize_sample(sample, sid, stride)
+        tokens, layout = gen.tokenize_sample(sample, sid, stride)
         params = gen.branch_params(sampling, len(tokens["branches"]), sid)
         eos = frozenset(gen.eos_ids(eos_token_ids))
         decode = gen.tokenizer is not None and (bool(stops) or self.stream_text)
+        if seed is None:
+            seed = next((p.seed for p in params if p.seed is not None), None)
         branches = [BranchState(sid, k, max_new_tokens if p.max_new_tokens is None else p.max_new_tokens, eos, stops,
-                                IncrementalDecoder(gen.tokenizer) if decode else None, return_step_logits)
+                                IncrementalDecoder(gen.tokenizer) if decode else None, return_step_logits,
+                                None if p.greedy else self._stream(seed, k))
                     for k, p in enumerate(params)]
         handle = SampleHandle(sid, sample, branches)
-        self._pending.append(_Request(handle, tokens, params, mode == "isolated",
+        self._pending.append(_Request(handle, tokens, layout, params, mode == "isolated",
                                       mode == "columnar" or gen.runner.reads_flat_index, stride))
         self._next_id += 1
         return handle
 
     @torch.no_grad()
     def step(self) -> list[StepToken]:
-        """One forward: the prefill of the samples added since the last step, else one decode step."""
-        if self._pending:
-            return self._admit()
+        """One forward: the prefill of the samples added since the last step, else one decode step.
+
+        The model runs in eval mode for the step (and is switched back if it was training)."""
+        with eval_mode(self.gen.model):
+            return self._admit() if self._pending else self._decode()
+
+    def _decode(self) -> list[StepToken]:
         while self._batch is not None:
             if self._window is None or self._window.expired:
                 self._close_window()
@@ -169,7 +174,8 @@ class GenerationSession:
                 if self._window is None:
                     break
             win, batch = self._window, self._batch
-            sampling = self._sampling(batch, win.sample_f, win.params) if win.sample_f_list else None
+            sampling = self._sampling(batch, win.sample_f, win.sample_f_list, win.params) \
+                if win.sample_f_list else None
             logits, tokens = decode_step(self.gen.runner, win.inputs(), batch.cache, sampling)
             win.step_done()
             if tokens is None:
@@ -203,6 +209,15 @@ class GenerationSession:
                 self._batch = None
         self._finish(handle)
 
+    def _stream(self, seed: int | None, k: int) -> torch.Generator:
+        """Branch k's random stream: seeded `seed + k`, or randomly."""
+        g = torch.Generator(device=self.gen.device)
+        if seed is None:
+            g.seed()
+        else:
+            g.manual_seed(seed + k)
+        return g
+
     # --- admission -----------------------------------------------------------------------------------
 
     def _admit(self) -> list[StepToken]:
@@ -220,7 +235,7 @@ class GenerationSession:
             return []
         inputs, f_idx = self._prefill(new, lay)
         f_list = f_idx.tolist()
-        sampling = self._sampling(new, f_idx, new.params[f_idx]) if f_list else None
+        sampling = self._sampling(new, f_idx, f_list, new.params[f_idx]) if f_list else None
         logits, tokens = decode_step(self.gen.runner, inputs, new.cache, sampling)
         events = self._record(new, f_idx, f_list, tokens, logits)[0] if f_list else []
         if self._batch is None:
@@ -230,14 +245,17 @@ class GenerationSession:
         return events
 
     def _layout(self, requests: list[_Request]):
-        """One layout of the queued samples; each row's coordinates scaled by its own branch stride."""
+        """One layout of the queued samples, each row's coordinates at its own branch stride."""
         gen = self.gen
         strides = [r.stride for r in requests]
-        uniform = len(set(strides)) == 1 and strides[0] > 0
-        lay = build_flat_linear_layout(gen.tokenizer, [r.tokens for r in requests], pad_to=None,
-                                       branch_stride=strides[0] if uniform else 1, align_to=gen.align_to)
+        if len(requests) == 1:  # laid out already (at stride 1) when it was added
+            lay, built = requests[0].layout, 1
+        else:
+            built = strides[0] if len(set(strides)) == 1 and strides[0] > 0 else 1
+            lay = build_flat_linear_layout(gen.tokenizer, [r.tokens for r in requests], pad_to=None,
+                                           branch_stride=built, align_to=gen.align_to)
         lay = lay.to(gen.device)
-        if not uniform:
+        if built == 1 and any(s != 1 for s in strides):
             s = torch.tensor(strides, dtype=torch.long, device=gen.device)
             lay.pos2d[..., 0] *= s[:, None]
             lay.branch_coord = torch.where(lay.branch_coord >= 0, lay.branch_coord * s[:, None], lay.branch_coord)
@@ -318,8 +336,8 @@ class GenerationSession:
             if not bool(b.active.any()):
                 self._batch = None
                 return None
-            alive = (b.active | waiting).view(b.rows, b.width).any(dim=1)
-            if not bool(alive.all()):  # finished samples leave: their pad lanes would cost compute
+            alive = b.active.view(b.rows, b.width).any(dim=1)
+            if not bool(alive.all()):  # finished samples leave: their lanes would cost compute
                 keep = torch.nonzero(alive).squeeze(1)
                 feed = feed.view(b.rows, b.width)[keep].reshape(-1)
                 b.select_rows(keep)
@@ -335,8 +353,11 @@ class GenerationSession:
             self._window.commit()
             self._window = None
 
-    def _sampling(self, b: DecodeBatch, f_idx: torch.Tensor, params: SamplingTensors) -> StepSampling:
-        return StepSampling(params, seen=b.seen[f_idx] if b.seen is not None else None, generator=self._generator)
+    @staticmethod
+    def _sampling(b: DecodeBatch, f_idx: torch.Tensor, f_list: list[int], params: SamplingTensors) -> StepSampling:
+        """How branches `f_idx` sample: their settings, seen tokens and random streams."""
+        generators = None if params.all_greedy else [b.branches[f].generator for f in f_list]
+        return StepSampling(params, seen=b.seen[f_idx] if b.seen is not None else None, generators=generators)
 
     def _record(self, b: DecodeBatch, f_idx: torch.Tensor, f_list: list[int], tokens: torch.Tensor,
                 logits: torch.Tensor) -> tuple[list[StepToken], bool]:

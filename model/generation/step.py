@@ -1,12 +1,14 @@
 """`decode_step`: the only place the model runs while generating (prefill and decode steps alike).
 
 A step is pure apart from the KV cache it appends to: given the step's inputs and the sampling
-settings of the positions it samples, it returns their logits and the sampled tokens. Shapes are
-fixed within a decode window, which makes it the unit to hand to `torch.compile` or a CUDA graph.
+settings of the positions it samples, it returns their logits and the sampled tokens. Within a
+decode window only the token ids, the positions and the mask's key length change from step to
+step, which makes it the unit to hand to `torch.compile` or a CUDA graph.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -37,8 +39,23 @@ class StepSampling:
 
     params: SamplingTensors  # [N]
     seen: torch.Tensor | None = None  # [N, V] bool, for the repetition penalty
-    generator: torch.Generator | None = None  # one stream for every row ...
-    generators: list[torch.Generator | None] | None = None  # ... or one per row
+    generators: list[torch.Generator | None] | None = None  # each sampled row's own stream (None: all greedy)
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """The model in eval mode for the block. eval() / train() walk every module (~1 ms): both are
+    skipped when nothing is in training mode."""
+    switch = any(m.training for m in model.modules())
+    was_training = model.training
+    if switch:
+        model.eval()
+    try:
+        yield
+    finally:
+        if switch:
+            model.train(was_training)
+
 
 
 def split_head(model) -> tuple[torch.nn.Module | None, torch.nn.Module | None]:
@@ -115,6 +132,5 @@ def decode_step(runner: ModelRunner, inputs: StepInputs, cache, sampling: StepSa
     logits = runner(inputs, cache)
     if sampling is None:
         return logits, None
-    tokens = sample_next(logits, sampling.params, sampling.generator, seen=sampling.seen,
-                         generators=sampling.generators)
+    tokens = sample_next(logits, sampling.params, seen=sampling.seen, generators=sampling.generators)
     return logits, tokens
