@@ -27,7 +27,7 @@ import torch
 
 @dataclass
 class SamplingParams:
-    """Sampling settings of one branch (or of every branch of a group)."""
+    """Sampling settings of one branch (or of every branch of a sample)."""
 
     temperature: float = 1.0
     top_p: float = 1.0

@@ -27,7 +27,7 @@ Each repeat runs every row once, alternating rows (the order rotates per repeat)
 run of each row; a timed run of a short row repeats the call until --min_tokens tokens were generated
 (N = 1: 4 calls) and counts the time per call. Reported: generated tokens/s (N x new_tokens / wall time, prefill included), median
 over --repeats, and ratios of the medians. The JSON also holds an ``env`` block, the reference numbers
-of the earlier implementation and the targets from the issue, and ``agreement``: the share of
+of the public ParallelMind implementation and the project's targets, and ``agreement``: the share of
 generated tokens of the isolated engine that equal one-prompt-at-a-time decoding (greedy; they differ
 only on float near-ties), which shows the rows compute the same thing.
 
@@ -55,7 +55,7 @@ import torch
 
 from evaluation.benchmarking import emit_json, environment, loadavg
 
-# Numbers of the earlier implementation on the same kind of 2-core CPU machine (from the issue),
+# Numbers of the public ParallelMind implementation on the same kind of 2-core CPU machine,
 # tokens/s at N = 16 branches, 64 new tokens each.
 REFERENCE = {"columnar_n16_tokens_per_s": 215.0, "sequential_n16_tokens_per_s": 385.0,
              "batched_n16_tokens_per_s": 2380.0}

@@ -156,3 +156,17 @@ def test_bad_requests_are_clear_errors():
         session.add({"branches": [[4], [5]]}, [SamplingParams()])
     assert session.idle and session.num_rows == 0
     assert torch.is_grad_enabled()
+
+
+def test_steps_run_in_eval_mode_and_restore_training():
+    model = make_model("minimind", None)
+    gen = ParallelGenerator(model, None, mask_mode="isolated")
+    modes = []
+    hook = model.get_input_embeddings().register_forward_pre_hook(lambda mod, args: modes.append(mod.training))
+    model.train()
+    session = gen.session()
+    session.add({"branches": [[5, 6, 7]]}, eos_token_ids=NO_EOS, max_new_tokens=3)
+    while not session.idle:
+        session.step()
+    hook.remove()
+    assert modes == [False, False, False] and model.training and all(m.training for m in model.modules())
