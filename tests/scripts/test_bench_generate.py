@@ -37,6 +37,10 @@ def test_bench_generate_quick(tmp_path):
     for name in ("columnar", "isolated", "batched"):
         assert shared[name]["tokens_per_s"] > 0
         assert shared[name]["tokens"] == shared["config"]["questions"] * new_tokens
+    cont = res["continuous"]  # samples joining a running session
+    for name in ("joining", "together", "sequential_engine"):
+        assert cont[name]["tokens"] == cont["config"]["samples"] * new_tokens and cont[name]["tokens_per_s"] > 0
+    assert 0.0 <= cont["agreement"]["joining_vs_sequential_engine"] <= 1.0
     rat = res["ratios"]
     for key in ("columnar_vs_batched", "columnar_vs_sequential", "isolated_vs_batched", "isolated_vs_sequential"):
         assert set(rat[key]) == {"1", "2"} and all(v > 0 for v in rat[key].values())
