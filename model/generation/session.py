@@ -163,7 +163,7 @@ class GenerationSession:
         """One forward: the prefill of the samples added since the last step, else one decode step.
 
         The model runs in eval mode for the step (and is switched back if it was training)."""
-        with eval_mode(self.gen.model):
+        with eval_mode(self.gen.model, every_module=False):
             return self._admit() if self._pending else self._decode()
 
     def _decode(self) -> list[StepToken]:

@@ -43,10 +43,11 @@ class StepSampling:
 
 
 @contextlib.contextmanager
-def eval_mode(model):
-    """The model in eval mode for the block. eval() / train() walk every module (~1 ms): both are
-    skipped when nothing is in training mode."""
-    switch = any(m.training for m in model.modules())
+def eval_mode(model, *, every_module: bool = True):
+    """The model in eval mode for the block, its modes restored after. Walking the modules costs
+    ~1 ms, so nothing is switched when nothing is in training mode, and `every_module=False` (once
+    per decode step) looks at the top module's flag only."""
+    switch = any(m.training for m in model.modules()) if every_module else model.training
     was_training = model.training
     if switch:
         model.eval()
