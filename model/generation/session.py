@@ -41,7 +41,7 @@ FINISH_REASONS = ("eos", "stop", "length", "cancelled")
 CAPACITY_STEPS = 256
 
 
-@dataclass
+@dataclass(slots=True)
 class StepToken:
     """One branch's event in one step (what `step()` returns and `generate(on_step=...)` receives)."""
 
@@ -158,13 +158,14 @@ class GenerationSession:
         self._next_id += 1
         return handle
 
-    @torch.no_grad()
     def step(self) -> list[StepToken]:
         """One forward: the prefill of the samples added since the last step, else one decode step.
 
         The model runs in eval mode for the step (and is switched back if it was training)."""
-        with eval_mode(self.gen.model, every_module=False):
-            return self._admit() if self._pending else self._decode()
+        if self.gen.model.training or torch.is_grad_enabled():  # not the hot path of generate()
+            with torch.no_grad(), eval_mode(self.gen.model, every_module=False):
+                return self._admit() if self._pending else self._decode()
+        return self._admit() if self._pending else self._decode()
 
     def _decode(self) -> list[StepToken]:
         while self._batch is not None:
@@ -365,11 +366,11 @@ class GenerationSession:
         if b.seen is not None:
             b.seen[f_idx, tokens] = True
         b.last_tok[f_idx] = tokens
-        events, done = [], []
+        events, done, branches = [], [], b.branches
         for i, (f, t) in enumerate(zip(f_list, tokens.tolist())):
-            st = b.branches[f]
+            st = branches[f]
             text = st.accept(t, logits[i])
-            if st.finished:
+            if st.finish is not None:
                 done.append(f)
             events.append(StepToken(st.sample, st.branch, t, text, st.finish))
         if done:

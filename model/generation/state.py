@@ -19,7 +19,7 @@ from model.kv_cache import GrowingCache
 from parallel.sampling import SamplingTensors
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class BranchState:
     """One branch's decoding state on the Python side: its tokens, its text, why it finished."""
 
@@ -50,16 +50,18 @@ class BranchState:
         """Record one sampled token; -> the text that became final ("" while it may begin a stop string)."""
         if self.keep_logits:
             self.logits.append(logits.cpu())
-        text = ""
         if token in self.eos:
             self.finish = "eos"
-        else:
-            self.token_ids.append(token)
-            if self.decoder is not None:
-                text = self._advance_text(self.decoder.push(token))
-            if self.finish is None and len(self.token_ids) >= self.max_new:
+            return self._release() if self.decoder is not None else ""
+        self.token_ids.append(token)
+        if self.decoder is None:
+            if len(self.token_ids) >= self.max_new:
                 self.finish = "length"
-        if self.finish is not None and self.decoder is not None:
+            return ""
+        text = self._advance_text(self.decoder.push(token))
+        if self.finish is None and len(self.token_ids) >= self.max_new:
+            self.finish = "length"
+        if self.finish is not None:
             text += self._release()
         return text
 
