@@ -38,7 +38,8 @@ class DecodeWindow:
     """Inputs of up to `steps` decode steps with the same structure (see the module docstring).
 
     feed: `[B, width]` bool, the branches of `batch` fed in this window; remaining: the most tokens any
-    unfinished branch may still generate; mask_dtype: dtype of the step masks.
+    unfinished branch may still generate; mask_dtype: dtype of the step masks. The batch keeps its rows
+    while the window is open: the session commits the window before any sample joins or leaves.
     """
 
     def __init__(self, batch: DecodeBatch, feed: torch.Tensor, remaining: int, mask_dtype: torch.dtype):
