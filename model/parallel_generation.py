@@ -159,7 +159,8 @@ class ParallelGenerator:
         return {"main": ids[:-1], "branches": [ids[-1:] for _ in range(n)]}
 
     def tokenize_sample(self, sample, index: int, stride: int):
-        """-> (the sample with every text replaced by its token ids, its layout alone at branch stride 1).
+        """-> (the sample with every text replaced by its token ids, its layout alone at branch stride
+        `max(stride, 1)`).
 
         Laying it out checks it (every error names the sample); the layout is reused when the
         sample is prefilled on its own."""
@@ -182,7 +183,7 @@ class ParallelGenerator:
             branches.append(br if isinstance(br, dict) else ids(br))
         out["branches"] = branches
         try:
-            lay = build_flat_linear_layout(tok, [out], branch_stride=1, align_to=self.align_to)
+            lay = build_flat_linear_layout(tok, [out], branch_stride=max(stride, 1), align_to=self.align_to)
         except ValueError as e:
             raise ValueError(str(e).replace("sample 0", f"sample {index}", 1)) from None
         if stride and not self.runner.takes_2d_positions and bool((lay.pos2d[..., 0] != 0).any()):

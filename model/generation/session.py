@@ -89,7 +89,7 @@ class _Request:
 
     handle: SampleHandle
     tokens: dict  # the sample with every text replaced by its token ids
-    layout: object  # its layout alone, at branch stride 1 (parallel.layout.BatchLayout)
+    layout: object  # its layout alone (parallel.layout.BatchLayout) at branch stride max(stride, 1)
     params: list[SamplingParams]
     isolated: bool
     sync: bool
@@ -249,17 +249,17 @@ class GenerationSession:
         """One layout of the queued samples, each row's coordinates at its own branch stride."""
         gen = self.gen
         strides = [r.stride for r in requests]
-        if len(requests) == 1:  # laid out already (at stride 1) when it was added
-            lay, built = requests[0].layout, 1
+        if len(requests) == 1:  # laid out already when it was added
+            lay, built = requests[0].layout, max(strides[0], 1)
         else:
             built = strides[0] if len(set(strides)) == 1 and strides[0] > 0 else 1
             lay = build_flat_linear_layout(gen.tokenizer, [r.tokens for r in requests], pad_to=None,
                                            branch_stride=built, align_to=gen.align_to)
         lay = lay.to(gen.device)
-        if built == 1 and any(s != 1 for s in strides):
-            s = torch.tensor(strides, dtype=torch.long, device=gen.device)
-            lay.pos2d[..., 0] *= s[:, None]
-            lay.branch_coord = torch.where(lay.branch_coord >= 0, lay.branch_coord * s[:, None], lay.branch_coord)
+        if any(s != built for s in strides):  # built at stride 1 (or 1 for stride 0): scale each row
+            s = torch.tensor(strides, dtype=torch.long, device=gen.device)[:, None] // built
+            lay.pos2d[..., 0] *= s
+            lay.branch_coord = torch.where(lay.branch_coord >= 0, lay.branch_coord * s, lay.branch_coord)
         return lay
 
     def _new_rows(self, requests: list[_Request], lay) -> DecodeBatch:
@@ -268,14 +268,15 @@ class GenerationSession:
         B, W = len(requests), max(len(r.params) for r in requests)
         branches: list[BranchState | None] = [None] * (B * W)
         params = [SamplingParams()] * (B * W)
-        ids_l, bid_l = lay.input_ids.tolist(), lay.branch_ids.tolist()
         for row, r in enumerate(requests):
-            prompts: list[list[int]] = [[] for _ in r.params]
-            for t, b in zip(ids_l[row], bid_l[row]):
-                if b > 0:
-                    prompts[b - 1].append(t)
+            bid = lay.branch_ids[row]
+            own = bid > 0
+            order = torch.argsort(bid[own], stable=True)  # each branch's tokens together, in time order
+            flat = lay.input_ids[row][own][order].tolist()
+            ends = torch.bincount(bid[own], minlength=W + 1)[1:].cumsum(0).tolist()
             for k, (st, p) in enumerate(zip(r.handle.branches, r.params)):
-                branches[row * W + k], params[row * W + k], st.prompt_ids = st, p, prompts[k]
+                branches[row * W + k], params[row * W + k] = st, p
+                st.prompt_ids = flat[ends[k - 1] if k else 0:ends[k]]
         valid = (torch.arange(W, device=dev)[None, :] < lay.branch_counts[:, None]).reshape(-1)  # [B*W]
         limits = torch.tensor([st.max_new if st else 0 for st in branches], device=dev)
         for f in torch.nonzero(valid & (limits == 0)).squeeze(1).tolist():
