@@ -9,7 +9,6 @@ N questions}`` (the context prefilled once) and, one at a time, as the plain tex
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from model.parallel_generation import ParallelGenerator
 from parallel.sampling import SamplingParams
-from parallel_data.io import DataError, describe_type
+from parallel_data.io import DataError, check_input_file, describe_type, iter_jsonl
 
 
 @dataclass
@@ -40,26 +39,23 @@ class TaskRow:
 
 
 def read_tasks(path: str | Path) -> list[dict]:
-    out = []
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise FileNotFoundError(f"tasks file {p} does not exist (build it with scripts/build_demo_data.py)")
-    for no, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"malformed JSON ({e.msg})", path=p, line=no) from None
-        for f in ("prompt", "answer"):
-            if not isinstance(rec.get(f), str) or not rec[f].strip():
-                raise DataError(f"expected a non-empty string, got {describe_type(rec.get(f))}", path=p, line=no,
-                                field=f)
-        rec.setdefault("context", "")
-        rec.setdefault("kind", "task")
-        out.append(rec)
-    if not out:
-        raise DataError("is empty (no tasks)", path=p)
+    out = []
+    try:
+        for no, rec in iter_jsonl(check_input_file(p, "tasks file")):
+            for f in ("prompt", "answer"):
+                if not isinstance(rec.get(f), str) or not rec[f].strip():
+                    raise DataError(f"expected a non-empty string, got {describe_type(rec.get(f))}", path=p, line=no,
+                                    field=f)
+            rec.setdefault("context", "")
+            rec.setdefault("kind", "task")
+            out.append(rec)
+    except DataError as e:
+        if e.reason.startswith("is empty"):
+            raise DataError("is empty (no tasks)", path=p) from None
+        raise
     return out
 
 

@@ -330,13 +330,13 @@ def bench_train_step(args, device: torch.device) -> dict:
     def step_fn(model, opt, kind):
         def run() -> tuple[float, float]:
             t0 = time.perf_counter()
-            # the call trainer/evaluation.batch_loss makes: summed CE at the targets only, token-weighted
+            # the call trainer/loss.batch_loss makes: summed CE at the targets only, token-weighted
             if kind == "columnar":
                 mask = build_attention_mask(lay.time_ids, lay.branch_ids, "columnar")
-                kw = dict(attention_mask=mask, position_ids=pos, labels=lay.labels, token_mask=lay.attention_mask)
+                kw = dict(attention_mask=mask, position_ids=pos, labels=lay.labels, token_mask=lay.token_mask)
             elif kind == "flex":
                 mask = build_flex_block_mask(lay.time_ids, lay.branch_ids, "columnar")
-                kw = dict(attention_mask=mask, position_ids=pos, labels=lay.labels, token_mask=lay.attention_mask)
+                kw = dict(attention_mask=mask, position_ids=pos, labels=lay.labels, token_mask=lay.token_mask)
             else:
                 kw = dict(attention_mask=None, labels=flat_labels)
             _sync(device)
@@ -377,7 +377,7 @@ def bench_train_step(args, device: torch.device) -> dict:
                    "T": T, "tokens_per_step": B * T, "dtype": "bf16 autocast" if cuda else "fp32",
                    "optimizer": "AdamW", "warmup_steps": warmup, "measured_steps": steps,
                    "loss": "summed CE at the targets / number of targets (compute_logits=False, as in "
-                           "trainer/evaluation.batch_loss)",
+                           "trainer/loss.batch_loss)",
                    "targets_per_step": {"columnar": n_targets["columnar"], "causal_sdpa": n_targets["causal"]},
                    "order": "alternating " + ", ".join(rows),
                    "columnar_step_includes": "mask construction + forward + loss + backward + optimizer step"},

@@ -34,7 +34,7 @@ from parallel_data.parallel_dataset import ParallelPretrainDataset
 from parallel_data.stream import eval_batches
 from trainer.args import nonneg_int, positive_int, ratio, str2bool
 from trainer.distributed import cleanup, init_distributed
-from trainer.evaluation import evaluate_loss
+from trainer.loss import evaluate_loss
 
 
 def parse_args(argv=None) -> argparse.Namespace:

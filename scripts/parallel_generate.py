@@ -40,7 +40,7 @@ from model.loading import legacy_config_factory, load_parallel_model, shape_flag
 from model.parallel_generation import ParallelGenerator, check_branch_stride
 from parallel.sampling import SamplingParams
 from parallel_data.io import AtomicJsonlWriter, DataError
-from parallel_data.prompts import collect_groups, render_group
+from parallel_data.prompts import collect_samples, render_sample
 from trainer.args import nonneg_int, positive_int, ratio, str2bool
 
 
@@ -145,7 +145,7 @@ def print_layout(tokenizer, sample: dict, stride: int, align: str) -> None:
     lay = build_flat_linear_layout(tokenizer, [sample], branch_stride=max(stride, 1), align_to=align)
     coord = lay.pos2d[0, :, 0] * stride // max(stride, 1)  # stride 0: every coordinate is 0
     print("flat  branch  coord  time  token")
-    for i in range(int(lay.attention_mask[0].sum())):
+    for i in range(int(lay.token_mask[0].sum())):
         tok = tokenizer.decode([int(lay.input_ids[0, i])]).replace("\n", "\\n")
         print(f"{i:4d}  {int(lay.branch_ids[0, i]):6d}  {int(coord[i]):5d}  {int(lay.time_ids[0, i]):4d}  "
               f"{tok!r}")
@@ -165,7 +165,7 @@ def run(args) -> int:
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                             repetition_penalty=args.repetition_penalty, do_sample=args.do_sample)
     use_template = args.chat_template or (args.mode == "sft" and not args.no_chat_template)
-    prompts = collect_groups(args.prompts, args.prompts_file, branches_per_sample=args.branches_per_sample,
+    prompts = collect_samples(args.prompts, args.prompts_file, branches_per_sample=args.branches_per_sample,
                              split_bars=args.mode == "pretrain")
     model_path = args.model_path or (None if args.hf_base_model else default_model_path(args))
     import torch
@@ -177,7 +177,7 @@ def run(args) -> int:
                                  rope_2d_ratio=args.rope_2d_ratio, rope_2d_scheme=args.rope_2d_scheme,
                                  branch_stride=None if prefix_sharing else args.branch_stride, pe=args.pe)
     tok = loaded.tokenizer
-    samples = [render_group(p, tok, use_template) for p in prompts]
+    samples = [render_sample(p, tok, use_template) for p in prompts]
     for p, s in zip(prompts, samples):
         for k, b in enumerate(s["branches"]):
             n = len(tok(s["main"] + b, add_special_tokens=False)["input_ids"]) if s["main"] else \

@@ -99,7 +99,7 @@ def write_report(out_dir: Path, ckpt: Path, timings: dict) -> Path:
 Model: `{ckpt.relative_to(ROOT)}` (MiniMind {' '.join(MODEL[1::2])} = hidden, layers, heads, KV heads; 2D RoPE,
 additive scheme, columnar mask), trained for {summary.get('step', '?')} optimizer steps on samples of 1..16 branches
 with random branch slots out of 32 (so 32 branches at evaluation use coordinates seen in training)
-({summary.get('tokens_seen', 0):,} target tokens, {summary.get('wall_s', 0):.0f} s on this machine). Final held-out
+({summary.get('targets_seen', 0):,} target tokens, {summary.get('wall_s', 0):.0f} s on this machine). Final held-out
 validation loss: {summary.get('val_loss', float('nan')):.4f}.
 
 These numbers are measured, not asserted: a few minutes of CPU training gives a small model, so the
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
         n = mix_training_data(train_file, seed=1234)
         log(f"\ntraining data: {n} records (pretraining text + grouped task records) -> {train_file.relative_to(ROOT)}")
         stage("pretrain", lambda: run([py, "trainer/train_pretrain.py", "--data_path", str(train_file),
-                                       "--out_dir", str(out_dir), "--val_samples", "256", "--val_interval", "300",
+                                       "--out_dir", str(out_dir), "--overwrite", "--val_samples", "256", "--val_interval", "300",
                                        "--val_branches_per_sample", "8", *MODEL, *TRAIN], log))
     stage("loss vs branches", lambda: run([py, "scripts/eval_loss.py", "--model_path", str(ckpt), "--data_path",
                                            str(DATA / "pretrain_demo_val.jsonl"), "--eval_branches", BRANCHES_LOSS,

@@ -120,7 +120,7 @@ def main(argv=None) -> int:
             continue
         run_dir = out / name
         sh([py, "trainer/train_pretrain.py", "--data_path", "dataset/pretrain_demo.jsonl", "--out_dir", str(run_dir),
-            *MODEL, "--rope_2d_scheme", scheme, "--rope_2d_ratio", str(ratio), *flags, "--batch_size",
+            "--overwrite", *MODEL, "--rope_2d_scheme", scheme, "--rope_2d_ratio", str(ratio), *flags, "--batch_size",
             str(args.texts_per_step), "--max_seq_len", "160", "--learning_rate", "2e-3", "--warmup_iters", "30",
             "--max_steps", str(args.steps), "--log_interval", "50", "--save_interval", "100000", "--num_workers",
             "1", "--seed", "1234"])

@@ -108,12 +108,15 @@ def add_data_args(p: argparse.ArgumentParser, default_data: str) -> None:
     g.add_argument("--val_samples", type=nonneg_int, default=0, help="held-out records (seeded, same on every rank)")
     g.add_argument("--val_interval", type=nonneg_int, default=0, help="validate every N optimizer steps")
     g.add_argument("--val_interval_samples", type=nonneg_int, default=0, help="validate every N samples")
-    g.add_argument("--val_interval_tokens", type=nonneg_int, default=0, help="validate every N trained tokens")
+    g.add_argument("--val_interval_tokens", type=nonneg_int, default=0, help="validate every N target tokens")
     g.add_argument("--max_seq_len", type=positive_int, default=512,
                    help="tokens per branch: longer pretraining texts are split, longer conversations cut (counted)")
     g.add_argument("--tokenizer", "--tokenizer_path", dest="tokenizer", default=None,
                    help="tokenizer folder (default: the checkpoint's own, else the repo's model/)")
     g.add_argument("--num_workers", type=nonneg_int, default=1, help="DataLoader workers per rank")
+    g.add_argument("--strict_data", action="store_true",
+                   help="records that give no target token, or are cut at max_seq_len, are errors (default: "
+                        "counted and reported with file and line)")
 
 
 def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float, wandb_project: str) -> None:
@@ -140,6 +143,11 @@ def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int, 
     g.add_argument("--log_interval", type=positive_int, default=100, help="optimizer steps between log lines")
     g.add_argument("--save_interval", type=positive_int, default=100, help="optimizer steps between checkpoints")
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint + resume state in out_dir")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace this stage's checkpoint in out_dir (without it, an existing one stops the run)")
+    g.add_argument("--resume_override", action="append", default=[], metavar="KEY",
+                   help="with --resume: accept a changed setting (a flag name, e.g. learning_rate) or changed "
+                        "training data ('data'); repeatable, each one logged")
     g.add_argument("--init_weight", default=None,
                    help="start from these weights (a .pth checkpoint); 'none' trains from scratch")
     g.add_argument("--use_wandb", action="store_true")

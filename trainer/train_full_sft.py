@@ -22,9 +22,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 from parallel_data.parallel_dataset import ParallelSFTDataset
 from trainer.args import add_branch_args, add_data_args, add_model_args, add_train_args
 from trainer.engine import run
-from trainer.minimind import minimind_stage, stem_from_args
-
-STAGE = "full_sft"
+from trainer.minimind import MiniMindStage, stem_from_args
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,20 +37,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_dataset(args, tokenizer):
-    return ParallelSFTDataset(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
-                              hf_subset=args.hf_subset, hf_split=args.hf_split, max_samples=args.max_samples,
-                              max_seq_len=args.max_seq_len, val_samples=args.val_samples, seed=args.seed,
-                              fmt=args.format)
+class SFTStage(MiniMindStage):
+    """Cross-entropy on the assistant turns (the dataset's labels), warm-started from the pretrained model."""
+
+    name = "full_sft"
+
+    def default_init(self, args) -> str | None:
+        return str(Path(args.out_dir) / f"{stem_from_args('pretrain', args)}.pth")
+
+    def build_dataset(self, args, tokenizer):
+        return ParallelSFTDataset(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
+                                  hf_subset=args.hf_subset, hf_split=args.hf_split, max_samples=args.max_samples,
+                                  max_seq_len=args.max_seq_len, val_samples=args.val_samples, seed=args.seed,
+                                  fmt=args.format, strict_data=args.strict_data)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.chunk_length:
         raise SystemExit("--chunk-length (token packing) is for pretraining; SFT keeps conversations whole")
-    # default warm start: {out_dir}/pretrain_{hidden}[_moe].pth
-    return run(args, minimind_stage(STAGE, build_dataset,
-                                    lambda a: str(Path(a.out_dir) / f"{stem_from_args('pretrain', a)}.pth")))
+    return run(args, SFTStage())
 
 
 if __name__ == "__main__":

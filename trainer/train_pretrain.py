@@ -8,7 +8,8 @@ Run from the repo root (see README.md, "1. Pre-training"):
     torchrun --nproc_per_node 8 trainer/train_pretrain.py ... --ddp
 
 Writes {out_dir}/pretrain_{hidden}[_moe].pth (self-contained checkpoint), a resume state next to it
-and {out_dir}/pretrain_{hidden}[_moe]_metrics.jsonl. Everything generic lives in trainer/engine.py.
+and {out_dir}/pretrain_{hidden}[_moe]_metrics.jsonl. An existing checkpoint there is continued with
+--resume or replaced with --overwrite, never silently. Everything generic lives in trainer/engine/.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 from parallel_data.parallel_dataset import ParallelPretrainDataset
 from trainer.args import add_branch_args, add_data_args, add_model_args, add_train_args
 from trainer.engine import run
-from trainer.minimind import minimind_stage
-
-STAGE = "pretrain"
+from trainer.minimind import MiniMindStage
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,16 +37,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_dataset(args, tokenizer):
-    return ParallelPretrainDataset(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
-                                   hf_subset=args.hf_subset, hf_split=args.hf_split, text_column=args.text_column,
-                                   max_samples=args.max_samples, chunk_length=args.chunk_length,
-                                   max_seq_len=args.max_seq_len, val_samples=args.val_samples, seed=args.seed)
+class PretrainStage(MiniMindStage):
+    """Next-token cross-entropy on every token of every branch (the engine's default loss)."""
+
+    name = "pretrain"
+
+    def build_dataset(self, args, tokenizer):
+        return ParallelPretrainDataset(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
+                                       hf_subset=args.hf_subset, hf_split=args.hf_split, text_column=args.text_column,
+                                       max_samples=args.max_samples, chunk_length=args.chunk_length,
+                                       max_seq_len=args.max_seq_len, val_samples=args.val_samples, seed=args.seed,
+                                       strict_data=args.strict_data)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    return run(args, minimind_stage(STAGE, build_dataset))
+    return run(parse_args(argv), PretrainStage())
 
 
 if __name__ == "__main__":

@@ -117,8 +117,7 @@ def full_recompute_error(model, samples, results, mode, align_to, eager) -> floa
     rebuilt = []
     for b, (smp, g) in enumerate(zip(samples, results)):
         main = smp.get("main") or []
-        meta = lay.metadata[b]
-        start = dict(zip(meta.branch_ids, meta.branch_start_y))
+        start = lay.branch_start_time[b].tolist()  # by branch id
         branches = []
         for k, r in enumerate(g.branches):
             # a branch feeds every token it generated except a final one that ended it by length / stop

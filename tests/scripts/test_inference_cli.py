@@ -163,26 +163,44 @@ def test_eval_loss_hf_model_with_lora(tmp_path, val_file, tiny_tokenizer):
                            "--out_prefix", str(tmp_path / "x")]) == 2
 
 
-def test_model_lora_file_round_trip(tmp_path, tiny_tokenizer):
+@pytest.mark.parametrize("fmt", ["safetensors", "pth", "seed_pth"])
+def test_model_lora_file_round_trip(tmp_path, tiny_tokenizer, fmt):
+    """Files of the earlier `model_lora` (keys `<module>.lora.A.weight` / `.lora.B.weight` on the square layers,
+    rank/alpha metadata; the seed's files without it: scaling 1) load through --lora_path and compute
+    W x + (alpha / r) B A x: checked against the base model with the update merged into its weights by hand."""
+    from safetensors.torch import save_file
+
     from model.loading import load_parallel_model
-    from model.model_lora import apply_lora, save_lora
 
     base = build_tiny_hf("llama", tmp_path / "llama", vocab_size=len(tiny_tokenizer))
     tiny_tokenizer.save_pretrained(str(base))
     ref = load_parallel_model(hf_base_model=str(base)).model
-    names = apply_lora(ref, rank=4)
-    assert names and all(n.endswith(("q_proj", "o_proj")) for n in names)  # the square layers under GQA
+    rank, alpha = 4, (8.0 if fmt != "seed_pth" else 4.0)
+    g = torch.Generator().manual_seed(0)
+    sd = {}
     with torch.no_grad():
-        for n, p in ref.named_parameters():
-            if ".lora." in n:
-                p.normal_(0, 0.05)
-    save_lora(ref, tmp_path / "l.safetensors")
-    loaded = load_parallel_model(hf_base_model=str(base), lora_path=str(tmp_path / "l.safetensors"), lora_rank=4)
+        for name, m in ref.named_modules():
+            if isinstance(m, torch.nn.Linear) and m.in_features == m.out_features and name != "lm_head":
+                a = torch.randn(rank, m.in_features, generator=g) * 0.05
+                b = torch.randn(m.out_features, rank, generator=g) * 0.05
+                sd[f"{name}.lora.A.weight"], sd[f"{name}.lora.B.weight"] = a, b
+                m.weight += (alpha / rank) * (b @ a)
+    assert sd and all(k.split(".")[-4] in ("q_proj", "o_proj") for k in sd)  # the square layers under GQA
+    path = tmp_path / ("l.safetensors" if fmt == "safetensors" else "l.pth")
+    if fmt == "safetensors":
+        save_file(sd, str(path), metadata={"rank": str(rank), "alpha": str(alpha)})
+    elif fmt == "pth":
+        torch.save({**sd, "__lora_meta__": {"rank": str(rank), "alpha": str(alpha)}}, path)
+    else:
+        torch.save(sd, path)
+    loaded = load_parallel_model(hf_base_model=str(base), lora_path=str(path), lora_rank=4)
     ids = torch.randint(3, 200, (1, 9))
     pos = torch.stack([torch.zeros(1, 9, dtype=torch.long), torch.arange(9)[None]], -1)
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(ids, position_ids=pos, use_cache=True).logits,
-                                   ref(ids, position_ids=pos, use_cache=True).logits)
+                                   ref(ids, position_ids=pos, use_cache=True).logits, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="rank \\[4\\], but --lora_rank 8"):
+        load_parallel_model(hf_base_model=str(base), lora_path=str(path), lora_rank=8)
 
 
 def test_eval_tasks_parallel_vs_sequential(ckpt, tmp_path):
