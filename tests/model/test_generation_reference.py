@@ -33,6 +33,7 @@ def test_fixture_is_small_and_complete(reference):
     assert finishes == {"eos", "stop", "length"}
 
 
+@pytest.mark.slow
 def test_engine_reproduces_the_reference(reference, models, tiny_tokenizer):
     assert tokenizer_digest(tiny_tokenizer) == reference["tokenizer_sha"], "the tiny tokenizer changed"
     exact = platform_probe(models) == reference["probe"]
