@@ -91,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
     gen = ParallelGenerator(loaded.model, loaded.tokenizer, mask_mode=args.mask_mode,
                             branch_stride=loaded.branch_stride, align_to=args.align_to)
     report = evaluate_tasks(gen, tasks, args.branches, max_tasks=args.max_tasks, max_new_tokens=args.max_new_tokens,
-                            batch_groups=args.batch_groups, log=lambda m: print(m, flush=True))
+                            batch_samples=args.batch_groups, log=lambda m: print(m, flush=True))
     report["model"] = loaded.source
     out = Path(args.out_path)
     out.parent.mkdir(parents=True, exist_ok=True)

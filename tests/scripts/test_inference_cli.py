@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,7 @@ def test_generate_every_prompt_format_in_input_order(ckpt, tmp_path, capsys):
                                  "--prompts", "cli one", "cli||two"])
     assert rc == 0
     recs = records(out)
-    assert [(r["group"], r["branch"], r["prompt"]) for r in recs] == [
+    assert [(r["sample"], r["branch"], r["prompt"]) for r in recs] == [
         (0, 0, "cli one"), (1, 0, "cli"), (1, 1, "two"), (2, 0, "the quick"), (2, 1, "a lazy"),
         (3, 0, "seven birds"), (3, 1, "plus minus"), (4, 0, "single one"), (4, 1, "single two"),
         (5, 0, "q one"), (5, 1, "q two")]
@@ -66,6 +67,22 @@ def test_generate_text_lines_chat_template_streaming_and_seed(ckpt, tmp_path):
                                        "--max_new_tokens", "6", "--streaming", "--out_path", str(out)]) == 0
         outs.append([r["response"] for r in records(out)])
     assert len(outs[0]) == 3 and outs[0] == outs[1] and outs[0] != outs[2]
+
+
+def test_generate_prefix_sharing_with_branch_stride_zero(ckpt, tmp_path, capsys):
+    pf = tmp_path / "shared.jsonl"
+    pf.write_text(json.dumps({"main": "the quick brown fox", "branches": [" jumps", " sings", " jumps"]}) + "\n")
+    out = tmp_path / "o.jsonl"
+    argv = ["--mode", "pretrain", "--prompts_file", str(pf), "--model_path", str(ckpt), "--max_new_tokens", "6",
+            "--branch_stride", "0", "--out_path", str(out)]
+    assert parallel_generate.main([*argv, "--mask", "isolated", "--print_layout"]) == 0
+    recs = records(out)
+    assert [r["prompt"] for r in recs] == [" jumps", " sings", " jumps"]
+    assert recs[0]["response"] == recs[2]["response"]  # same context + question, same coordinate: same answer
+    rows = [ln.split() for ln in capsys.readouterr().out.splitlines() if re.match(r"\s*\d+\s+\d+\s+\d+\s+\d+\s", ln)]
+    assert len(rows) > 4 and {r[2] for r in rows} == {"0"}  # the printed layout: every coordinate is 0
+    assert parallel_generate.main(argv) == 2  # columnar (the default): branches would be indistinguishable
+    assert "needs the isolated mask" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,msg", [
