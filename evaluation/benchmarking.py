@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts (scripts/bench_*.py): machine description and timing summaries."""
+"""Helpers shared by the benchmark scripts (scripts/bench_*.py): their flags, machine description, timings."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import statistics
 from pathlib import Path
 
 import torch
+
+from trainer import args as flags
 
 
 def cpu_model() -> str:
@@ -64,3 +66,29 @@ def emit_json(result: dict, out: str | None) -> None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text + "\n")
         os.replace(tmp, path)
+
+
+def add_benchmark_args(p, *, repeats: int, quick_repeats: int, steps: int | None = None,
+                       quick_steps: int | None = None, steps_help: str = "training steps per run",
+                       threads: bool = True, seed: int | None = None, device: str | None = None) -> None:
+    """The flags every scripts/bench_*.py shares; the JSON result goes to stdout and to --out_path.
+
+    `--quick` shrinks the sizes and the default --repeats / --steps; explicit values are kept.
+    """
+    g = p.add_argument_group("benchmark")
+    g.add_argument("--repeats", type=flags.positive_int, default=None,
+                   help=f"timed runs per row, median reported (default {repeats}; --quick: {quick_repeats})")
+    if steps is not None:
+        flags.add_steps_arg(g, None, f"{steps_help} (default {steps}; --quick: {quick_steps})")
+    g.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in seconds (numbers are meaningless)")
+    if threads:
+        g.add_argument("--threads", type=flags.nonneg_int, default=0, help="torch CPU threads (0 = torch's default)")
+    flags.add_runtime_args(p, seed=seed, dtype=False, device=device)
+    flags.add_output_args(p, out_path=True, out_path_help="also write the JSON here (atomically)")
+
+    def resolve(args) -> None:
+        if args.repeats is None:
+            args.repeats = quick_repeats if args.quick else repeats
+        if steps is not None and args.steps is None:
+            args.steps = quick_steps if args.quick else steps
+    p.add_check(resolve)

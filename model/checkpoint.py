@@ -7,14 +7,22 @@ A checkpoint (`pretrain_512.pth`, `full_sft_512.pth`, ...) is a plain dict that 
      "config": MiniMindConfig.to_dict(), "model_state_dict": {name: tensor},
      "tokenizer_files": {"tokenizer.json": str, ...} or None, "meta": {...}}
 
-so the file alone is enough to rebuild the model and its tokenizer. Checkpoints written by the
-earlier implementation (a bare state dict, or `{"model_state_dict", "vocab_size", ...}` without a
-config) load only with an explicit config, and strictly.
+so the file alone is enough to rebuild the model and its tokenizer. Files without a config (a bare
+state dict, or `{"model_state_dict", "vocab_size", ...}` in the original ParallelMind format) load
+only with an explicit config, and strictly.
+
+Every file is written to a temporary name in the same folder, fsynced, then renamed over the target
+(`atomic_torch_save`), so a crash never leaves half a file. The space is checked before writing, and
+a full disk is a `DiskFullError` that names the disk and the space needed (torch itself reports it as
+"unexpected pos ..."). `read_checkpoint` + `model_from_payload` let a caller read a file once and
+use it for the config, the tokenizer and the weights.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -22,17 +30,135 @@ import torch
 
 CKPT_FORMAT = "parallelmind-checkpoint-v1"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
-def atomic_torch_save(obj, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, then os.replace: never a half-written file."""
+class DiskFullError(OSError):
+    """A file did not fit on its disk; the message names the disk, the space needed and the space free."""
+
+    def __init__(self, path: str | Path, needed: int):
+        folder = Path(path).parent
+        free = free_bytes(folder)
+        super().__init__(errno.ENOSPC, f"disk full: writing {path} needs about {_mb(needed)} on {disk_of(folder)}, "
+                                       f"which has {_mb(free)} free; free some space or choose another --out_dir")
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2 ** 20:,.1f} MiB"
+
+
+def free_bytes(folder: str | Path) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def disk_of(folder: str | Path) -> str:
+    """'the disk mounted at /data (/dev/sdb1)': the mount point holding `folder`, with its device."""
+    p = Path(folder).resolve()
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    device = None
+    try:
+        with open("/proc/mounts", encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 1 and parts[1] == str(p):
+                    device = parts[0]
+    except OSError:
+        pass
+    return f"the disk mounted at {p}" + (f" ({device})" if device else "")
+
+
+def payload_nbytes(obj) -> int:
+    """Bytes the tensors of a (nested) payload take on disk, plus a little for everything else."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size() + 64
+    if isinstance(obj, dict):
+        return sum(payload_nbytes(k) + payload_nbytes(v) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return sum(payload_nbytes(v) for v in obj) + 8
+    if isinstance(obj, (str, bytes)):
+        return len(obj) + 8
+    return 16
+
+
+def ensure_space(folder: str | Path, needed: int, path: str | Path) -> None:
+    """Refuse before writing anything when `needed` bytes (plus 1 MiB of slack) do not fit."""
+    if free_bytes(folder) < needed + 2 ** 20:
+        raise DiskFullError(path, needed)
+
+
+class _RecordingWriter:
+    """File wrapper that keeps the OSError of a failed write: torch.save reports it as 'unexpected pos'."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def write_torch_file(obj, path: str | Path) -> None:
+    """torch.save `obj` to `path` and fsync it; a full disk raises DiskFullError (not torch's zip error)."""
+    writer = None
+    try:
+        with open(path, "wb") as f:
+            writer = _RecordingWriter(f)
+            torch.save(obj, writer)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:
+        cause = writer.error if writer is not None and writer.error is not None else e
+        if isinstance(cause, OSError) and cause.errno in _NO_SPACE:
+            raise DiskFullError(path, payload_nbytes(obj)) from None
+        raise
+
+
+def temp_path_for(path: str | Path) -> Path:
+    """A fresh hidden temporary file next to `path` (same disk, so os.replace is atomic)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     os.close(fd)
+    return Path(tmp)
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make renames in `folder` durable (a no-op where directories cannot be opened)."""
     try:
-        torch.save(obj, tmp)
+        fd = os.open(str(folder), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, then os.replace: never a half-written file.
+
+    The space is checked first; a full disk is a DiskFullError naming the disk, and leaves `path` as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_space(path.parent, payload_nbytes(obj), path)
+    tmp = temp_path_for(path)
+    try:
+        write_torch_file(obj, tmp)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -71,11 +197,12 @@ def model_state_for_saving(model, dtype: torch.dtype | None = None) -> dict[str,
     return out
 
 
-def save_checkpoint(path: str | Path, model, *, tokenizer=None, meta: dict | None = None,
-                    dtype: torch.dtype | None = None) -> None:
+def checkpoint_payload(model, *, tokenizer=None, meta: dict | None = None,
+                       dtype: torch.dtype | None = None) -> dict:
+    """The self-contained checkpoint dict of the module docstring (weights on CPU)."""
     inner = getattr(model, "module", model)
     inner = getattr(inner, "_orig_mod", inner)
-    payload = {
+    return {
         "format": CKPT_FORMAT,
         "model_type": inner.config.model_type,
         "config": inner.config.to_dict(),
@@ -83,7 +210,11 @@ def save_checkpoint(path: str | Path, model, *, tokenizer=None, meta: dict | Non
         "tokenizer_files": tokenizer_files(tokenizer),
         "meta": dict(meta or {}),
     }
-    atomic_torch_save(payload, path)
+
+
+def save_checkpoint(path: str | Path, model, *, tokenizer=None, meta: dict | None = None,
+                    dtype: torch.dtype | None = None) -> None:
+    atomic_torch_save(checkpoint_payload(model, tokenizer=tokenizer, meta=meta, dtype=dtype), path)
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -106,6 +237,9 @@ def _config_from(payload: dict, path: str | Path, config):
     if payload.get("format") == CKPT_FORMAT:
         saved = MiniMindConfig.from_dict(payload["config"])
         return saved
+    if str(payload.get("format", "")).startswith("parallelmind-resume"):
+        raise ValueError(f"{path} is a training resume state (optimizer, RNG and data position), not a model; load "
+                         "the model checkpoint written next to it ({stem}.pth for {stem}_resume.pth)")
     if config is None:
         raise ValueError(f"{path} has no config (it was written by the earlier implementation or is a bare "
                          "state dict); pass the model settings explicitly (--hidden_size, --num_hidden_layers, "
@@ -120,23 +254,30 @@ def state_dict_of(payload: dict) -> dict[str, torch.Tensor]:
 
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                     config=None, overrides: dict | None = None):
-    """Rebuild a MiniMind model from a checkpoint alone -> (model in eval mode, payload).
+    """Rebuild a MiniMind model from a checkpoint file alone -> (model in eval mode, payload)."""
+    payload = read_checkpoint(path)
+    model = model_from_payload(payload, source=path, device=device, dtype=dtype, config=config, overrides=overrides)
+    return model, payload
+
+
+def model_from_payload(payload: dict, *, source: str | Path, device: str | torch.device = "cpu",
+                       dtype: torch.dtype | None = None, config=None, overrides: dict | None = None):
+    """Rebuild a MiniMind model from a payload already read by `read_checkpoint` -> model in eval mode.
 
     `overrides` may change inference-time settings that do not affect the weights (mask_mode,
     use_flex_attention, query_chunk_size); anything else that differs is an error, because the
-    weights were trained for the saved value.
+    weights were trained for the saved value. `source` names the file in error messages.
     """
     from model.model_minimind import MiniMindForCausalLM
 
-    payload = read_checkpoint(path)
-    cfg = _config_from(payload, path, config)
+    cfg = _config_from(payload, source, config)
     for key, value in (overrides or {}).items():
         if value is None:
             continue
         if key not in ("mask_mode", "use_flex_attention", "query_chunk_size"):
             saved = getattr(cfg, key, None)
             if saved != value:
-                raise ValueError(f"{path} was trained with {key}={saved!r}, but {key}={value!r} was requested; "
+                raise ValueError(f"{source} was trained with {key}={saved!r}, but {key}={value!r} was requested; "
                                  "drop the flag (the checkpoint carries its own config)")
         setattr(cfg, key, value)
     cfg.validate_fields()
@@ -147,13 +288,13 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", dty
         result = model.load_state_dict(sd, strict=False)
     except RuntimeError as e:  # shape mismatches: report them as a config mismatch, not a torch traceback
         detail = " ".join(str(e).split())[:400]
-        raise ValueError(f"{path} does not match the model config: {detail}") from None
-    missing = [k for k in result.missing_keys]
+        raise ValueError(f"{source} does not match the model config: {detail}") from None
+    missing = list(result.missing_keys)
     unexpected = list(result.unexpected_keys)
     if missing or unexpected:
-        raise ValueError(f"{path} does not match the model config: missing {missing[:5]}"
+        raise ValueError(f"{source} does not match the model config: missing {missing[:5]}"
                          f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
                          f"{'...' if len(unexpected) > 5 else ''}")
     model.tie_weights()
     model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
-    return model.eval(), payload
+    return model.eval()

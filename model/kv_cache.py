@@ -4,6 +4,8 @@ transformers' DynamicCache concatenates the whole history every step (O(L) copy 
 per generation). `GrowingCache` keeps per-layer buffers with spare capacity and returns views of
 the filled part, so attention still sees exactly the cached tokens. It is a `transformers.Cache`,
 so MiniMind and Hugging Face models (Llama, Qwen2, Qwen3, ...) accept it as `past_key_values`.
+Rows leave (`batch_select_indices`) and join (`extend_rows`) a running cache, which is how the
+generation engine admits and retires samples while it decodes.
 """
 
 from __future__ import annotations
@@ -75,6 +77,24 @@ class GrowingLayer(DynamicLayer):
             self.keys = self._kbuf[..., :self.length, :]
             self.values = self._vbuf[..., :self.length, :]
 
+    def extend_rows(self, other: GrowingLayer) -> None:
+        """Append `other`'s batch rows; the shorter side is padded with zero keys/values (masked by the caller)."""
+        if not (self.is_initialized and other.is_initialized) or self._kbuf is None or other._kbuf is None:
+            raise ValueError("extend_rows needs two filled caches")
+        length = max(self.length, other.length)
+        cap = max(self._kbuf.shape[-2], other._kbuf.shape[-2], length)
+        bufs = []
+        for mine, theirs in ((self._kbuf, other._kbuf), (self._vbuf, other._vbuf)):
+            b1 = mine.shape[0]
+            buf = mine.new_zeros((b1 + theirs.shape[0], *mine.shape[1:-2], cap, mine.shape[-1]))
+            buf[:b1, ..., :self.length, :] = mine[..., :self.length, :]
+            buf[b1:, ..., :other.length, :] = theirs[..., :other.length, :]
+            bufs.append(buf)
+        self._kbuf, self._vbuf = bufs
+        self.length = length
+        self.keys = self._kbuf[..., :length, :]
+        self.values = self._vbuf[..., :length, :]
+
     def batch_repeat_interleave(self, repeats: int) -> None:
         if self.is_initialized and self._kbuf is not None:
             self._kbuf = self._kbuf.repeat_interleave(repeats, dim=0)
@@ -88,3 +108,13 @@ class GrowingCache(Cache):
 
     def __init__(self, initial_capacity: int = 256):
         super().__init__(layers=None, layer_class_to_replicate=lambda: GrowingLayer(initial_capacity))
+
+    def extend_rows(self, other: GrowingCache) -> None:
+        """Append the batch rows of `other` (e.g. newly prefilled samples), every layer padded to the longer length.
+
+        Padded positions hold zeros: the caller's attention mask must hide them.
+        """
+        if len(other.layers) != len(self.layers):
+            raise ValueError(f"extend_rows: {len(other.layers)} layers vs {len(self.layers)}")
+        for mine, theirs in zip(self.layers, other.layers):
+            mine.extend_rows(theirs)

@@ -27,9 +27,8 @@ from transformers.modeling_outputs import MoeCausalLMOutputWithPast
 
 from model.moe import FeedForward, MOEFeedForward
 from parallel.masks import MASK_MODES, query_chunk_plan
+from parallel.names import PE_TYPES
 from parallel.rope2d import ROPE_2D_SCHEMES, Interleaved2DRoPE, positions_3d
-
-PE_TYPES = ("rope", "fpe")
 
 
 class MiniMindConfig(PretrainedConfig):

@@ -25,45 +25,37 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import torch
 
-ALIGNMENTS = ("left", "right")
-
-
-@dataclass
-class LayoutMetadata:
-    """Per-sample description (the seed's metadata, plus truncation counts)."""
-
-    branch_ids: list[int]  # 0 = main (if present), then 1..n
-    branch_positions: list[int]  # branch coordinate of each entry of branch_ids
-    branch_lengths: list[int]  # tokens kept
-    branch_start_y: list[int]  # time of each branch's first token
-    branch_pos1d_end: list[int]  # flat index of each branch's last kept token
-    answer_token_starts: list[int]  # branch-local index where the loss starts (main: its length)
-    background_branch_id: int  # 0 when a main exists, else -1
-    truncated_tokens: int = 0
+from parallel.names import ALIGNMENTS
 
 
 @dataclass
 class BatchLayout:
-    """A padded batch of interleaved samples. Shapes: B samples, T tokens, NB = max branch id + 1."""
+    """A padded batch of interleaved samples. Shapes: B samples, T tokens, NB = max branch id + 1.
+
+    The `[B, NB]` summaries are indexed by branch id (column 0 = the main) and describe every branch
+    of every sample, so no per-sample Python structure is needed (the seed's per-sample
+    `LayoutMetadata` is derived from them in `parallel.seed_compat`).
+    """
 
     input_ids: torch.Tensor  # [B, T]
-    attention_mask: torch.Tensor  # [B, T] 1 = real token
-    pos1d: torch.Tensor  # [B, T] flat index 0..T-1
+    token_mask: torch.Tensor  # [B, T] bool, True = real token
+    flat_index: torch.Tensor  # [B, T] index among the sample's tokens, 0..T-1 (pads included)
     pos2d: torch.Tensor  # [B, T, 2] (branch coordinate, time); (0, 0) on pads
     time_ids: torch.Tensor  # [B, T] time, -1 on pads
     branch_ids: torch.Tensor  # [B, T] 0 main, 1..n branches, -1 pads
     labels: torch.Tensor  # [B, T] next token of the same branch; -100 on main, prompts, last tokens, pads
     branch_counts: torch.Tensor  # [B] number of branches (main excluded)
-    branch_last_index: torch.Tensor  # [B, NB] flat index of each branch's last token, -1 if absent
+    branch_last_index: torch.Tensor  # [B, NB] flat index of each branch's last kept token, -1 if absent
+    branch_start_time: torch.Tensor  # [B, NB] time of each branch's first token, -1 if absent
     branch_next_time: torch.Tensor  # [B, NB] time after each branch's last token, -1 if absent
     branch_coord: torch.Tensor  # [B, NB] branch coordinate, -1 if absent
     branch_length: torch.Tensor  # [B, NB] tokens kept, 0 if absent
+    branch_answer_offset: torch.Tensor  # [B, NB] branch-local index where targets start (main: its length)
     truncated_tokens: torch.Tensor  # [B] tokens dropped by pad_to / max_tokens
-    metadata: list[LayoutMetadata] = field(default_factory=list)
     pad_id: int = 0
 
     def to(self, device) -> BatchLayout:
@@ -73,15 +65,22 @@ class BatchLayout:
 
     def position_ids(self) -> torch.Tensor:
         """`[B, T, 3]` positions for a forward without cache: (branch coordinate, time, flat index)."""
-        return torch.cat([self.pos2d, self.pos1d[..., None]], dim=-1)
+        return torch.cat([self.pos2d, self.flat_index[..., None]], dim=-1)
 
     @property
     def num_truncated(self) -> int:
         return int(self.truncated_tokens.sum())
 
+    @property
+    def metadata(self) -> list:
+        """Seed compatibility: the seed's per-sample `LayoutMetadata` (see `parallel.seed_compat`)."""
+        from parallel.seed_compat import layout_metadata
+
+        return layout_metadata(self)
+
 
 def resolve_pad_id(tokenizer) -> int:
-    """pad id, else eos id, else 0 (the earlier code's `pad or eos` treated id 0 as missing)."""
+    """pad id, else eos id, else 0; an id of 0 is a valid pad id (checked against None, not falsiness)."""
     for name in ("pad_token_id", "eos_token_id"):
         v = getattr(tokenizer, name, None) if tokenizer is not None else None
         if v is not None:
@@ -157,22 +156,110 @@ def _single_thread():
 
 
 def build_flat_linear_layout(tokenizer, samples, device=None, pad_to: int | None = None, branch_stride: int = 128,
-                             align_to: str = "left", random_time_offset: bool = False,
-                             interleave_branches: bool = False, *, max_tokens: int | None = None,
-                             generator: torch.Generator | None = None) -> BatchLayout:
-    """Lay out a batch of samples time-major (seed signature, plus `max_tokens` and `generator`).
+                             align_to: str = "left", random_time_offset: bool = False, *,
+                             max_tokens: int | None = None, generator: torch.Generator | None = None) -> BatchLayout:
+    """Lay out a batch of samples time-major. `[B]` samples -> `BatchLayout` of `[B, T]` tensors.
 
     `pad_to` pads every row to exactly that length (truncating longer rows); `max_tokens` caps rows
     without padding (rows are padded to the batch maximum). Random time offsets come from
-    `generator` (or torch's global RNG, which the training engine seeds per rank).
-    `interleave_branches` is accepted for compatibility: the layout is always time-major, which is
-    what both of the earlier code's paths produced.
+    `generator` (or torch's global RNG, which the training engine seeds per rank). The seed's
+    signature, with its `interleave_branches` argument, is `parallel.seed_compat.build_flat_linear_layout`.
     """
-    del interleave_branches  # both values give the same (time-major) layout, as in the earlier code
     with _single_thread():
         layout = _build(tokenizer, samples, pad_to, branch_stride, align_to, random_time_offset, max_tokens,
                         generator)
     return layout.to(device) if device is not None else layout
+
+
+@dataclass
+class _Segments:
+    """Every main and branch of a batch as one *segment*, in sample order (main first)."""
+
+    sample: list[int]  # sample index of each segment
+    bid: list[int]  # branch id: 0 = main, 1..n = branches
+    answer: list[int]  # answer_offset (-1 for a main)
+    time_offset: list[int]
+    slot: list[int]  # branch slot (coordinate = slot * branch_stride)
+    loss_mask: list  # per segment: one 0/1 per token, or None
+    ids: list[list[int]]  # token ids
+
+    def where(self, j: int) -> str:
+        return "the main" if self.bid[j] == 0 else f"branch {self.bid[j] - 1}"
+
+
+def _collect_segments(tokenizer, samples) -> _Segments:
+    """Parse the samples, check branch slots, and tokenise every string in one call."""
+    seg = _Segments([], [], [], [], [], [], [])
+    contents = []
+    for i, s in enumerate(samples):
+        main, branches = _parse_sample(i, s)
+        has_main = main is not None and len(main) > 0
+        if has_main:
+            seg.sample.append(i), seg.bid.append(0), seg.answer.append(-1), seg.time_offset.append(0)
+            contents.append(main), seg.loss_mask.append(None), seg.slot.append(0)
+        for k, (content, ans, toff, lmask, slot) in enumerate(branches):
+            seg.sample.append(i), seg.bid.append(k + 1), seg.answer.append(ans), seg.time_offset.append(toff)
+            contents.append(content), seg.loss_mask.append(lmask)
+            if slot is not None and has_main and slot == 0:
+                raise ValueError(f"sample {i} branch {k}: branch_slot 0 belongs to the main")
+            seg.slot.append((k + 1 if has_main else k) if slot is None else slot)
+        slots = seg.slot[len(seg.slot) - len(branches):]
+        if len(set(slots)) != len(slots):
+            raise ValueError(f"sample {i}: two branches share a branch_slot ({slots})")
+    texts = [c for c in contents if isinstance(c, str)]
+    if texts:
+        if tokenizer is None:
+            raise ValueError("text inputs need a tokenizer")
+        encoded = iter(tokenizer(texts, add_special_tokens=False)["input_ids"])
+    for j, c in enumerate(contents):
+        ids = next(encoded) if isinstance(c, str) else _as_ids(c)
+        if not ids:
+            raise ValueError(f"sample {seg.sample[j]} {seg.where(j).removeprefix('the ')}: empty (no tokens)")
+        if seg.loss_mask[j] is not None and len(seg.loss_mask[j]) != len(ids):
+            raise ValueError(f"sample {seg.sample[j]} branch {seg.bid[j] - 1}: loss_mask has "
+                             f"{len(seg.loss_mask[j])} entries for {len(ids)} tokens")
+        seg.ids.append(ids)
+    return seg
+
+
+def _start_times(seg: _Segments, seg_len, seg_sample, is_main, B: int, align_to: str, random_time_offset: bool,
+                 generator) -> torch.Tensor:
+    """`[S]` time of each segment's first token: after the main, aligned, plus the offsets."""
+    main_len = torch.zeros(B, dtype=torch.long).index_add_(0, seg_sample[is_main], seg_len[is_main])
+    start = torch.where(is_main, 0, main_len[seg_sample])
+    if align_to == "right":
+        max_b = torch.zeros(B, dtype=torch.long).scatter_reduce_(0, seg_sample, torch.where(is_main, 0, seg_len),
+                                                                 reduce="amax")
+        start = start + torch.where(is_main, 0, max_b[seg_sample] - seg_len)
+    start = start + torch.tensor(seg.time_offset, dtype=torch.long)
+    if random_time_offset:
+        r = torch.rand(len(seg.ids), generator=generator)
+        start = start + torch.where(is_main, 0, (r * (seg_len + 1).float()).long().clamp_max(seg_len))
+    return start
+
+
+def _flat_ids(seg: _Segments) -> torch.Tensor:
+    """`[N]` every token id of the batch, segment after segment."""
+    try:  # one conversion for the batch; the resulting dtype tells whether every id was an integer
+        ids = torch.tensor(list(itertools.chain.from_iterable(seg.ids)))
+    except (TypeError, ValueError, RuntimeError):
+        ids = None
+    if ids is None or ids.dim() != 1 or ids.dtype != torch.long:
+        raise ValueError("token ids must be flat lists of integers (check the samples' 'input_ids' / 'main')")
+    return ids
+
+
+def _token_labels(seg: _Segments, ids, tok_seg, tok_order, tok_bid, kept_len, seg_answer) -> torch.Tensor:
+    """`[N]` the target of each token: the next token of the same branch, from the answer offset on,
+    where the loss_mask allows, never on the main; -100 elsewhere."""
+    nxt = tok_order + 1
+    lab_ok = (nxt < kept_len[tok_seg]) & (nxt >= seg_answer[tok_seg]) & (tok_bid > 0)
+    if any(m is not None for m in seg.loss_mask):
+        trained = torch.cat([torch.as_tensor(m, dtype=torch.bool) if m is not None
+                             else torch.ones(len(x), dtype=torch.bool) for m, x in zip(seg.loss_mask, seg.ids)])
+        lab_ok &= torch.cat([trained[1:], trained.new_zeros(1)])  # the target (next token) must be trained
+    ids_next = torch.cat([ids[1:], ids.new_zeros(1)])
+    return torch.where(lab_ok, ids_next, torch.full_like(ids, -100))
 
 
 def _build(tokenizer, samples, pad_to, branch_stride, align_to, random_time_offset, max_tokens,
@@ -187,155 +274,70 @@ def _build(tokenizer, samples, pad_to, branch_stride, align_to, random_time_offs
     if max_tokens:
         cap = min(cap, max_tokens) if cap else max_tokens
 
-    # 1. collect segments (main + branches) and tokenise every string in one call
-    parsed = [_parse_sample(i, s) for i, s in enumerate(samples)]
-    seg_sample, seg_bid, seg_ans, seg_toff, seg_content, seg_lmask, seg_slot = [], [], [], [], [], [], []
-    for i, (main, branches) in enumerate(parsed):
-        has_main = main is not None and len(main) > 0
-        if has_main:
-            seg_sample.append(i), seg_bid.append(0), seg_ans.append(-1), seg_toff.append(0)
-            seg_content.append(main), seg_lmask.append(None), seg_slot.append(0)
-        for k, (content, ans, toff, lmask, slot) in enumerate(branches):
-            seg_sample.append(i), seg_bid.append(k + 1), seg_ans.append(ans), seg_toff.append(toff)
-            seg_content.append(content), seg_lmask.append(lmask)
-            default = k + 1 if has_main else k
-            if slot is not None and has_main and slot == 0:
-                raise ValueError(f"sample {i} branch {k}: branch_slot 0 belongs to the main")
-            seg_slot.append(default if slot is None else slot)
-        slots = seg_slot[len(seg_slot) - len(branches):]
-        if len(set(slots)) != len(slots):
-            raise ValueError(f"sample {i}: two branches share a branch_slot ({slots})")
-    texts = [c for c in seg_content if isinstance(c, str)]
-    if texts:
-        if tokenizer is None:
-            raise ValueError("text inputs need a tokenizer")
-        encoded = iter(tokenizer(texts, add_special_tokens=False)["input_ids"])
-    seg_ids = []
-    for j, c in enumerate(seg_content):
-        ids = next(encoded) if isinstance(c, str) else _as_ids(c)
-        if not ids:
-            what = "main" if seg_bid[j] == 0 else f"branch {seg_bid[j] - 1}"
-            raise ValueError(f"sample {seg_sample[j]} {what}: empty (no tokens)")
-        if seg_lmask[j] is not None and len(seg_lmask[j]) != len(ids):
-            raise ValueError(f"sample {seg_sample[j]} branch {seg_bid[j] - 1}: loss_mask has {len(seg_lmask[j])} "
-                             f"entries for {len(ids)} tokens")
-        seg_ids.append(ids)
+    # 1. segments (main + branches), tokenised; 2. their start times and coordinates
+    seg = _collect_segments(tokenizer, samples)
+    B, S = len(samples), len(seg.ids)
+    seg_len = torch.tensor([len(x) for x in seg.ids], dtype=torch.long)
+    seg_sample = torch.tensor(seg.sample, dtype=torch.long)
+    seg_bid = torch.tensor(seg.bid, dtype=torch.long)
+    is_main = seg_bid == 0
+    seg_answer = torch.where(is_main, seg_len, torch.minimum(torch.tensor(seg.answer), seg_len))
+    start = _start_times(seg, seg_len, seg_sample, is_main, B, align_to, random_time_offset, generator)
+    coord = torch.tensor(seg.slot, dtype=torch.long) * branch_stride
 
-    B, S = len(samples), len(seg_ids)
-    seg_len = torch.tensor([len(x) for x in seg_ids], dtype=torch.long)
-    seg_sample_t = torch.tensor(seg_sample, dtype=torch.long)
-    seg_bid_t = torch.tensor(seg_bid, dtype=torch.long)
-    is_main = seg_bid_t == 0
-    seg_ans_t = torch.where(is_main, seg_len, torch.minimum(torch.tensor(seg_ans), seg_len))
-
-    # 2. start time, offsets and coordinate of every segment
-    main_len = torch.zeros(B, dtype=torch.long).index_add_(0, seg_sample_t[is_main], seg_len[is_main])
-    has_main = main_len > 0
-    start = torch.where(is_main, 0, main_len[seg_sample_t])
-    if align_to == "right":
-        max_b = torch.zeros(B, dtype=torch.long).scatter_reduce_(0, seg_sample_t, torch.where(is_main, 0, seg_len),
-                                                                 reduce="amax")
-        start = start + torch.where(is_main, 0, max_b[seg_sample_t] - seg_len)
-    start = start + torch.tensor(seg_toff, dtype=torch.long)
-    if random_time_offset:
-        r = torch.rand(S, generator=generator)
-        start = start + torch.where(is_main, 0, (r * (seg_len + 1).float()).long().clamp_max(seg_len))
-    coord = torch.tensor(seg_slot, dtype=torch.long) * branch_stride
-
-    # 3. per-token arrays, time-major order
-    N = int(seg_len.sum())
-    try:  # one conversion for the batch; the resulting dtype tells whether every id was an integer
-        ids = torch.tensor(list(itertools.chain.from_iterable(seg_ids)))
-    except (TypeError, ValueError, RuntimeError):
-        ids = None
-    if ids is None or ids.dim() != 1 or ids.dtype != torch.long:
-        raise ValueError("token ids must be flat lists of integers (check the samples' 'input_ids' / 'main')")
+    # 3. per-token arrays; rank = flat index in time-major order (time, then branch id)
+    ids = _flat_ids(seg)
+    N = ids.numel()
     tok_seg = torch.repeat_interleave(torch.arange(S), seg_len)
-    seg_first = torch.cumsum(seg_len, 0) - seg_len
-    tok_order = torch.arange(N) - seg_first[tok_seg]
-    tok_time = start[tok_seg] + tok_order
-    tok_sample = seg_sample_t[tok_seg]
-    tok_bid = seg_bid_t[tok_seg]
-    nb = int(seg_bid_t.max()) + 1
-    key = (tok_sample * (int(tok_time.max()) + 1) + tok_time) * nb + tok_bid
-    perm = torch.argsort(key)
+    tok_order = torch.arange(N) - (torch.cumsum(seg_len, 0) - seg_len)[tok_seg]
+    tok_time, tok_sample, tok_bid = start[tok_seg] + tok_order, seg_sample[tok_seg], seg_bid[tok_seg]
+    nb = int(seg_bid.max()) + 1
+    perm = torch.argsort((tok_sample * (int(tok_time.max()) + 1) + tok_time) * nb + tok_bid)
     counts = torch.bincount(tok_sample, minlength=B)
-    sample_first = torch.cumsum(counts, 0) - counts
     rank = torch.empty(N, dtype=torch.long)
-    rank[perm] = torch.arange(N) - sample_first[tok_sample[perm]]
+    rank[perm] = torch.arange(N) - (torch.cumsum(counts, 0) - counts)[tok_sample[perm]]
 
     # 4. truncation (explicit, counted, never a whole branch)
     keep = rank < cap if cap else torch.ones(N, dtype=torch.bool)
     kept_len = torch.bincount(tok_seg[keep], minlength=S)
     if bool((kept_len == 0).any()):
         j = int(torch.nonzero(kept_len == 0)[0])
-        what = "the main" if seg_bid[j] == 0 else f"branch {seg_bid[j] - 1}"
-        raise ValueError(f"sample {seg_sample[j]}: a limit of {cap} tokens per sample would remove {what} entirely "
-                         f"({int(counts[seg_sample[j]])} tokens in the sample); raise the limit (max_tokens / pad_to; "
-                         "--max_total_tokens on the command line) or shorten the inputs")
+        raise ValueError(f"sample {seg.sample[j]}: a limit of {cap} tokens per sample would remove {seg.where(j)} "
+                         f"entirely ({int(counts[seg.sample[j]])} tokens in the sample); raise the limit (max_tokens / "
+                         "pad_to; --max_total_tokens on the command line) or shorten the inputs")
     kept_count = torch.bincount(tok_sample[keep], minlength=B)
-    truncated = counts - kept_count
     T = int(pad_to) if pad_to else int(kept_count.max())
 
-    # 5. labels: next token of the same branch, from the answer offset on, never on main
-    nxt = tok_order + 1
-    lab_ok = (nxt < kept_len[tok_seg]) & (nxt >= seg_ans_t[tok_seg]) & (tok_bid > 0)
-    if any(m is not None for m in seg_lmask):
-        trained = torch.cat([torch.as_tensor(m, dtype=torch.bool) if m is not None
-                             else torch.ones(len(x), dtype=torch.bool) for m, x in zip(seg_lmask, seg_ids)])
-        lab_ok &= torch.cat([trained[1:], trained.new_zeros(1)])  # the target (next token) must be trained
-    ids_next = torch.cat([ids[1:], ids.new_zeros(1)])
-    tok_labels = torch.where(lab_ok, ids_next, torch.full_like(ids, -100))
-
-    # 6. scatter into padded [B, T] tensors
+    # 5. labels; 6. scatter into padded [B, T] tensors
+    tok_labels = _token_labels(seg, ids, tok_seg, tok_order, tok_bid, kept_len, seg_answer)
     pad_id = resolve_pad_id(tokenizer)
     dst = (tok_sample * T + rank)[keep]
-    input_ids = torch.full((B * T,), pad_id, dtype=torch.long)
-    input_ids[dst] = ids[keep]
-    time_ids = torch.full((B * T,), -1, dtype=torch.long)
-    time_ids[dst] = tok_time[keep]
-    branch_ids = torch.full((B * T,), -1, dtype=torch.long)
-    branch_ids[dst] = tok_bid[keep]
-    labels = torch.full((B * T,), -100, dtype=torch.long)
-    labels[dst] = tok_labels[keep]
-    pos2d = torch.zeros((B * T, 2), dtype=torch.long)
-    pos2d[dst, 0] = coord[tok_seg][keep]
-    pos2d[dst, 1] = tok_time[keep]
-    attention_mask = (time_ids >= 0).long()
 
-    # 7. per-branch summaries [B, NB]
-    slot = (tok_sample * nb + tok_bid)[keep]
-    last_index = torch.full((B * nb,), -1, dtype=torch.long).scatter_reduce_(0, slot, rank[keep], reduce="amax")
-    last_time = torch.full((B * nb,), -2, dtype=torch.long).scatter_reduce_(0, slot, tok_time[keep], reduce="amax")
-    seg_slot = seg_sample_t * nb + seg_bid_t
-    b_coord = torch.full((B * nb,), -1, dtype=torch.long)
-    b_coord[seg_slot] = coord
-    b_len = torch.zeros(B * nb, dtype=torch.long)
-    b_len[seg_slot] = kept_len
+    def padded(values: torch.Tensor, fill: int) -> torch.Tensor:
+        out = torch.full((B * T,), fill, dtype=torch.long)
+        out[dst] = values[keep]
+        return out.view(B, T)
 
-    metadata = _metadata(B, seg_sample, seg_bid, coord, kept_len, start, last_index.view(B, nb), seg_ans_t,
-                         has_main, truncated)
-    layout = BatchLayout(
-        input_ids=input_ids.view(B, T), attention_mask=attention_mask.view(B, T),
-        pos1d=torch.arange(T).expand(B, T).contiguous(), pos2d=pos2d.view(B, T, 2),
-        time_ids=time_ids.view(B, T), branch_ids=branch_ids.view(B, T), labels=labels.view(B, T),
-        branch_counts=torch.bincount(seg_sample_t[~is_main], minlength=B),
-        branch_last_index=last_index.view(B, nb), branch_next_time=(last_time + 1).clamp_min(-1).view(B, nb),
-        branch_coord=b_coord.view(B, nb), branch_length=b_len.view(B, nb), truncated_tokens=truncated,
-        metadata=metadata, pad_id=pad_id)
-    return layout
+    time_ids = padded(tok_time, -1)
+    pos2d = torch.stack([padded(coord[tok_seg], 0), padded(tok_time, 0)], dim=-1)
 
+    # 7. per-branch summaries [B, NB], indexed by branch id
+    seg_key = seg_sample * nb + seg_bid  # one entry per segment (sample, branch id)
+    kept_key = (tok_sample * nb + tok_bid)[keep]
+    last_index = torch.full((B * nb,), -1, dtype=torch.long).scatter_reduce_(0, kept_key, rank[keep], reduce="amax")
+    last_time = torch.full((B * nb,), -2, dtype=torch.long).scatter_reduce_(0, kept_key, tok_time[keep],
+                                                                            reduce="amax")
 
-def _metadata(B, seg_sample, seg_bid, coord, kept_len, start, last_index, seg_ans, has_main, truncated):
-    coord_l, len_l, start_l, ans_l = coord.tolist(), kept_len.tolist(), start.tolist(), seg_ans.tolist()
-    last_l, trunc_l, main_l = last_index.tolist(), truncated.tolist(), has_main.tolist()
-    meta = [LayoutMetadata([], [], [], [], [], [], 0 if main_l[b] else -1, trunc_l[b]) for b in range(B)]
-    for j, (s, k) in enumerate(zip(seg_sample, seg_bid)):
-        m = meta[s]
-        m.branch_ids.append(k)
-        m.branch_positions.append(coord_l[j])
-        m.branch_lengths.append(len_l[j])
-        m.branch_start_y.append(start_l[j])
-        m.branch_pos1d_end.append(last_l[s][k])
-        m.answer_token_starts.append(ans_l[j])
-    return meta
+    def per_branch(values: torch.Tensor, fill: int) -> torch.Tensor:
+        out = torch.full((B * nb,), fill, dtype=torch.long)
+        out[seg_key] = values
+        return out.view(B, nb)
+
+    return BatchLayout(
+        input_ids=padded(ids, pad_id), token_mask=time_ids >= 0, flat_index=torch.arange(T).expand(B, T).contiguous(),
+        pos2d=pos2d, time_ids=time_ids, branch_ids=padded(tok_bid, -1), labels=padded(tok_labels, -100),
+        branch_counts=torch.bincount(seg_sample[~is_main], minlength=B),
+        branch_last_index=last_index.view(B, nb), branch_start_time=per_branch(start, -1),
+        branch_next_time=(last_time + 1).clamp_min(-1).view(B, nb), branch_coord=per_branch(coord, -1),
+        branch_length=per_branch(kept_len, 0), branch_answer_offset=per_branch(seg_answer, 0),
+        truncated_tokens=counts - kept_count, pad_id=pad_id)

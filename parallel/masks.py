@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import torch
 
-MASK_MODES = ("columnar", "isolated")
+from parallel.names import MASK_MODES
 
 # Temporaries of the chunked builders stay below this many elements, so building a 4 x 4096 mask
-# costs the mask itself plus a few MB (the earlier code peaked at 2.3x a float32 mask).
+# costs the mask itself plus a few MB (evaluating the rule over the whole [B, T, T] grid at once
+# peaks at 2.3x a float32 mask).
 _CHUNK_ELEMENTS = 1 << 21
 
 
@@ -95,19 +96,6 @@ def build_attention_mask(time_ids: torch.Tensor, branch_ids: torch.Tensor | None
     diag = out[:, 0].diagonal(dim1=-2, dim2=-1)
     diag.fill_(True if dtype == torch.bool else 0.0)
     return out
-
-
-def build_columnar_causal_mask(time_ids: torch.Tensor, pad_mask: torch.Tensor | None = None, *,
-                               branch_ids: torch.Tensor | None = None, mode: str = "columnar",
-                               dtype: torch.dtype = torch.bool) -> torch.Tensor:
-    """Seed API: `[B, T]` times and padding mask (1 = real) -> `[B, 1, T, T]` mask.
-
-    Unlike the earlier implementation this returns a boolean mask by default (True = attend), which
-    SDPA takes directly; pass a floating `dtype` for an additive mask (eager attention).
-    """
-    if pad_mask is not None:
-        time_ids = torch.where(pad_mask.bool(), time_ids, torch.full_like(time_ids, -1))
-    return build_attention_mask(time_ids, branch_ids, mode, dtype=dtype)
 
 
 def build_incremental_mask(q_time: torch.Tensor, q_branch: torch.Tensor | None, past_time: torch.Tensor,

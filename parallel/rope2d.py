@@ -9,9 +9,9 @@ coordinate, time, flat sequence index), the rotation angle of pair i is:
   standard RoPE, so a single-branch input reproduces the unpatched model bit for bit. S holds
   K = round(F * ratio) pairs spread evenly over the spectrum (pair 0, the fastest, to pair F-1, the
   slowest), so every ratio gets sharp high-frequency branch pairs as well as smooth low-frequency
-  ones (the earlier scheme put them all at the lowest frequencies, which left low ratios almost
+  ones (with only the lowest frequencies, as in ``reference``, a low ratio leaves the model almost
   blind to the branch).
-* ``reference``: bit for bit the earlier public implementation. S is the K lowest-frequency pairs
+* ``reference``: bit for bit the seed (the original public ParallelMind). S is the K lowest-frequency pairs
   (K = round(F * ratio), at least 1 when ratio > 0); inside S, even local indices rotate by the
   branch coordinate and odd ones by time; every other pair rotates by the flat index n.
 
@@ -19,28 +19,17 @@ Ratio 0 means plain 1D RoPE in both schemes (by time in `additive`, by the flat 
 
 Positions reach the module through the standard `position_ids` argument: `[B, T]` (plain 1D
 positions: branch 0, time = flat = the value), `[B, T, 2]` (`pos2d`; flat = arange(T), correct for a
-forward without cache) or `[B, T, 3]` (`pos2d` plus the flat index). The seed's `set_rope_pos2d`
-side channel still works, per thread and for one forward only.
+forward without cache) or `[B, T, 3]` (`pos2d` plus the flat index). Pair indices are 0-based here
+(pair 0 = highest frequency). The seed's 1-based pair indices and its `set_rope_pos2d` side channel
+live in `parallel.seed_compat`.
 """
 
 from __future__ import annotations
 
-import threading
-
 import torch
 from torch import nn
 
-ROPE_2D_SCHEMES = ("additive", "reference")
-
-# Seed API side channel (`set_rope_pos2d`): per thread, keyed by module, consumed by one forward.
-# Kept outside the module so models stay picklable / deep-copyable.
-_PENDING = threading.local()
-
-
-def _pending_map() -> dict:
-    if not hasattr(_PENDING, "by_module"):
-        _PENDING.by_module = {}
-    return _PENDING.by_module
+from parallel.names import ROPE_2D_SCHEMES
 
 
 def check_rope_scheme(scheme: str) -> str:
@@ -72,7 +61,8 @@ def select_pairs(num_pairs: int, ratio: float, scheme: str = "additive") -> list
     return [round(i * (num_pairs - 1) / (k - 1)) for i in range(k)]
 
 
-def _head_dim_of(model_or_head_dim) -> int:
+def head_dim_of(model_or_head_dim) -> int:
+    """The attention head size of a model (or a config), or the int itself."""
     if isinstance(model_or_head_dim, int):
         return model_or_head_dim
     cfg = getattr(model_or_head_dim, "config", model_or_head_dim)
@@ -82,24 +72,18 @@ def _head_dim_of(model_or_head_dim) -> int:
     return int(cfg.hidden_size // cfg.num_attention_heads)
 
 
-def auto_pair_indices(model_or_head_dim, ratio: float, scheme: str = "additive") -> tuple[int, ...]:
-    """Seed API: 1-based indices of the selected pairs for a model (or a head_dim)."""
-    f = _head_dim_of(model_or_head_dim) // 2
-    return tuple(i + 1 for i in select_pairs(f, ratio, scheme))
-
-
-def pair_coefficients(inv_freq: torch.Tensor, pair_indices: list[int] | tuple[int, ...],
+def pair_coefficients(inv_freq: torch.Tensor, pairs: list[int] | tuple[int, ...],
                       scheme: str) -> torch.Tensor:
     """`[3, F]` per-pair multipliers of (branch, time, flat): angle = b*c[0] + t*c[1] + n*c[2].
 
-    pair_indices are 0-based.
+    `pairs` are 0-based.
     """
     check_rope_scheme(scheme)
     f = inv_freq.numel()
-    for i in pair_indices:
+    for i in pairs:
         if not 0 <= i < f:
             raise ValueError(f"rotary pair index {i} out of range for {f} pairs")
-    order = sorted(pair_indices)
+    order = sorted(pairs)
     inv = inv_freq.detach().float()
     zero = torch.zeros_like(inv)
     sel = torch.tensor([i in set(order) for i in range(f)], dtype=torch.bool, device=inv.device)
@@ -115,8 +99,8 @@ def pair_coefficients(inv_freq: torch.Tensor, pair_indices: list[int] | tuple[in
 def positions_3d(position_ids: torch.Tensor, past_length: int = 0) -> torch.Tensor:
     """Normalise `[B, T]`, `[B, T, 2]` or `[B, T, 3]` positions to `[B, T, 3]` (branch, time, flat).
 
-    For `[B, T, 2]` the flat index is past_length + arange(T), as in the earlier implementation's
-    training (arange over the padded row) and decoding (history length + k).
+    For `[B, T, 2]` the flat index is past_length + arange(T): the index over the padded row in a
+    forward without cache, the history length + k when decoding (what the seed used in both cases).
     """
     if position_ids.dim() == 2:
         p = position_ids
@@ -139,38 +123,29 @@ class Interleaved2DRoPE(nn.Module):
     state dicts are unchanged by patching.
     """
 
-    def __init__(self, inv_freq: torch.Tensor, pair_indices: list[int] | tuple[int, ...] | None = None, *,
+    def __init__(self, inv_freq: torch.Tensor, *, pairs: list[int] | tuple[int, ...] | None = None,
                  ratio: float | None = None, scheme: str = "additive", attention_scaling: float = 1.0):
+        """`pairs`: 0-based selected pairs; without it they follow from `ratio` (`select_pairs`)."""
         super().__init__()
         check_rope_scheme(scheme)
         f = inv_freq.numel()
-        if pair_indices is None:
-            pair_indices = tuple(select_pairs(f, 0.0 if ratio is None else ratio, scheme))
-        else:  # public API: 1-based, as in the seed
-            pair_indices = tuple(int(i) - 1 for i in pair_indices)
+        if pairs is None:
+            pairs = select_pairs(f, 0.0 if ratio is None else ratio, scheme)
         self.scheme = scheme
-        self.pair_indices = tuple(pair_indices)  # 0-based
+        self.pairs = tuple(int(i) for i in pairs)  # 0-based
         self.attention_scaling = float(attention_scaling)
         self.register_buffer("inv_freq", inv_freq.detach().clone().float(), persistent=False)
-        self.register_buffer("coefficients", pair_coefficients(inv_freq, self.pair_indices, scheme),
-                             persistent=False)
+        self.register_buffer("coefficients", pair_coefficients(inv_freq, self.pairs, scheme), persistent=False)
 
     def extra_repr(self) -> str:
-        return (f"scheme={self.scheme}, pairs={self.inv_freq.numel()}, "
-                f"selected={[i + 1 for i in self.pair_indices]}")
+        return f"scheme={self.scheme}, num_pairs={self.inv_freq.numel()}, pairs={list(self.pairs)}"
 
     @torch.no_grad()
     def reset_buffers(self, inv_freq: torch.Tensor) -> None:
         """Recompute the (non-persistent) buffers, e.g. after transformers materialised them from meta."""
         inv = inv_freq.to(self.inv_freq.device, torch.float)
         self.inv_freq.copy_(inv)
-        self.coefficients.copy_(pair_coefficients(inv, self.pair_indices, self.scheme))
-
-    def set_pos2d(self, pos2d: torch.Tensor | None) -> None:
-        _pending_map()[id(self)] = pos2d
-
-    def _take_pending(self) -> torch.Tensor | None:
-        return _pending_map().pop(id(self), None)
+        self.coefficients.copy_(pair_coefficients(inv, self.pairs, self.scheme))
 
     def angles(self, pos3: torch.Tensor) -> torch.Tensor:
         """`[B, T, 3]` positions -> `[B, T, F]` rotation angles (float32)."""
@@ -182,11 +157,7 @@ class Interleaved2DRoPE(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor, past_length: int = 0):
-        pending = self._take_pending()
-        if pending is not None:
-            if position_ids.dim() != 2:
-                raise ValueError("positions were given both by set_rope_pos2d and as 2D position_ids; use one")
-            position_ids = self._merge_pending(pending.to(position_ids.device), position_ids)
+        """`position_ids` `[B, T]`, `[B, T, 2]` or `[B, T, 3]` -> (cos, sin), each `[B, T, head_dim]` in x's dtype."""
         pos3 = positions_3d(position_ids, past_length)
         emb = self.angles(pos3)
         emb = torch.cat((emb, emb), dim=-1)
@@ -194,24 +165,30 @@ class Interleaved2DRoPE(nn.Module):
         sin = emb.sin() * self.attention_scaling
         return cos.to(x.dtype), sin.to(x.dtype)
 
-    @staticmethod
-    def _merge_pending(pos2d: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        # Hugging Face models call the rotary module with [1, T] flat positions even for batch B;
-        # pos2d carries the per-sample coordinates, the flat index comes from the model.
-        if pos2d.dim() != 3 or pos2d.shape[-1] != 2:
-            raise ValueError(f"set_rope_pos2d expects [B, T, 2], got {tuple(pos2d.shape)}")
-        B, T, _ = pos2d.shape
-        if position_ids.shape[-1] != T or position_ids.shape[0] not in (1, B):
-            raise ValueError(f"pos2d set by set_rope_pos2d has shape {tuple(pos2d.shape)} but this forward has "
-                             f"positions of shape {tuple(position_ids.shape)}; set it again before every forward")
-        flat = position_ids.expand(B, T).to(pos2d.dtype)
-        return torch.cat([pos2d, flat[..., None]], dim=-1)
-
 
 # --- patching Hugging Face models ------------------------------------------------------------------
 
 _HOLDER_ATTRS = ("language_model", "model", "base_model", "module", "wrapped_model", "encoder")
 _REFUSED_ROPE_TYPES = ("dynamic", "longrope")
+# positions at which a rotary module must agree with its replacement before it is swapped
+_PROBE_POSITIONS = (0, 1, 2, 3, 5, 8, 13, 21, 100, 1000, 4095)
+
+
+def model_name(model: nn.Module) -> str:
+    """`'llama' (LlamaForCausalLM)`: the config's model type and the class, for error messages."""
+    cfg = getattr(model, "config", None)
+    mt = getattr(cfg, "model_type", None)
+    if mt is None:
+        get_base = getattr(model, "get_base_model", None)  # a PEFT wrapper: name the model inside
+        if callable(get_base):
+            return model_name(get_base())
+    return f"{mt!r} ({type(model).__name__})" if mt else type(model).__name__
+
+
+def _refuse(model: nn.Module, why: str) -> ValueError:
+    return ValueError(f"cannot patch model type {model_name(model)} with 2D RoPE: {why}. Patching supports models "
+                      "whose rotary embedding is one model-level module with static frequencies and the "
+                      "rotate-half layout (Llama, Mistral, Qwen2/2.5, Qwen3, SmolLM, Gemma, Granite, OLMo, ...)")
 
 
 def find_rotary_holder(model: nn.Module) -> nn.Module:
@@ -234,46 +211,92 @@ def find_rotary_holder(model: nn.Module) -> nn.Module:
                 queue.append(get_base())
             except Exception:  # noqa: BLE001 - a wrapper without a base model is just not a holder
                 pass
-    raise ValueError(
-        f"{type(model).__name__} has no model-level `rotary_emb` module; 2D RoPE patching supports models whose "
-        "rotary embedding is computed once per forward (Llama, Qwen2, Qwen3, Mistral, ...)")
+    raise _refuse(model, "it has no model-level `rotary_emb` module (its rotary embedding is computed inside each "
+                         "layer, or it has none)")
+
+
+def _rope_parameters(model: nn.Module, cfg) -> dict:
+    """The config's rotary parameters (transformers 5 `rope_parameters`, or v4 `rope_scaling`)."""
+    params = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    if not isinstance(params, dict):
+        return {}
+    per_type = {k: v for k, v in params.items() if isinstance(v, dict)}
+    if per_type:  # one entry per layer type (full / sliding attention, ...)
+        distinct = {repr(sorted(v.items())) for v in per_type.values()}
+        if len(distinct) > 1:
+            raise _refuse(model, f"its layer types use different rotary settings ({', '.join(per_type)})")
+        params = next(iter(per_type.values()))
+    return params
 
 
 def _check_patchable(model: nn.Module, holder: nn.Module, rotary: nn.Module) -> None:
+    """Refuse, naming the model type and the reason, any rotary embedding 2D RoPE cannot replace exactly."""
     rope_type = str(getattr(rotary, "rope_type", "default"))
-    cfg = getattr(model, "config", None)
-    params = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
-    if isinstance(params, dict) and "full_attention" in params:
-        params = params["full_attention"]
-    cfg_type = str(params.get("rope_type", params.get("type", "default"))) if isinstance(params, dict) else "default"
+    cfg = getattr(model, "config", None) or getattr(holder, "config", None)
+    params = _rope_parameters(model, cfg)
+    cfg_type = str(params.get("rope_type", params.get("type", "default")))
     for t in (rope_type, cfg_type):
         if any(r in t for r in _REFUSED_ROPE_TYPES):
-            raise ValueError(f"{type(model).__name__} uses dynamic rotary scaling ({t!r}); its frequencies change "
-                             "with the sequence length, which 2D RoPE cannot reproduce. Use a model with static RoPE.")
-    if isinstance(params, dict) and params.get("mrope_section") is not None:
-        raise ValueError(f"{type(model).__name__} uses multimodal M-RoPE, which 2D RoPE patching does not support")
+            raise _refuse(model, f"it uses dynamic rotary scaling ({t!r}), whose frequencies change with the sequence "
+                                 "length, which 2D RoPE cannot reproduce")
+    if params.get("mrope_section") is not None:
+        raise _refuse(model, "it uses multimodal M-RoPE (3D positions: time, height, width)")
     inv = getattr(rotary, "inv_freq", None)
     if not isinstance(inv, torch.Tensor):
-        raise ValueError(f"{type(rotary).__name__} has no inv_freq buffer; cannot patch it with 2D RoPE")
+        raise _refuse(model, f"its rotary module {type(rotary).__name__} has no `inv_freq` buffer (e.g. one rotary "
+                             "embedding per layer type)")
     if cfg is not None and getattr(cfg, "num_attention_heads", None):
-        hd = _head_dim_of(cfg)
+        hd = head_dim_of(cfg)
         if inv.numel() * 2 != hd:
-            raise ValueError(f"{type(model).__name__} applies rotary to {inv.numel() * 2} of {hd} head dims "
-                             "(partial rotary); 2D RoPE patching needs full-head rotary")
+            raise _refuse(model, f"it applies rotary to {inv.numel() * 2} of {hd} head dims (partial rotary)")
     for name, sub in holder.named_modules():
-        if name and name.endswith("rotary_emb") and sub is not rotary and "." in name:
-            raise ValueError(f"{type(model).__name__} has a per-layer rotary module ({name}); 2D RoPE patching "
-                             "supports model-level rotary embeddings only")
+        if sub is not rotary and "rotary" in name.rpartition(".")[2]:
+            raise _refuse(model, f"it has a second rotary module ({name}), e.g. a per-layer rotary embedding")
 
 
-def patch_model_with_interleaved_2d_rope(model: nn.Module, pair_indices: list[int] | tuple[int, ...] | None = None,
-                                         *, ratio: float | None = None, scheme: str = "additive",
-                                         branch_stride: int = 128) -> Interleaved2DRoPE:
+@torch.no_grad()
+def _check_standard_rotary(model: nn.Module, old: nn.Module, inv: torch.Tensor, scaling: float) -> None:
+    """The old module must return what plain rotate-half RoPE with its `inv_freq` returns (a probe on a
+    few 1D positions): this catches interleaved-pair layouts, complex-valued or half-size outputs and
+    any other variant the static checks miss, instead of silently changing the model."""
+    if inv.device.type == "meta":  # nothing to compute on yet; the static checks have run
+        return
+    new = Interleaved2DRoPE(inv, ratio=0.0, attention_scaling=scaling).to(inv.device)  # standard 1D RoPE
+    pos = torch.tensor([_PROBE_POSITIONS], device=inv.device)
+    x = torch.zeros(1, 1, len(_PROBE_POSITIONS), 1, device=inv.device)
+    try:
+        ref = old(x, pos)
+    except Exception as e:  # noqa: BLE001 - any failure means the module is not the standard kind
+        raise _refuse(model, f"its rotary module {type(old).__name__} does not take (x, position_ids) "
+                             f"({type(e).__name__}: {e})") from None
+    got = new(x, pos)
+    ok = isinstance(ref, (tuple, list)) and len(ref) == 2 and all(
+        isinstance(r, torch.Tensor) and r.shape == g.shape and torch.allclose(r.float(), g.float(), atol=1e-5, rtol=0)
+        for r, g in zip(ref, got))
+    if not ok:
+        raise _refuse(model, f"its rotary module {type(old).__name__} does not return standard rotate-half "
+                             "(cos, sin) of shape [B, T, head_dim] (e.g. interleaved rotary pairs)")
+
+
+def patch_model_with_interleaved_2d_rope(model: nn.Module, *, pairs: list[int] | tuple[int, ...] | None = None,
+                                         ratio: float | None = None, scheme: str = "additive",
+                                         branch_stride: int = 128, mask_mode: str = "columnar") -> Interleaved2DRoPE:
     """Replace a model's rotary module with `Interleaved2DRoPE`; returns the new module.
 
-    `pair_indices` are 1-based (seed API; see `auto_pair_indices`); alternatively give `ratio`.
-    Settings are recorded in `model.config.parallelmind`, so a saved config says how to re-patch.
+    Give the 0-based `pairs` or a `ratio` (the seed's positional 1-based pair indices are
+    `parallel.seed_compat.patch_model_with_interleaved_2d_rope`). The settings (scheme, ratio, pair
+    indices, branch stride and the attention mask mode the model is trained or run with) are
+    recorded in `model.config.parallelmind`, so a saved config, and an adapter saved from the model,
+    say how to re-patch (model/rope_settings.py). A model whose rotary embedding 2D RoPE cannot
+    replace exactly is refused with a ValueError naming its model type and the reason.
     """
+    from parallel.masks import check_mask_mode
+
+    check_mask_mode(mask_mode)
+    if int(branch_stride) < 0:
+        raise ValueError(f"branch_stride must be >= 0, got {branch_stride}")
+    if pairs is None and ratio is None:
+        raise ValueError("give pairs or ratio")
     holder = find_rotary_holder(model)
     old = holder.rotary_emb
     if isinstance(old, Interleaved2DRoPE):
@@ -281,20 +304,20 @@ def patch_model_with_interleaved_2d_rope(model: nn.Module, pair_indices: list[in
     else:
         _check_patchable(model, holder, old)
         inv, scaling = old.inv_freq, float(getattr(old, "attention_scaling", 1.0))
-    if pair_indices is None and ratio is None:
-        raise ValueError("give pair_indices or ratio")
-    new = Interleaved2DRoPE(inv, pair_indices, ratio=ratio, scheme=scheme, attention_scaling=scaling)
+        _check_standard_rotary(model, old, inv, scaling)
+    new = Interleaved2DRoPE(inv, pairs=pairs, ratio=ratio, scheme=scheme, attention_scaling=scaling)
     new.to(inv.device)
     holder.rotary_emb = new
     cfg = getattr(model, "config", None)
     if cfg is not None:
         f = inv.numel()
-        sel = new.pair_indices
+        sel = new.pairs
         cfg.parallelmind = {
             "rope_2d_scheme": scheme,
             "rope_2d_ratio": float(ratio) if ratio is not None else len(sel) / f,
-            "pair_indices": [i + 1 for i in sel],
+            "pair_indices": [i + 1 for i in sel],  # 1-based, numbered as the seed numbers pairs
             "branch_stride": int(branch_stride),
+            "mask_mode": mask_mode,
         }
     return new
 
@@ -305,12 +328,3 @@ def get_rotary(model: nn.Module) -> Interleaved2DRoPE:
         raise ValueError(f"{type(model).__name__} is not patched with 2D RoPE; call "
                          "patch_model_with_interleaved_2d_rope first")
     return rot
-
-
-def set_rope_pos2d(model: nn.Module, pos2d: torch.Tensor | None) -> None:
-    """Seed API: use `pos2d` `[B, T, 2]` in this thread's next forward of `model` (then it is cleared).
-
-    Prefer passing positions explicitly (`position_ids=pos2d`); this exists for code written against
-    the earlier implementation. Shapes are checked against the forward's positions.
-    """
-    get_rotary(model).set_pos2d(pos2d)

@@ -8,7 +8,8 @@ the token history. Semantics follow Hugging Face's logits processors, so a row b
   the penalty and negative ones multiplied (`RepetitionPenaltyLogitsProcessor`);
 * temperature, then top-k, then top-p (the order of `generate`), keeping at least one token;
 * greedy rows (`do_sample=False` or `temperature == 0`) take the argmax; sampled rows draw with
-  `torch.multinomial` from one `torch.Generator`, so a seed reproduces the outputs.
+  `torch.multinomial` from one `torch.Generator`, or each from its own (`generators`), so a seed
+  reproduces the outputs.
 
 Usage:
 
@@ -26,7 +27,7 @@ import torch
 
 @dataclass
 class SamplingParams:
-    """Sampling settings of one branch (or of every branch of a group)."""
+    """Sampling settings of one branch (or of every branch of a sample)."""
 
     temperature: float = 1.0
     top_p: float = 1.0
@@ -80,6 +81,16 @@ class SamplingTensors:
                                             device=device),
             greedy=torch.tensor(greedy, dtype=torch.bool, device=device),
         )
+
+    @classmethod
+    def default(cls, n: int, device: torch.device | str | None = None) -> SamplingTensors:
+        """`n` rows of `SamplingParams()` (greedy, no penalty)."""
+        return cls.from_params([SamplingParams()] * n, device)
+
+    @classmethod
+    def cat(cls, parts: list[SamplingTensors]) -> SamplingTensors:
+        """The rows of every part, in order."""
+        return cls(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(cls)})
 
     def __post_init__(self) -> None:
         # Python flags computed once, so that a decode step does not sync on them (greedy-only batches
@@ -147,11 +158,14 @@ def apply_temperature_top_k_top_p(logits: torch.Tensor, params: SamplingTensors)
 
 
 def sample_next(logits: torch.Tensor, params: SamplingTensors, generator: torch.Generator | None = None, *,
-                seen: torch.Tensor | None = None) -> torch.Tensor:
+                seen: torch.Tensor | None = None,
+                generators: list[torch.Generator | None] | None = None) -> torch.Tensor:
     """`[N, V]` logits -> `[N]` next token ids.
 
     `seen` (`[N, V]` bool) enables the repetition penalty for rows whose penalty is not 1. Greedy
-    rows take the argmax; the others draw from the filtered distribution with `generator`.
+    rows take the argmax; the others draw from the filtered distribution with `generator`, or, given
+    `generators` (one per row), each row with its own: a row's token then depends only on its own
+    logits and its own stream, never on the other rows.
     """
     x = logits.float()
     if seen is not None and params.any_penalty:
@@ -161,5 +175,9 @@ def sample_next(logits: torch.Tensor, params: SamplingTensors, generator: torch.
         rows = torch.nonzero(~params.greedy).squeeze(1)
         filtered = apply_temperature_top_k_top_p(x[rows], params[rows])
         probs = torch.softmax(filtered, dim=-1)
-        out[rows] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        if generators is None:
+            out[rows] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        else:
+            picks = [torch.multinomial(probs[i:i + 1], 1, generator=generators[r]) for i, r in enumerate(rows.tolist())]
+            out[rows] = torch.cat(picks).view(-1)
     return out

@@ -1,7 +1,9 @@
-"""Streaming record I/O with clear errors: JSONL / JSON / CSV / text readers and atomic JSONL writers.
+"""Record I/O with clear errors: JSONL / JSON / CSV / text readers and atomic JSONL writers.
 
-Every reader streams with constant memory and reports bad input as a `DataError` naming the file,
-the 1-based line and the field, for example::
+JSONL, CSV and text readers stream with constant memory; a .json file (one array or object) is read
+whole, so large data belongs in JSONL. Every JSONL line in the project (training sources, prompt and
+task files, converters) is parsed by one reader, `iter_jsonl_lines`, built on the `jsonlines`
+package. Bad input is a `DataError` naming the file, the 1-based line and the field, for example::
 
     dataset/x.jsonl:17: field 'conversations': expected a list, got str
 
@@ -19,6 +21,8 @@ Public API:
     ReadStats(read=0, skipped_bad=0, blank=0, errors=[]) ; .bad(message) ; .summary()
     require_field(obj, field, types, path=None, line=None) -> value
     describe_type(value) -> str
+    check_input_file(path, what="input file") -> Path
+    iter_jsonl_lines(numbered_lines, path, *, skip_bad=False, stats=None) -> Iterator[(line_no, dict)]
     iter_jsonl(path, *, skip_bad=False, stats=None, start_line=0) -> Iterator[(line_no, dict)]
     iter_json_records(path, *, stats=None) -> Iterator[(line_no, value)]
     iter_csv_rows(path, *, skip_bad=False, stats=None) -> Iterator[(line_no, dict)]
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import itertools
 import json
 import os
 import tempfile
@@ -42,8 +47,9 @@ from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
+import jsonlines
+
 MAX_ERROR_MESSAGES = 5  # ReadStats keeps the first few error messages for the summary
-_JSON_CHUNK = 1 << 20  # characters read at a time by the incremental JSON array parser
 
 
 class DataError(ValueError):
@@ -145,12 +151,13 @@ def require_field(obj: Any, field: str, types: type | tuple[type, ...], path: st
     return value
 
 
-def _check_file(path: str | os.PathLike) -> Path:
+def check_input_file(path: str | os.PathLike, what: str = "input file") -> Path:
+    """`path` as a Path if it is a readable regular file; FileNotFoundError or DataError saying why not."""
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"input file {p} does not exist")
     if p.is_dir():
-        raise IsADirectoryError(f"input {p} is a folder, expected a file")
+        raise DataError(f"is a directory, expected a file ({what})", path=p)
+    if not p.exists():
+        raise FileNotFoundError(f"{what} {p} does not exist")
     return p
 
 
@@ -161,177 +168,163 @@ def _empty_error(p: Path, stats: ReadStats | None, what: str = "records") -> Dat
     return DataError(f"is empty (no {what})", path=p)
 
 
+def _loads_line(text: str) -> Any:
+    return json.loads(text.rstrip("\r\n"))  # without the newline, an error's column counts on this line
+
+
+def _invalid_line(e: jsonlines.InvalidLineError, path, line_no: int) -> DataError:
+    cause = e.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return DataError(f"not valid UTF-8 ({cause.reason} at byte {cause.start})", path=path, line=line_no)
+    if isinstance(cause, json.JSONDecodeError):
+        return DataError(f"malformed JSON: {cause.msg} (column {cause.colno})", path=path, line=line_no)
+    return DataError(f"malformed JSON line: {e.message}", path=path, line=line_no)
+
+
+def iter_jsonl_lines(numbered_lines: Iterable[tuple[int, bytes | str]], path: str | os.PathLike | None, *,
+                     skip_bad: bool = False, stats: ReadStats | None = None) -> Iterator[tuple[int, dict]]:
+    """Parse `(line_no, raw line)` pairs as JSONL records -> `(line_no, dict)`; the one JSONL parser.
+
+    The lines may come in any order (a shuffled block of a training file) with their own numbers.
+    Blank lines are skipped (counted in `stats.blank`); a leading UTF-8 BOM on a line is ignored. A
+    line that is not valid UTF-8 / JSON, or not a JSON object, raises DataError naming path:line, or
+    with `skip_bad` is skipped and counted in `stats.skipped_bad`.
+    """
+    current = 0  # number of the line the reader consumed last
+
+    def feed():
+        nonlocal current
+        for line_no, raw in numbered_lines:
+            current = line_no
+            if not raw.strip():
+                if stats is not None:
+                    stats.blank += 1
+                continue
+            yield raw
+
+    reader = jsonlines.Reader(feed(), loads=_loads_line)
+    while True:
+        try:
+            value = reader.read(allow_none=True)
+        except EOFError:
+            return
+        except jsonlines.InvalidLineError as e:
+            err = _invalid_line(e, path, current)
+        else:
+            if isinstance(value, dict):
+                if stats is not None:
+                    stats.read += 1
+                yield current, value
+                continue
+            err = DataError(f"expected a JSON object per line, got {describe_type(value)}", path=path, line=current)
+        if not skip_bad:
+            raise err from None
+        if stats is not None:
+            stats.bad(err)
+
+
 def iter_jsonl(path: str | os.PathLike, *, skip_bad: bool = False, stats: ReadStats | None = None,
                start_line: int = 0) -> Iterator[tuple[int, dict]]:
     """Stream `(line_no, obj)` from a JSONL file, one JSON object per line, with constant memory.
 
-    line_no is 1-based. Blank lines are skipped (counted in `stats.blank`). A line that is not valid
-    UTF-8 / JSON, or not a JSON object, raises DataError naming file:line, or with `skip_bad` is skipped
-    and counted in `stats.skipped_bad`. `start_line` skips the first `start_line` lines unread (resuming).
-    A file without any record raises DataError("... is empty") (only checked when start_line == 0);
-    a missing file raises FileNotFoundError.
+    line_no is 1-based; lines are parsed by `iter_jsonl_lines` (blank lines skipped, errors naming
+    file:line, `skip_bad` to skip malformed lines). `start_line` skips the first `start_line` lines
+    unparsed (resuming). A file without any record raises DataError("... is empty") (only checked when
+    start_line == 0); a missing file raises FileNotFoundError.
     """
-    p = _check_file(path)
+    p = check_input_file(path)
     yielded = 0
     with open(p, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            if line_no <= start_line:
-                continue
-            try:
-                text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                err = DataError(f"not valid UTF-8 ({e.reason} at byte {e.start})", path=p, line=line_no)
-                if not skip_bad:
-                    raise err from None
-                if stats is not None:
-                    stats.bad(err)
-                continue
-            if not text.strip():
-                if stats is not None:
-                    stats.blank += 1
-                continue
-            try:
-                obj = json.loads(text.rstrip("\r\n"))  # so that e.colno counts on this line
-            except json.JSONDecodeError as e:
-                err = DataError(f"malformed JSON: {e.msg} (column {e.colno})", path=p, line=line_no)
-                if not skip_bad:
-                    raise err from None
-                if stats is not None:
-                    stats.bad(err)
-                continue
-            if not isinstance(obj, dict):
-                err = DataError(f"expected a JSON object per line, got {describe_type(obj)}", path=p, line=line_no)
-                if not skip_bad:
-                    raise err
-                if stats is not None:
-                    stats.bad(err)
-                continue
-            if stats is not None:
-                stats.read += 1
+        for item in iter_jsonl_lines(itertools.islice(enumerate(f, start=1), start_line, None), p,
+                                     skip_bad=skip_bad, stats=stats):
             yielded += 1
-            yield line_no, obj
+            yield item
     if yielded == 0 and start_line == 0:
         raise _empty_error(p, stats)
 
 
-def iter_json_records(path: str | os.PathLike, *, stats: ReadStats | None = None) -> Iterator[tuple[int, Any]]:
-    """Stream the records of a .json file: the elements of a top-level array, or one top-level object.
-
-    The array is parsed incrementally (`json.JSONDecoder.raw_decode` over chunks), so memory stays
-    bounded by the largest element, not the file. Yields `(line_no, value)` where line_no is the
-    1-based line on which the element starts. Elements may be any JSON value; the caller checks them
-    (`iter_records` rejects non-objects, honouring `skip_bad`). A JSON syntax error always raises
-    DataError with the line: after one, the element boundaries are unknown, so nothing can be skipped
-    safely. An empty array or file raises DataError.
-    """
-    p = _check_file(path)
-    decoder = json.JSONDecoder()
-    yielded = 0
-    with open(p, encoding="utf-8-sig") as f:
-        buf = ""
-        pos = 0  # index into buf of the next unread character
-        line = 1  # line number of buf[pos]
-        eof = False
-        want = _JSON_CHUNK
-
-        def fill() -> bool:
-            """Drop the consumed prefix and read more; False at end of file."""
-            nonlocal buf, pos, eof, want
-            if eof:
-                return False
-            try:
-                chunk = f.read(want)
-            except UnicodeDecodeError as e:
-                raise DataError(f"not valid UTF-8 ({e.reason})", path=p, line=line) from None
-            if not chunk:
-                eof = True
-                return False  # buf and pos are left as they were, so error positions stay valid
-            buf = buf[pos:] + chunk
-            pos = 0
-            return True
-
-        def skip_ws() -> bool:
-            """Advance past whitespace (counting lines); False when the file ends first."""
-            nonlocal pos, line
-            while True:
-                n = len(buf)
-                while pos < n and buf[pos] in " \t\r\n":
-                    if buf[pos] == "\n":
-                        line += 1
-                    pos += 1
-                if pos < n:
-                    return True
-                if not fill():
-                    return False
-
-        if not skip_ws():
-            raise DataError("is empty (no JSON value)", path=p)
-        first = buf[pos]
-        if first == "{":
-            while True:  # a single object: read it whole
-                try:
-                    obj, end = decoder.raw_decode(buf, pos)
-                    break
-                except json.JSONDecodeError as e:
-                    if not fill():
-                        raise DataError(f"malformed JSON: {e.msg}", path=p, line=line + buf.count("\n", pos, e.pos)) \
-                            from None
-                    want *= 2  # re-parsing from the start each time: doubling keeps the total work linear
-            start_line = line
-            line += buf.count("\n", pos, end)
-            pos = end
-            if skip_ws():
-                raise DataError("unexpected data after the top-level object", path=p, line=line)
-            if stats is not None:
-                stats.read += 1
-            yield start_line, obj
-            return
-        if first != "[":
-            raise DataError(f"expected a JSON array or object at the top level, got {first!r}", path=p, line=line)
+def _skip_ws(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
         pos += 1
-        expect_value = True  # after '[' or ','
-        while True:
-            if not skip_ws():
-                raise DataError("unexpected end of file inside the top-level array", path=p, line=line)
-            c = buf[pos]
-            if c == "]" and (not expect_value or yielded == 0):
-                pos += 1
-                break
-            if not expect_value:
-                if c != ",":
-                    raise DataError(f"expected ',' or ']' between array elements, got {c!r}", path=p, line=line)
-                pos += 1
-                expect_value = True
-                continue
-            want = _JSON_CHUNK
-            while True:
-                try:
-                    value, end = decoder.raw_decode(buf, pos)
-                    # objects, arrays and strings end with their own delimiter; a number or literal is
-                    # complete only when a separator follows (else "12" may be "12.5" cut by the chunk)
-                    if buf[pos] in "{[\"" or (end < len(buf) and buf[end] in " \t\r\n,]"):
-                        break
-                    if not fill():
-                        break
-                    continue
-                except json.JSONDecodeError as e:
-                    if fill():
-                        want *= 2  # a big element is re-parsed from its start: doubling keeps that linear
-                        continue
-                    err_line = line + buf.count("\n", pos, max(pos, e.pos))
-                    raise DataError(f"malformed JSON in array element: {e.msg}", path=p, line=err_line) from None
-            start_line = line
-            line += buf.count("\n", pos, end)
-            pos = end
-            expect_value = False
-            if stats is not None:
-                stats.read += 1
-            yielded += 1
-            yield start_line, value
-        if skip_ws():
-            raise DataError("unexpected data after the top-level array", path=p, line=line)
-    if yielded == 0:
+    return pos
+
+
+def iter_json_records(path: str | os.PathLike, *, stats: ReadStats | None = None) -> Iterator[tuple[int, Any]]:
+    """The records of a .json file: the elements of a top-level array, or one top-level object.
+
+    The file is read whole (the standard `json` decoder; use JSONL for data too big for memory).
+    Yields `(line_no, value)` where line_no is the 1-based line on which the element starts. Elements
+    may be any JSON value; the caller checks them (`iter_records` rejects non-objects, honouring
+    `skip_bad`). A JSON syntax error raises DataError with its line: after one, the element boundaries
+    are unknown, so nothing can be skipped safely. An empty array or file raises DataError.
+    """
+    p = check_input_file(path)
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"not valid UTF-8 ({e.reason} at byte {e.start})", path=p,
+                        line=data.count(b"\n", 0, e.start) + 1) from None
+    decoder = json.JSONDecoder()
+
+    def decode(pos: int, what: str) -> tuple[Any, int]:
+        try:
+            return decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise DataError(f"malformed JSON{what}: {e.msg}", path=p, line=e.lineno) from None
+
+    def line_at(pos: int) -> int:
+        return text.count("\n", 0, pos) + 1
+
+    pos = _skip_ws(text, 0)
+    if pos == len(text):
+        raise DataError("is empty (no JSON value)", path=p)
+    if text[pos] not in "[{":
+        raise DataError(f"expected a JSON array or object at the top level, got {text[pos]!r}", path=p,
+                        line=line_at(pos))
+    if text[pos] == "{":
+        value, end = decode(pos, "")
+        elements = [(line_at(pos), value)]
+    else:
+        elements, pos = [], _skip_ws(text, pos + 1)
+        while pos < len(text) and text[pos] != "]":
+            value, end = decode(pos, " in array element")
+            elements.append((line_at(pos), value))
+            pos = _skip_ws(text, end)
+            if pos < len(text) and text[pos] == ",":
+                pos = _skip_ws(text, pos + 1)
+            elif pos < len(text) and text[pos] != "]":
+                raise DataError(f"expected ',' or ']' between array elements, got {text[pos]!r}", path=p,
+                                line=line_at(pos))
+        if pos >= len(text):
+            raise DataError("unexpected end of file inside the top-level array", path=p, line=line_at(pos))
+        end = pos + 1
+    if _skip_ws(text, end) < len(text):
+        raise DataError("unexpected data after the top-level value", path=p, line=line_at(_skip_ws(text, end)))
+    if not elements:
         raise _empty_error(p, stats, "array elements")
+    for line_no, value in elements:
+        if stats is not None:
+            stats.read += 1
+        yield line_no, value
+
+
+class _CsvLines:
+    """The lines of a CSV file for `csv.reader`, noting whether a row needed to read past the end."""
+
+    def __init__(self, f):
+        self.f = f
+        self.hit_eof = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self.f.readline()
+        if not line:
+            self.hit_eof = True
+            raise StopIteration
+        return line
 
 
 def iter_csv_rows(path: str | os.PathLike, *, skip_bad: bool = False,
@@ -339,21 +332,17 @@ def iter_csv_rows(path: str | os.PathLike, *, skip_bad: bool = False,
     """Stream `(line_no, row)` from a CSV file with a header line; row maps column name -> str.
 
     line_no is the 1-based line on which the row starts. Rows with more fields than the header are
-    malformed (DataError, or skipped with `skip_bad`); missing trailing fields come out as None.
+    malformed (DataError, or skipped with `skip_bad`); missing trailing fields come out as None. A
+    quoted field that is never closed is always a DataError naming the line where it opens (the
+    csv module would otherwise read the rest of the file into that one field).
     """
-    p = _check_file(path)
+    p = check_input_file(path)
     _raise_csv_field_limit()
     yielded = 0
     with open(p, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f)
-        try:
-            header = next(reader, None)
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise DataError(f"bad CSV header: {one_line(e)}", path=p, line=1) from None
-        if header is None:
-            raise DataError("is empty (no CSV header)", path=p)
-        if len(set(header)) != len(header):
-            raise DataError(f"duplicate column names in the CSV header: {header}", path=p, line=1)
+        lines = _CsvLines(f)
+        reader = csv.reader(lines)
+        header = _csv_header(reader, lines, p)
         while True:
             start = reader.line_num + 1
             try:
@@ -367,6 +356,9 @@ def iter_csv_rows(path: str | os.PathLike, *, skip_bad: bool = False,
                 if stats is not None:
                     stats.bad(err)
                 continue
+            if lines.hit_eof:
+                raise DataError("unterminated quote: the quoted field that opens on this line runs to the end of "
+                                "the file", path=p, line=start)
             if not fields or all(not x.strip() for x in fields):
                 if stats is not None:
                     stats.blank += 1
@@ -387,6 +379,21 @@ def iter_csv_rows(path: str | os.PathLike, *, skip_bad: bool = False,
             yield start, row
     if yielded == 0:
         raise _empty_error(p, stats, "CSV rows")
+
+
+def _csv_header(reader, lines: _CsvLines, p: Path) -> list[str]:
+    try:
+        header = next(reader, None)
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise DataError(f"bad CSV header: {one_line(e)}", path=p, line=1) from None
+    if header is None:
+        raise DataError("is empty (no CSV header)", path=p)
+    if lines.hit_eof:
+        raise DataError("unterminated quote in the CSV header: the quoted field runs to the end of the file",
+                        path=p, line=1)
+    if len(set(header)) != len(header):
+        raise DataError(f"duplicate column names in the CSV header: {header}", path=p, line=1)
+    return header
 
 
 @functools.cache
@@ -410,7 +417,7 @@ def iter_text_lines(path: str | os.PathLike, *, stats: ReadStats | None = None) 
 
     Blank lines are skipped and counted in `stats.blank`; a file without a non-blank line raises DataError.
     """
-    p = _check_file(path)
+    p = check_input_file(path)
     yielded = 0
     with open(p, "rb") as f:
         for line_no, raw in enumerate(f, start=1):

@@ -8,11 +8,11 @@ data flushes them as a last, possibly smaller, sample. Grouped records (``{"main
 are samples already and pass through whole.
 
 `ParallelCollator.collate(samples)` lays a batch out with `build_flat_linear_layout` (vectorised)
-and returns tensors: input_ids, attention_mask `[B, T]`, labels (next token of the same branch),
-pos2d `[B, T, 2]`, time_ids, branch_ids, position_ids `[B, T, 3]`, plus counts.
+and returns tensors: input_ids, token_mask `[B, T]` (bool, True = real token), labels (next token of
+the same branch), pos2d `[B, T, 2]`, time_ids, branch_ids, position_ids `[B, T, 3]`, plus counts.
 
-`ParallelPretrainCollator` / `ParallelSFTCollator` keep the earlier implementation's call style
-(a list of records in, a batch out) on top of the same two pieces.
+`ParallelPretrainCollator` / `ParallelSFTCollator` have the seed's call style (a list of records in,
+a batch out) on top of the same two pieces.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections import deque
 import torch
 
 from parallel.layout import build_flat_linear_layout
+from parallel.seed_compat import check_interleave_branches
 
 
 def is_sample(unit: dict) -> bool:
@@ -159,12 +160,12 @@ class ParallelCollator:
                                           random_time_offset=self.random_time_offset,
                                           max_tokens=self.max_total_tokens, generator=self.generator)
         if self.pad_id is not None and self.pad_id != layout.pad_id:
-            layout.input_ids[layout.attention_mask == 0] = self.pad_id
+            layout.input_ids[~layout.token_mask] = self.pad_id
         return {
-            "input_ids": layout.input_ids, "attention_mask": layout.attention_mask, "labels": layout.labels,
+            "input_ids": layout.input_ids, "token_mask": layout.token_mask, "labels": layout.labels,
             "pos2d": layout.pos2d, "time_ids": layout.time_ids, "branch_ids": layout.branch_ids,
             "position_ids": layout.position_ids(), "branch_counts": layout.branch_counts,
-            "num_label_tokens": int((layout.labels != -100).sum()), "num_tokens": int(layout.attention_mask.sum()),
+            "num_label_tokens": int((layout.labels != -100).sum()), "num_tokens": int(layout.token_mask.sum()),
             "truncated_tokens": layout.num_truncated, "num_samples": len(samples),
             "num_texts": int(layout.branch_counts.sum()),
         }
@@ -198,13 +199,15 @@ class ParallelPretrainCollator:
 
     Every record of the call is used: with fixed `branches_per_sample` the last sample may hold fewer
     branches when the count does not divide; `batch_by_samples` is a DataLoader-level setting here.
+    `interleave_branches` is the seed's flag; both values give the same time-major layout
+    (`parallel.seed_compat.check_interleave_branches`).
     """
 
     def __init__(self, tokenizer, branches_per_sample: int = 8, pad_to: int | None = None,
                  max_branches_per_sample: int | None = None, min_branches_per_sample: int = 1,
                  random_time_offset: bool = True, interleave_branches: bool = False, branch_stride: int = 128,
                  align_to: str = "left", max_total_tokens: int = 0, seed: int = 0):
-        del interleave_branches  # layouts are always time-major (see parallel/layout.py)
+        self.interleave_branches = check_interleave_branches(interleave_branches)
         self.tokenizer = tokenizer
         self.grouping = dict(branches_per_sample=branches_per_sample, min_branches=min_branches_per_sample,
                              max_branches=max_branches_per_sample)

@@ -14,17 +14,26 @@ A unit is either one branch, ``{"input_ids": [...], "answer_offset": int, "time_
   truncated there and counted. Branches never contain pad tokens.
 
 Both read through `parallel_data.sources` (constant memory, per-rank shards, seeded held-out split).
+
+A record whose branch gives no target token (an ``answer_offset`` at or past the end of the text) is
+counted in `UnitStats.no_target` and reported with its file and line (`parallel_data.prepass` logs
+the first few before training); with ``strict_data`` it is an error, and so is a branch or
+conversation cut at ``max_seq_len``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from parallel_data.formats import conversation_branches, normalize_conversation, resolve_text_column
-from parallel_data.io import DataError, describe_type
+from parallel_data.io import DataError, check_input_file, describe_type
 from parallel_data.sources import Cursor, HubSource, LocalJsonlSource
+
+log = logging.getLogger("parallelmind.data")
+MAX_EXAMPLES = 5  # located messages kept for the report of records without a target
 
 
 @dataclass
@@ -37,10 +46,43 @@ class UnitStats:
     truncated: int = 0  # SFT conversations / offset branches cut at max_seq_len
     truncated_tokens: int = 0
     packed_chunks: int = 0
+    no_target: int = 0  # records with a branch that gives no target token
 
     def add(self, other: UnitStats) -> None:
         for k in self.__dataclass_fields__:
             setattr(self, k, getattr(self, k) + getattr(other, k))
+
+
+def unit_targets(unit: dict) -> int:
+    """Target tokens the layout gives a unit (before any --max_total_tokens truncation).
+
+    Token j of a branch is a target when j >= max(1, answer_offset) and, with a loss_mask, mask[j] is 1.
+    """
+    if "branches" in unit:
+        return sum(unit_targets(b) for b in unit["branches"])
+    first = max(1, unit.get("answer_offset", 0) or 0)
+    mask = unit.get("loss_mask")
+    if mask is not None:
+        return int(sum(mask[first:]))
+    return max(0, len(unit["input_ids"]) - first)
+
+
+@dataclass
+class RecordChecks:
+    """Reports records that lose data or give no target: counted and logged, or DataError when strict."""
+
+    strict: bool = False
+    warn: bool = True  # log the first occurrences here (False when a pre-pass already reported them)
+    examples: list[str] = field(default_factory=list)  # the first MAX_EXAMPLES messages
+
+    def report(self, stats: UnitStats, err: DataError) -> None:
+        if self.strict:
+            raise err
+        stats.no_target += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(str(err))
+            if self.warn:
+                log.warning("data: %s (counted; --strict_data makes this an error)", err)
 
 
 def _int_field(rec, name, path, line, default=0):
@@ -63,6 +105,8 @@ class PretrainUnits:
     chunk_length: int | None = None
     stats: UnitStats = field(default_factory=UnitStats)
     carry: list[int] = field(default_factory=list)
+    checks: RecordChecks = field(default_factory=RecordChecks)
+    _flagged: bool = False  # this record has been reported already
 
     def _ids(self, text: str, path, line, fld) -> list[int]:
         if not isinstance(text, str):
@@ -85,13 +129,32 @@ class PretrainUnits:
                             field=fld_prefix.rstrip(".") or None)
         ans = _int_field(rec, "answer_offset", self.path, line)
         toff = _int_field(rec, "time_offset", self.path, line)
-        return self._fit(ids, ans, toff)
+        return self._checked(self._fit(ids, ans, toff, line, fld_prefix), ans, len(ids), line, fld_prefix)
 
-    def _fit(self, ids: list[int], ans: int, toff: int) -> list[dict]:
+    def _checked(self, units: list[dict], ans: int, n_tokens: int, line: int, fld_prefix: str) -> list[dict]:
+        """Report a branch that gives no target token (once per record)."""
+        if self._flagged or any(unit_targets(u) for u in units):
+            return units
+        self._flagged = True
+        if ans:
+            cut = f", cut at max_seq_len={self.max_seq_len}" if n_tokens > self.max_seq_len else ""
+            err = DataError(f"answer_offset {ans} leaves no target token (the text has {n_tokens} tokens{cut})",
+                            path=self.path, line=line, field=fld_prefix + "answer_offset")
+        else:
+            err = DataError(f"gives no target token (a text of {n_tokens} token has nothing to predict)",
+                            path=self.path, line=line, field=fld_prefix.rstrip(".") or None)
+        self.checks.report(self.stats, err)
+        return units
+
+    def _fit(self, ids: list[int], ans: int, toff: int, line: int, fld_prefix: str = "") -> list[dict]:
         n = self.max_seq_len
         if len(ids) <= n:
             return [{"input_ids": ids, "answer_offset": ans, "time_offset": toff}]
         if ans > 0:  # a prompt/answer branch cannot be split: keep its start, count the cut
+            if self.checks.strict:
+                raise DataError(f"a branch with an answer_offset is {len(ids)} tokens long, more than "
+                                f"max_seq_len={n}; it would be cut (--strict_data)", path=self.path, line=line,
+                                field=fld_prefix.rstrip(".") or None)
             self.stats.truncated += 1
             self.stats.truncated_tokens += len(ids) - n
             return [{"input_ids": ids[:n], "answer_offset": ans, "time_offset": toff}]
@@ -101,12 +164,14 @@ class PretrainUnits:
 
     def __call__(self, rec: dict, line: int) -> list[dict]:
         self.stats.records += 1
+        self._flagged = False
         if "branches" in rec:
             units = [self._grouped(rec, line)]
         elif self.chunk_length:
             units = self._pack(rec, line)
         elif self.text_column is not None and self.text_column in rec:
-            units = self._fit(self._ids(rec[self.text_column], self.path, line, self.text_column), 0, 0)
+            ids = self._ids(rec[self.text_column], self.path, line, self.text_column)
+            units = self._checked(self._fit(ids, 0, 0, line), 0, len(ids), line, self.text_column + ".")
         else:
             units = self._branch(rec, line)
         self.stats.units += len(units)
@@ -168,6 +233,7 @@ class SFTUnits:
     fmt: str = "auto"
     stats: UnitStats = field(default_factory=UnitStats)
     carry: list[int] = field(default_factory=list)  # unused (no packing); kept for a uniform state
+    checks: RecordChecks = field(default_factory=RecordChecks)
 
     def __call__(self, rec: dict, line: int) -> list[dict]:
         self.stats.records += 1
@@ -184,6 +250,9 @@ class SFTUnits:
                                 path=self.path, line=line)
             mask[offset:end] = [1] * (end - offset)
         if len(ids) > self.max_seq_len:
+            if self.checks.strict:
+                raise DataError(f"the conversation is {len(ids)} tokens long, more than max_seq_len="
+                                f"{self.max_seq_len}; it would be cut (--strict_data)", path=self.path, line=line)
             self.stats.truncated += 1
             self.stats.truncated_tokens += len(ids) - self.max_seq_len
             ids, mask = ids[: self.max_seq_len], mask[: self.max_seq_len]
@@ -199,12 +268,17 @@ class SFTUnits:
 class _ParallelDataset:
     """Common part: a record source plus a record -> units builder."""
 
-    def __init__(self, source, builder_factory):
+    def __init__(self, source, builder_factory, strict_data: bool = False):
         self.source = source
         self._builder_factory = builder_factory
+        self.strict_data = strict_data
+        self.scan = None  # the pre-pass result (`parallel_data.prepass.scan_records`), once it has run
 
-    def new_builder(self):
-        return self._builder_factory()
+    def new_builder(self, *, warn: bool | None = None):
+        """A fresh record -> units builder; it logs data warnings itself unless a pre-pass reported them."""
+        builder = self._builder_factory()
+        builder.checks = RecordChecks(strict=self.strict_data, warn=self.scan is None if warn is None else warn)
+        return builder
 
     def iter_epoch_units(self, builder, cursor: Cursor, stream: int, num_streams: int) -> Iterator[list[dict]]:
         """Units per record of the cursor's epoch (a list per record, so callers can checkpoint per record)."""
@@ -234,14 +308,6 @@ class _ParallelDataset:
             return None
         return q // num_streams + (1 if stream < q % num_streams else 0)
 
-    def stream_unit_count(self, stream: int, num_streams: int, epoch: int = 0) -> int | None:
-        """Records (or chunks, when packing with a quota) a stream reads per epoch, None when unknown."""
-        q = self.unit_quota(stream, num_streams)
-        if q is not None:
-            return q
-        src = self.source
-        return src.stream_line_count(stream, num_streams, epoch)
-
 
 def make_source(*, data_path: str | None, hf_dataset: str | None, hf_subset: str | None = None,
                 hf_split: str = "train", val_samples: int = 0, max_samples: int | None = None, seed: int = 0,
@@ -250,9 +316,10 @@ def make_source(*, data_path: str | None, hf_dataset: str | None, hf_subset: str
         return HubSource(hf_dataset, hf_subset, hf_split, val_samples=val_samples, max_samples=max_samples)
     if not data_path:
         raise ValueError("give --data_path (a local JSONL file) or --hf-dataset")
-    if not Path(data_path).is_file():
+    if not Path(data_path).exists():
         raise FileNotFoundError(f"data file {data_path} does not exist (build the bundled demo data with "
                                 "`python scripts/build_demo_data.py`)")
+    check_input_file(data_path, "data file")
     return LocalJsonlSource(data_path, seed=seed, shuffle=shuffle, val_samples=val_samples, max_samples=max_samples)
 
 
@@ -262,7 +329,7 @@ class ParallelPretrainDataset(_ParallelDataset):
     def __init__(self, tokenizer, *, data_path: str | None = None, hf_dataset: str | None = None,
                  hf_subset: str | None = None, hf_split: str = "train", text_column: str | None = None,
                  max_samples: int | None = None, chunk_length: int | None = None, max_seq_len: int = 512,
-                 val_samples: int = 0, seed: int = 0, shuffle: bool = True):
+                 val_samples: int = 0, seed: int = 0, shuffle: bool = True, strict_data: bool = False):
         # with packing, --max-samples counts chunks (rows are read until the chunks are there)
         source = make_source(data_path=data_path, hf_dataset=hf_dataset, hf_subset=hf_subset, hf_split=hf_split,
                              val_samples=val_samples, max_samples=None if chunk_length else max_samples, seed=seed,
@@ -274,7 +341,11 @@ class ParallelPretrainDataset(_ParallelDataset):
         if chunk_length is not None and chunk_length < 1:
             raise ValueError(f"--chunk-length must be positive, got {chunk_length}")
         name = hf_dataset or data_path
-        super().__init__(source, lambda: PretrainUnits(tokenizer, max_seq_len, name, text_column, chunk_length))
+        self.settings = {"kind": "pretrain", "max_seq_len": max_seq_len, "text_column": text_column,
+                         "chunk_length": chunk_length, "eos": getattr(tokenizer, "eos_token_id", None)}
+        self.tokenizer = tokenizer
+        super().__init__(source, lambda: PretrainUnits(tokenizer, max_seq_len, name, text_column, chunk_length),
+                         strict_data)
 
 
 class ParallelSFTDataset(_ParallelDataset):
@@ -283,10 +354,12 @@ class ParallelSFTDataset(_ParallelDataset):
     def __init__(self, tokenizer, *, data_path: str | None = None, hf_dataset: str | None = None,
                  hf_subset: str | None = None, hf_split: str = "train", max_samples: int | None = None,
                  max_seq_len: int = 512, val_samples: int = 0, seed: int = 0, fmt: str = "auto",
-                 shuffle: bool = True):
+                 shuffle: bool = True, strict_data: bool = False):
         source = make_source(data_path=data_path, hf_dataset=hf_dataset, hf_subset=hf_subset, hf_split=hf_split,
                              val_samples=val_samples, max_samples=max_samples, seed=seed, shuffle=shuffle)
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("SFT needs a tokenizer with a chat template (the repo tokenizer in model/ has one)")
         name = hf_dataset or data_path
-        super().__init__(source, lambda: SFTUnits(tokenizer, max_seq_len, name, fmt))
+        self.settings = {"kind": "sft", "max_seq_len": max_seq_len, "fmt": fmt}
+        self.tokenizer = tokenizer
+        super().__init__(source, lambda: SFTUnits(tokenizer, max_seq_len, name, fmt), strict_data)

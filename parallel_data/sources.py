@@ -16,13 +16,12 @@ token ids into exact `chunk_length` pieces (documents joined with EOS, no decode
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from parallel_data.io import DataError, describe_type
+from parallel_data.io import DataError, check_input_file, iter_jsonl_lines
 
 DEFAULT_BLOCK_BYTES = 1 << 18
 MIN_BLOCKS = 64  # small files are cut finer, so that many ranks x workers all get a share
@@ -44,9 +43,7 @@ class Block:
 
 def build_block_index(path: str | Path, block_bytes: int = DEFAULT_BLOCK_BYTES) -> list[Block]:
     """Scan a file once (counting newlines only) and cut it into line-aligned blocks."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"data file {p} does not exist")
+    p = check_input_file(path, "data file")
     blocks: list[Block] = []
     start, line_no, lines_in_block, pos, last = 0, 1, 0, 0, b"\n"
     with open(p, "rb") as f:
@@ -80,20 +77,6 @@ def read_block_lines(path: str | Path, block: Block) -> list[tuple[int, bytes]]:
     if lines and lines[-1] == b"":
         lines.pop()
     return [(block.first_line + i, ln) for i, ln in enumerate(lines)]
-
-
-def parse_json_line(path, line_no: int, raw: bytes) -> dict | None:
-    """-> the record, None for a blank line; DataError naming file:line otherwise."""
-    text = raw.strip()
-    if not text:
-        return None
-    try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"malformed JSON ({e.msg if hasattr(e, 'msg') else e})", path=path, line=line_no) from None
-    if not isinstance(obj, dict):
-        raise DataError(f"expected a JSON object, got {describe_type(obj)}", path=path, line=line_no)
-    return obj
 
 
 @dataclass
@@ -171,69 +154,58 @@ class LocalJsonlSource:
             seen += b.n_lines
         return out
 
-    def train_line_count(self) -> int:
-        n = 0
-        for i in self.split.train_blocks:
-            lo, hi = self.split.val_lines.get(i, (0, 0))
-            n += self._limit_block_lines[i] - (hi - lo)
-        return n
-
     def epoch_blocks(self, epoch: int, stream: int, num_streams: int, start: int = 0) -> list[int]:
         order = list(self.split.train_blocks)
         if self.shuffle:
             random.Random(f"blocks:{self.seed}:{epoch}").shuffle(order)
         return order[start + stream::num_streams]
 
-    def _block_train_lines(self, i: int, epoch: int) -> list[tuple[int, bytes]]:
-        lines = read_block_lines(self.path, self.blocks[i])[: self._limit_block_lines[i]]
+    def block_order(self, i: int, epoch: int) -> list[int]:
+        """Block-local indices of block `i`'s training lines, in the order epoch `epoch` reads them."""
         lo, hi = self.split.val_lines.get(i, (0, 0))
-        lines = lines[:lo] + lines[hi:]
+        order = list(range(lo)) + list(range(hi, self._limit_block_lines[i]))
         if self.shuffle:
-            random.Random(f"lines:{self.seed}:{epoch}:{i}").shuffle(lines)
-        return lines
+            random.Random(f"lines:{self.seed}:{epoch}:{i}").shuffle(order)
+        return order
 
     def iter_epoch(self, cursor: Cursor, stream: int, num_streams: int) -> Iterator[tuple[dict, int]]:
         """Yield (record, line number) of the cursor's epoch from the cursor on, advancing it in place.
 
-        Blank lines are skipped. At the end of the epoch the cursor points past the last block; the
-        caller moves it to the next epoch.
+        Blank lines are skipped. The cursor counts lines consumed, so when a record is yielded it
+        points just past that record. At the end of the epoch the cursor points past the last block;
+        the caller moves it to the next epoch.
         """
         blocks = self.epoch_blocks(cursor.epoch, stream, num_streams, cursor.start)
         while cursor.block < len(blocks):
-            lines = self._block_train_lines(blocks[cursor.block], cursor.epoch)
-            while cursor.line < len(lines):
-                line_no, raw = lines[cursor.line]
-                cursor.line += 1
-                rec = parse_json_line(self.path, line_no, raw)
-                if rec is not None:
-                    yield rec, line_no
+            i = blocks[cursor.block]
+            lines = read_block_lines(self.path, self.blocks[i])
+            order = self.block_order(i, cursor.epoch)
+
+            for line_no, rec in iter_jsonl_lines(_advancing(cursor, lines, order), self.path):
+                yield rec, line_no
             cursor.block += 1
             cursor.line = 0
-
-    def stream_line_count(self, stream: int, num_streams: int, epoch: int = 0) -> int:
-        """Training lines (blank ones included) stream `stream` reads in an epoch."""
-        n = 0
-        for i in self.epoch_blocks(epoch, stream, num_streams):
-            lo, hi = self.split.val_lines.get(i, (0, 0))
-            n += self._limit_block_lines[i] - (hi - lo)
-        return n
 
     def iter_val(self) -> Iterator[tuple[dict, int]]:
         """Held-out records in file order (the same sequence on every rank)."""
         for i in sorted(self.split.val_lines):
             lo, hi = self.split.val_lines[i]
-            for line_no, raw in read_block_lines(self.path, self.blocks[i])[lo:hi]:
-                rec = parse_json_line(self.path, line_no, raw)
-                if rec is not None:
-                    yield rec, line_no
+            for line_no, rec in iter_jsonl_lines(read_block_lines(self.path, self.blocks[i])[lo:hi], self.path):
+                yield rec, line_no
 
     def iter_all(self) -> Iterator[tuple[dict, int]]:
         """Every record inside the max_samples window, in file order (for evaluation)."""
         for i in sorted(self._limit_block_lines):
-            for line_no, raw in read_block_lines(self.path, self.blocks[i])[: self._limit_block_lines[i]]:
-                rec = parse_json_line(self.path, line_no, raw)
-                if rec is not None:
-                    yield rec, line_no
+            lines = read_block_lines(self.path, self.blocks[i])[: self._limit_block_lines[i]]
+            for line_no, rec in iter_jsonl_lines(lines, self.path):
+                yield rec, line_no
+
+
+def _advancing(cursor: Cursor, lines: list[tuple[int, bytes]], order: list[int]) -> Iterator[tuple[int, bytes]]:
+    """The block's lines in `order` from the cursor on, moving the cursor past each line as it is read."""
+    while cursor.line < len(order):
+        cursor.line += 1
+        yield lines[order[cursor.line - 1]]
 
 
 class HubSource:
@@ -313,9 +285,6 @@ class HubSource:
                 continue
             cursor.line += 1
             yield row, no
-
-    def stream_line_count(self, stream: int, num_streams: int, epoch: int = 0) -> int | None:
-        return self._quota(stream, num_streams)
 
     def iter_all(self) -> Iterator[tuple[dict, int]]:
         from parallel_data.hub_datasets import iter_hf_rows

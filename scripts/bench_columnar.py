@@ -43,7 +43,8 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 import torch
 
-from evaluation.benchmarking import emit_json, environment, loadavg, summary_ms
+from evaluation.benchmarking import add_benchmark_args, emit_json, environment, loadavg, summary_ms
+from trainer.cli import ArgParser, cli_main, make_parser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -302,7 +303,7 @@ def bench_train_step(args, device: torch.device) -> dict:
     if args.quick:
         cfg_kw = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                       vocab_size=512, query_chunk_size=32)
-        n_samples, n_branches, length, steps, warmup = 2, 2, 32, min(args.steps, 2), 1
+        n_samples, n_branches, length, steps, warmup = 2, 2, 32, args.steps, 1
     else:
         cfg_kw = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
                       vocab_size=6400)
@@ -330,13 +331,13 @@ def bench_train_step(args, device: torch.device) -> dict:
     def step_fn(model, opt, kind):
         def run() -> tuple[float, float]:
             t0 = time.perf_counter()
-            # the call trainer/evaluation.batch_loss makes: summed CE at the targets only, token-weighted
+            # the call trainer/loss.batch_loss makes: summed CE at the targets only, token-weighted
             if kind == "columnar":
                 mask = build_attention_mask(lay.time_ids, lay.branch_ids, "columnar")
-                kw = dict(attention_mask=mask, position_ids=pos, labels=lay.labels, token_mask=lay.attention_mask)
+                kw = dict(attention_mask=mask, position_ids=pos, labels=lay.labels, token_mask=lay.token_mask)
             elif kind == "flex":
                 mask = build_flex_block_mask(lay.time_ids, lay.branch_ids, "columnar")
-                kw = dict(attention_mask=mask, position_ids=pos, labels=lay.labels, token_mask=lay.attention_mask)
+                kw = dict(attention_mask=mask, position_ids=pos, labels=lay.labels, token_mask=lay.token_mask)
             else:
                 kw = dict(attention_mask=None, labels=flat_labels)
             _sync(device)
@@ -377,7 +378,7 @@ def bench_train_step(args, device: torch.device) -> dict:
                    "T": T, "tokens_per_step": B * T, "dtype": "bf16 autocast" if cuda else "fp32",
                    "optimizer": "AdamW", "warmup_steps": warmup, "measured_steps": steps,
                    "loss": "summed CE at the targets / number of targets (compute_logits=False, as in "
-                           "trainer/evaluation.batch_loss)",
+                           "trainer/loss.batch_loss)",
                    "targets_per_step": {"columnar": n_targets["columnar"], "causal_sdpa": n_targets["causal"]},
                    "order": "alternating " + ", ".join(rows),
                    "columnar_step_includes": "mask construction + forward + loss + backward + optimizer step"},
@@ -396,40 +397,23 @@ def bench_train_step(args, device: torch.device) -> dict:
 
 # --- 4. env and main --------------------------------------------------------------------------------
 
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's default)")
-    p.add_argument("--repeats", type=int, default=30, help="timed layout builds after warm-up")
-    p.add_argument("--steps", type=int, default=12, help="measured training steps per row after 2 warm-up steps")
-    p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run (numbers are meaningless)")
-    p.add_argument("--out", default=None, help="also write the JSON to this file")
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "bench_columnar")
+    add_benchmark_args(p, repeats=30, quick_repeats=3, steps=12, quick_steps=2,
+                       steps_help="measured training steps per row after the warm-up steps")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.repeats < 1 or args.steps < 1 or args.threads < 0:
-        print("bench_columnar: --repeats and --steps must be >= 1, --threads >= 0", file=sys.stderr)
-        return 2
-    if args.quick:
-        args.repeats = min(args.repeats, 3)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as e:
-        print(f"bench_columnar: bad --device: {e}", file=sys.stderr)
-        return 2
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("bench_columnar: --device cuda but CUDA is not available", file=sys.stderr)
-        return 2
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
+    from model.device import resolve_device
+
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    result: dict = {"benchmark": "scripts/bench_columnar.py", "argv": sys.argv[1:] if argv is None else list(argv),
+    result: dict = {"benchmark": "scripts/bench_columnar.py", "settings": dict(vars(args)),
                     "quick": args.quick, "env": environment(device)}
     result["layout"] = bench_layout(args)
     result["mask_memory"] = bench_mask_memory(args, device)
@@ -441,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         "mask_peak_mb_le_70": result["mask_memory"]["cpu"]["bool"]["peak_extra_mb"] <= TARGETS["mask_peak_mb_max"],
         "train_ratio_ge_0.95": result["train_step"]["ratio_columnar_vs_causal"] >= TARGETS["train_ratio_min"],
     }
-    emit_json(result, args.out)
+    emit_json(result, args.out_path)
     return 0
 
 

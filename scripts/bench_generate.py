@@ -5,7 +5,7 @@ seeded weights, eval mode; fp32 on CPU, bf16 on CUDA). Prompts: N distinct token
 tokens. Every branch generates exactly --new_tokens tokens (EOS disabled: `eos_token_ids=[]` for the
 engine, `min_new_tokens == max_new_tokens` for `generate`), greedy. Rows, for N in (1, 4, 16):
 
-* ``columnar``: `ParallelGenerator(mask_mode="columnar")`, one group of N branches, one forward per step;
+* ``columnar``: `ParallelGenerator(mask_mode="columnar")`, one sample of N branches, one forward per step;
 * ``isolated``: the same with mask_mode="isolated" (branches see only their own tokens);
 * ``columnar_right_aligned`` (for scale): columnar with `align_to="right"`: every branch starts generating
   at the same time, so no prompt token is fed after the prefill (left alignment feeds the tails of
@@ -16,14 +16,18 @@ engine, `min_new_tokens == max_new_tokens` for `generate`), greedy. Rows, for N 
   attention_mask=...)`, i.e. ordinary batched causal decoding of the same model.
 
 Shared-context workload: one 512-token context + 8 questions of ~12 tokens, --new_tokens per answer:
-``columnar`` / ``isolated`` = one group ``{"main": context, "branches": questions}`` (the context is
+``columnar`` / ``isolated`` = one sample ``{"main": context, "branches": questions}`` (the context is
 prefilled once), ``batched`` = 8 sequences ``context + question`` left-padded through `model.generate`.
+
+Continuous batching: 8 one-branch isolated samples, sample i joining a running `GenerationSession`
+before decode step 8 i (``joining``), against the same 8 added at once (``together``) and one at a time
+(``sequential_engine``).
 
 Each repeat runs every row once, alternating rows (the order rotates per repeat), after one warm-up
 run of each row; a timed run of a short row repeats the call until --min_tokens tokens were generated
 (N = 1: 4 calls) and counts the time per call. Reported: generated tokens/s (N x new_tokens / wall time, prefill included), median
 over --repeats, and ratios of the medians. The JSON also holds an ``env`` block, the reference numbers
-of the earlier implementation and the targets from the issue, and ``agreement``: the share of
+of the public ParallelMind implementation and the project's targets, and ``agreement``: the share of
 generated tokens of the isolated engine that equal one-prompt-at-a-time decoding (greedy; they differ
 only on float near-ties), which shows the rows compute the same thing.
 
@@ -49,9 +53,11 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 import torch
 
-from evaluation.benchmarking import emit_json, environment, loadavg
+from evaluation.benchmarking import add_benchmark_args, emit_json, environment, loadavg
+from trainer.args import add_branch_counts_arg, nonneg_int, positive_int
+from trainer.cli import ArgParser, cli_main, make_parser
 
-# Numbers of the earlier implementation on the same kind of 2-core CPU machine (from the issue),
+# Numbers of the public ParallelMind implementation on the same kind of 2-core CPU machine,
 # tokens/s at N = 16 branches, 64 new tokens each.
 REFERENCE = {"columnar_n16_tokens_per_s": 215.0, "sequential_n16_tokens_per_s": 385.0,
              "batched_n16_tokens_per_s": 2380.0}
@@ -112,8 +118,8 @@ def hf_generate(model, seqs: list[list[int]], new_tokens: int, device: torch.dev
     return gen.tolist()
 
 
-def engine_generate(gen, group: dict, new_tokens: int) -> list[list[int]]:
-    res = gen.generate([group], eos_token_ids=[], max_new_tokens=new_tokens)[0].branches
+def engine_generate(gen, sample: dict, new_tokens: int) -> list[list[int]]:
+    res = gen.generate([sample], eos_token_ids=[], max_new_tokens=new_tokens)[0].branches
     assert all(r.num_new_tokens == new_tokens for r in res)
     return [r.token_ids for r in res]
 
@@ -180,11 +186,11 @@ def bench_branches(model, device, ns, new_tokens, repeats, prompt_len, seed, min
     out: dict = {}
     for n in ns:
         prompts = make_prompts(n, *prompt_len, vocab, seed + n)
-        group = {"branches": prompts}
+        sample = {"branches": prompts}
         rows = {
-            "columnar": lambda g=group: engine_generate(columnar, g, new_tokens),
-            "isolated": lambda g=group: engine_generate(isolated, g, new_tokens),
-            "columnar_right_aligned": lambda g=group: engine_generate(columnar_right, g, new_tokens),
+            "columnar": lambda s=sample: engine_generate(columnar, s, new_tokens),
+            "isolated": lambda s=sample: engine_generate(isolated, s, new_tokens),
+            "columnar_right_aligned": lambda s=sample: engine_generate(columnar_right, s, new_tokens),
             "sequential_hf": lambda p=prompts: [hf_generate(model, [x], new_tokens, device)[0] for x in p],
             "sequential_engine": lambda p=prompts: [engine_generate(isolated, {"branches": [x]}, new_tokens)[0]
                                                     for x in p],
@@ -210,12 +216,12 @@ def bench_shared(model, device, context_len, n_questions, question_len, new_toke
     vocab = model.config.vocab_size
     context = make_prompts(1, context_len, context_len, vocab, seed)[0]
     questions = make_prompts(n_questions, question_len - 2, question_len + 2, vocab, seed + 1)
-    group = {"main": context, "branches": questions}
+    sample = {"main": context, "branches": questions}
     columnar = ParallelGenerator(model, None, mask_mode="columnar")
     isolated = ParallelGenerator(model, None, mask_mode="isolated")
     rows = {
-        "columnar": lambda: engine_generate(columnar, group, new_tokens),
-        "isolated": lambda: engine_generate(isolated, group, new_tokens),
+        "columnar": lambda: engine_generate(columnar, sample, new_tokens),
+        "isolated": lambda: engine_generate(isolated, sample, new_tokens),
         "batched": lambda: hf_generate(model, [context + q for q in questions], new_tokens, device),
     }
     times, outputs = run_rows(rows, repeats, device)
@@ -226,6 +232,37 @@ def bench_shared(model, device, context_len, n_questions, question_len, new_toke
                    "with 2D RoPE a question's branch coordinate differs from the context's, so its tokens are not "
                    "expected to equal plain causal decoding (agreement < 1 is no error)")
     res["agreement"] = {"isolated_vs_batched": agreement(outputs["isolated"], outputs["batched"])}
+    return res
+
+
+def session_generate(gen, prompts: list[list[int]], new_tokens: int, gap: int) -> list[list[int]]:
+    """Continuous batching: prompt i joins a running session before decode step i * gap."""
+    session = gen.session(stream_text=False)
+    handles, step = [], 0
+    while len(handles) < len(prompts) or not session.idle:
+        while len(handles) < len(prompts) and len(handles) * gap <= step:
+            handles.append(session.add({"branches": [prompts[len(handles)]]}, eos_token_ids=[],
+                                       max_new_tokens=new_tokens))
+        session.step()
+        step += 1
+    assert all(h.result.branches[0].num_new_tokens == new_tokens for h in handles)
+    return [h.result.branches[0].token_ids for h in handles]
+
+
+def bench_joining(model, device, n, new_tokens, repeats, prompt_len, seed, gap) -> dict:
+    from model.parallel_generation import ParallelGenerator
+
+    prompts = make_prompts(n, *prompt_len, model.config.vocab_size, seed + 100)
+    isolated = ParallelGenerator(model, None, mask_mode="isolated")
+    rows = {
+        "joining": lambda: session_generate(isolated, prompts, new_tokens, gap),
+        "together": lambda: session_generate(isolated, prompts, new_tokens, 0),
+        "sequential_engine": lambda: [engine_generate(isolated, {"branches": [x]}, new_tokens)[0] for x in prompts],
+    }
+    times, outputs = run_rows(rows, repeats, device)
+    res: dict = {name: summarise(t, n * new_tokens) for name, t in times.items()}
+    res["config"] = {"samples": n, "joins_every_steps": gap, "new_tokens": new_tokens}
+    res["agreement"] = {"joining_vs_sequential_engine": agreement(outputs["joining"], outputs["sequential_engine"])}
     return res
 
 
@@ -258,39 +295,34 @@ def targets_met(rat: dict, n_big: str) -> dict:
 
 # --- entry point ------------------------------------------------------------------------------------
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cpu", help="cpu or cuda (bf16 on cuda)")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per row (median reported)")
-    p.add_argument("--new_tokens", type=int, default=None, help="new tokens per branch (default 64; --quick: 8)")
-    p.add_argument("--branches", type=str, default=None, help="comma-separated N values (default 1,4,16)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    p.add_argument("--quick", action="store_true", help="tiny model and sizes: a smoke run in a few seconds")
-    p.add_argument("--no_shared", action="store_true", help="skip the shared-context workload")
-    p.add_argument("--min_tokens", type=int, default=256,
-                   help="a timed run repeats a row until it generated at least this many tokens (N = 1: 4 calls)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=str, default=None, help="also write the JSON here")
-    args = p.parse_args(argv)
-    if args.repeats < 1:
-        p.error("--repeats must be >= 1")
-    return args
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "bench_generate")
+    add_benchmark_args(p, repeats=5, quick_repeats=1, seed=0, device="cpu")
+    w = p.add_argument_group("workload")
+    w.add_argument("--new_tokens", type=positive_int, default=None,
+                   help="new tokens per branch (default 64; --quick: 8)")
+    add_branch_counts_arg(w, default=None, help="comma-separated N values (default 1,4,16; --quick: 1,2)")
+    w.add_argument("--no_shared", action="store_true", help="skip the shared-context workload")
+    w.add_argument("--min_tokens", type=nonneg_int, default=None,
+                   help="a timed run repeats a row until it generated at least this many tokens (N = 1: 4 calls; "
+                        "default 256, --quick: 0)")
+    return p
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
+    from model.device import resolve_device
+
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("bench_generate: --device cuda but CUDA is not available", file=sys.stderr)
-        return 2
+    device = resolve_device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     quick = args.quick
     new_tokens = args.new_tokens or (8 if quick else 64)
-    ns = [int(x) for x in args.branches.split(",")] if args.branches else ([1, 2] if quick else [1, 4, 16])
-    repeats = 1 if quick and args.repeats == 5 else args.repeats
+    ns = args.branches or ([1, 2] if quick else [1, 4, 16])
+    repeats = args.repeats
+    min_tokens = args.min_tokens if args.min_tokens is not None else (0 if quick else 256)
     prompt_len = (4, 8) if quick else (16, 32)
     shared_cfg = (32, 2, 6) if quick else (512, 8, 12)  # context tokens, questions, question tokens
 
@@ -298,7 +330,7 @@ def main(argv=None) -> int:
     result: dict = {
         "config": {"model": {k: getattr(model.config, k) for k in TINY}, "dtype": str(dtype).replace("torch.", ""),
                    "new_tokens": new_tokens, "branches": ns, "prompt_tokens": list(prompt_len), "repeats": repeats,
-                   "min_tokens_per_run": 0 if quick else args.min_tokens,
+                   "min_tokens_per_run": min_tokens,
                    "warmup": 1, "greedy": True, "eos": "disabled", "quick": quick,
                    "shared_context": None if args.no_shared else
                    {"context_tokens": shared_cfg[0], "questions": shared_cfg[1],
@@ -309,15 +341,22 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     with torch.inference_mode():
         branches = bench_branches(model, device, ns, new_tokens, repeats, prompt_len, args.seed,
-                                  0 if quick else args.min_tokens)
+                                  min_tokens)
         shared = {} if args.no_shared else bench_shared(model, device, *shared_cfg, new_tokens, repeats, args.seed)
+        joining = bench_joining(model, device, 2 if quick else 8, new_tokens, repeats, prompt_len, args.seed,
+                                2 if quick else 8)
     result["branches"] = branches
     result["shared_context"] = shared
+    result["continuous"] = joining
     result["ratios"] = rat = ratios(branches, shared)
+    rat["continuous_joining_vs_together"] = round(joining["joining"]["tokens_per_s"] /
+                                                  joining["together"]["tokens_per_s"], 3)
+    rat["continuous_joining_vs_sequential"] = round(joining["joining"]["tokens_per_s"] /
+                                                    joining["sequential_engine"]["tokens_per_s"], 3)
     result["targets_met"] = targets_met(rat, str(max(ns)) if max(ns) == 16 else "16")
     result["env"]["loadavg_end"] = loadavg()
     result["env"]["wall_s"] = round(time.perf_counter() - t0, 1)
-    emit_json(result, args.out)
+    emit_json(result, args.out_path)
     return 0
 
 

@@ -25,9 +25,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch
 
-from evaluation.benchmarking import emit_json, environment
+from evaluation.benchmarking import add_benchmark_args
+from trainer.cli import ArgParser, cli_main, make_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--hidden_size", "256", "--num_hidden_layers", "4", "--num_attention_heads", "8", "--num_key_value_heads", "2"]
@@ -93,26 +93,31 @@ def bench_train(path: Path, model_flags: list[str], steps: int, device: str, dty
             "command": " ".join(["python", *cmd[1:]]).replace(str(path), "dataset/pretrain_demo.jsonl")}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--steps", type=int, default=24)
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "bench_train")
+    add_benchmark_args(p, repeats=5, quick_repeats=2, steps=24, quick_steps=5, threads=False)
     p.add_argument("--also_26m", action="store_true", help="also the 26M config (GPU, bf16)")
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default=None)
-    args = p.parse_args(argv)
+    return p
+
+
+
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
+    from evaluation.benchmarking import emit_json, environment
+    from model.device import resolve_device
+
+    args.device = str(resolve_device(args.device))
     tmp = tempfile.TemporaryDirectory()
     path = ensure_data(args.quick, Path(tmp.name))
-    res = {"data": bench_data(path, 2 if args.quick else args.repeats, 5 if args.quick else 60)}
+    res = {"data": bench_data(path, args.repeats, 5 if args.quick else 60)}
     dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
     res["train_tiny"] = bench_train(path, TINY if not args.quick else
                                     ["--hidden_size", "64", "--num_hidden_layers", "2", "--num_attention_heads", "4",
-                                     "--num_key_value_heads", "2"], 5 if args.quick else args.steps, args.device, dtype)
+                                     "--num_key_value_heads", "2"], args.steps, args.device, dtype)
     if args.also_26m:
         res["train_26m"] = bench_train(path, BIG, args.steps, args.device, "bfloat16")
     res["env"] = environment(args.device)
-    emit_json(res, args.out)
+    emit_json(res, args.out_path)
     return 0
 
 

@@ -30,7 +30,6 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from parallel_data.formats import (
-    FORMATS,
     extract_text,
     normalize_conversation,
     render_conversation_text,
@@ -44,31 +43,31 @@ from parallel_data.io import (
     iter_json_records,
     iter_jsonl,
     iter_text_lines,
-    one_line,
 )
+from trainer.args import add_format_arg, add_output_args, add_skip_bad_arg, add_source_args
+from trainer.cli import ArgParser, UsageError, cli_main, make_parser
 
 INPUT_EXTENSIONS = (".txt", ".csv", ".json", ".jsonl")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description="Convert a dataset to pretrain {text} or SFT {conversations} JSONL.")
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--input", "-i", help="local .txt / .csv / .json / .jsonl file")
-    src.add_argument("--hf-dataset", "--hf_dataset", dest="hf_dataset",
-                     help="Hugging Face dataset: a Hub name or a local file / folder")
-    ap.add_argument("--output", "-o", required=True, help="output .jsonl (written atomically)")
-    ap.add_argument("--mode", required=True, choices=("pretrain", "sft"))
-    ap.add_argument("--hf-subset", "--hf_subset", dest="hf_subset", default=None, help="dataset configuration")
-    ap.add_argument("--hf-split", "--hf_split", dest="hf_split", default="train")
-    ap.add_argument("--format", default="auto", choices=("auto", *FORMATS),
-                    help="conversation format of the records (default: detected per record)")
-    ap.add_argument("--text-column", "--text_column", dest="text_column", default=None,
-                    help="pretrain: field / column holding the text (default: auto-detected)")
-    ap.add_argument("--max-samples", "--max_samples", dest="max_samples", type=int, default=None,
-                    help="stop after writing this many records (default / 0: all)")
-    ap.add_argument("--skip_bad", "--skip-bad", dest="skip_bad", action="store_true",
-                    help="skip (and count) malformed records instead of stopping")
-    return ap
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "convert_dataset")
+    g = add_source_args(p, required=True, data_flag="--input", data_help="local .txt / .csv / .json / .jsonl file",
+                        max_samples_help="stop after writing this many records (0: all)")
+    g.add_argument("--mode", required=True, choices=("pretrain", "sft"),
+                   help="pretrain: {text} records; sft: {conversations} records")
+    add_format_arg(g)
+    add_skip_bad_arg(p)
+    add_output_args(p, out_path=True, required=True, out_path_help="output .jsonl (written atomically)",
+                    out_flag="--output")
+    p.add_check(_check_mode)
+    return p
+
+
+def _check_mode(args) -> None:
+    if args.mode == "sft" and args.text_column is not None:
+        raise UsageError(f"--text-column {args.text_column} picks the text of --mode pretrain records; --mode sft "
+                         "reads conversations (their layout is chosen with --format)")
 
 
 def iter_source(args: argparse.Namespace, stats: ReadStats) -> Iterator[tuple[str, int, Any, bool]]:
@@ -84,7 +83,7 @@ def iter_source(args: argparse.Namespace, stats: ReadStats) -> Iterator[tuple[st
         if stats.read == 0:
             raise DataError("has no rows", path=label)
         return
-    path = Path(args.input)
+    path = Path(args.data_path)
     ext = path.suffix.lower()
     if ext == ".txt":
         if args.mode != "pretrain":
@@ -101,8 +100,6 @@ def iter_source(args: argparse.Namespace, stats: ReadStats) -> Iterator[tuple[st
         for line_no, obj in iter_jsonl(path, skip_bad=args.skip_bad, stats=stats):
             yield str(path), line_no, obj, False
     else:
-        if not path.exists():
-            raise FileNotFoundError(f"input file {path} does not exist")
         raise DataError(f"unknown input extension {ext or '(none)'!r}; expected one of {', '.join(INPUT_EXTENSIONS)}",
                         path=path)
 
@@ -121,18 +118,13 @@ def convert_record(rec: Any, args: argparse.Namespace, column: str | None, label
 
 
 def convert(args: argparse.Namespace) -> tuple[ReadStats, int]:
-    if args.max_samples is not None and args.max_samples < 0:
-        raise ValueError(f"--max-samples must be >= 0, got {args.max_samples}")
-    for given in (args.input, args.hf_dataset):
-        if given is not None and Path(given).resolve() == Path(args.output).resolve():
-            raise ValueError(f"--output {args.output} is the input; pass another --output")
     stats = ReadStats()
     column_resolved = False
     column = args.text_column
-    src = args.input if args.input is not None else args.hf_dataset
+    src = args.data_path if args.data_path is not None else args.hf_dataset
     source = iter_source(args, stats)
     try:
-        with AtomicJsonlWriter(args.output) as w:
+        with AtomicJsonlWriter(args.out_path) as w:
             for label, line_no, rec, is_table in source:
                 if args.mode == "pretrain" and is_table and not column_resolved:
                     # a table has one text column for all rows: pick it once (a config error, never skipped)
@@ -158,16 +150,12 @@ def convert(args: argparse.Namespace) -> tuple[ReadStats, int]:
     return stats, w.count
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        stats, written = convert(args)
-    except (ValueError, OSError) as e:  # DataError is a ValueError
-        print(f"convert_dataset: error: {one_line(e)}", file=sys.stderr)
-        return 2
-    src = args.input if args.input is not None else args.hf_dataset
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
+    stats, written = convert(args)
+    src = args.data_path if args.data_path is not None else args.hf_dataset
     limit = f" (stopped at --max-samples {args.max_samples})" if args.max_samples and written >= args.max_samples else ""
-    print(f"{src}: {stats.summary()}; wrote {written} {args.mode} records to {args.output}{limit}")
+    print(f"{src}: {stats.summary()}; wrote {written} {args.mode} records to {args.out_path}{limit}")
     for msg in stats.errors:
         print(f"  skipped: {msg}", file=sys.stderr)
     return 0

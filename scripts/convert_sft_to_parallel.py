@@ -30,38 +30,37 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from parallel_data.formats import FORMATS, conversation_branches, normalize_conversation
-from parallel_data.io import AtomicJsonlWriter, DataError, ReadStats, iter_records, one_line
+from parallel_data.formats import conversation_branches, normalize_conversation
+from parallel_data.io import AtomicJsonlWriter, DataError, ReadStats, iter_records
+from trainer import args as flags
+from trainer.cli import ArgParser, UsageError, cli_main, make_parser
 
 PROGRESS_EVERY = 10000
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description="SFT conversations -> one {text, answer_offset} branch per assistant turn.")
-    ap.add_argument("--input", required=True, help=".jsonl / .json / .csv conversations")
-    ap.add_argument("--output", required=True, help="output .jsonl (written atomically)")
-    ap.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the repo tokenizer in model/)")
-    ap.add_argument("--format", default="auto", choices=("auto", *FORMATS), help="conversation format")
-    ap.add_argument("--max_samples", "--max-samples", dest="max_samples", type=int, default=0,
-                    help="read at most this many conversations (0: all)")
-    ap.add_argument("--pad_min", type=int, default=0, help="smallest per-branch time_offset")
-    ap.add_argument("--pad_max", type=int, default=0, help="largest per-branch time_offset (0: no time_offset field)")
-    ap.add_argument("--seed", type=int, default=1337, help="seed of the time_offset draws")
-    ap.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    ap.add_argument("--skip_bad", "--skip-bad", dest="skip_bad", action="store_true",
-                    help="skip (and count) malformed conversations instead of stopping")
-    return ap
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "convert_sft_to_parallel")
+    g = flags.add_source_args(p, required=True, hf=False, text_column=False, data_flag="--input",
+                              data_help=".jsonl / .json / .csv conversations",
+                              max_samples_help="read at most this many conversations (0: all)")
+    flags.add_format_arg(g)
+    flags.add_model_source_args(p, checkpoint=False, hf=False, lora=False)
+    t = p.add_argument_group("time offsets")
+    t.add_argument("--pad_min", type=flags.nonneg_int, default=0, help="smallest per-branch time_offset")
+    t.add_argument("--pad_max", type=flags.nonneg_int, default=0,
+                   help="largest per-branch time_offset (0: no time_offset field)")
+    flags.add_seed_arg(t, 1337, help="seed of the time_offset draws")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    flags.add_skip_bad_arg(p, "conversations")
+    flags.add_output_args(p, out_path=True, required=True, out_path_help="output .jsonl (written atomically)",
+                          out_flag="--output")
+    p.add_check(check_args)
+    return p
 
 
 def check_args(args: argparse.Namespace) -> None:
-    if args.max_samples < 0:
-        raise ValueError(f"--max_samples must be >= 0, got {args.max_samples}")
-    if args.pad_min < 0 or args.pad_max < 0:
-        raise ValueError(f"--pad_min and --pad_max must be >= 0, got {args.pad_min} and {args.pad_max}")
-    if Path(args.input).resolve() == Path(args.output).resolve():
-        raise ValueError(f"--output {args.output} is the input file; pass another --output")
     if args.pad_min > args.pad_max:
-        raise ValueError(f"--pad_min ({args.pad_min}) must be <= --pad_max ({args.pad_max})")
+        raise UsageError(f"--pad_min ({args.pad_min}) must be <= --pad_max ({args.pad_max})")
 
 
 def convert(args: argparse.Namespace, tokenizer) -> tuple[ReadStats, int, int]:
@@ -69,13 +68,13 @@ def convert(args: argparse.Namespace, tokenizer) -> tuple[ReadStats, int, int]:
     rng = random.Random(args.seed)
     stats = ReadStats()
     conversations = 0
-    records = iter_records(args.input, skip_bad=args.skip_bad, stats=stats)
+    records = iter_records(args.data_path, skip_bad=args.skip_bad, stats=stats)
     try:
-        with AtomicJsonlWriter(args.output) as w:
+        with AtomicJsonlWriter(args.out_path) as w:
             for line_no, obj in records:
                 try:
-                    messages = normalize_conversation(obj, args.format, args.input, line_no)
-                    branches = conversation_branches(tokenizer, messages, args.input, line_no)
+                    messages = normalize_conversation(obj, args.format, args.data_path, line_no)
+                    branches = conversation_branches(tokenizer, messages, args.data_path, line_no)
                 except DataError as e:
                     if not args.skip_bad:
                         raise
@@ -92,28 +91,21 @@ def convert(args: argparse.Namespace, tokenizer) -> tuple[ReadStats, int, int]:
                 if args.max_samples and stats.read >= args.max_samples:
                     break
             if w.count == 0:
-                raise DataError(f"no branches to write ({stats.summary()})", path=args.input)
+                raise DataError(f"no branches to write ({stats.summary()})", path=args.data_path)
     finally:
         records.close()
     return stats, conversations, w.count
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        check_args(args)
-        from model.tokenizer import load_tokenizer
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
+    from model.tokenizer import load_tokenizer
 
-        if not Path(args.input).exists():  # before the (slower) tokenizer load
-            raise FileNotFoundError(f"input file {args.input} does not exist")
-        tokenizer = load_tokenizer(args.tokenizer)
-        stats, conversations, branches = convert(args, tokenizer)
-    except (ValueError, OSError) as e:  # DataError is a ValueError
-        print(f"convert_sft_to_parallel: error: {one_line(e)}", file=sys.stderr)
-        return 2
+    tokenizer = load_tokenizer(args.tokenizer)
+    stats, conversations, branches = convert(args, tokenizer)
     if not args.quiet:
-        print(f"{args.input}: {stats.summary()}; wrote {branches} branches from {conversations} conversations "
-              f"to {args.output}")
+        print(f"{args.data_path}: {stats.summary()}; wrote {branches} branches from {conversations} conversations "
+              f"to {args.out_path}")
         for msg in stats.errors:
             print(f"  skipped: {msg}", file=sys.stderr)
     return 0

@@ -20,21 +20,25 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from parallel_data.formats import normalize_conversation
-from parallel_data.io import AtomicJsonlWriter, DataError, ReadStats, iter_records, one_line
+from parallel_data.io import AtomicJsonlWriter, DataError, ReadStats, iter_records
+from trainer.args import add_marker_args, add_output_args, add_skip_bad_arg, add_source_args, nonneg_int
+from trainer.cli import ArgParser, UsageError, cli_main, make_parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description="SFT conversations -> {text} pretraining lines (roles dropped).")
-    ap.add_argument("--input", default="dataset/sft_512.jsonl", help=".jsonl / .json / .csv conversations")
-    ap.add_argument("--output", default=None, help="output .jsonl (default: the input name with sft_ -> pretrain_)")
-    ap.add_argument("--start_token", default="<|im_start|>")
-    ap.add_argument("--end_token", default="<|im_end|>")
-    ap.add_argument("--sep", default=" ", help="separator between turn contents")
-    ap.add_argument("--max_lines", type=int, default=0, help="read at most this many records (0: all)")
-    ap.add_argument("--log_every", type=int, default=100000, help="progress line every N records (0: never)")
-    ap.add_argument("--skip_bad", "--skip-bad", dest="skip_bad", action="store_true",
-                    help="skip (and count) malformed records instead of stopping")
-    return ap
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "convert_sft_to_pretrain")
+    add_source_args(p, default_data="dataset/sft_512.jsonl", hf=False, text_column=False, data_flag="--input",
+                    data_help=".jsonl / .json / .csv conversations", max_samples_aliases=("--max_lines",),
+                    max_samples_help="read at most this many records (0: all)")
+    t = p.add_argument_group("text")
+    add_marker_args(t, "put before each record's text", "put after each record's text")
+    t.add_argument("--sep", default=" ", help="separator between turn contents")
+    p.add_argument("--log_every", type=nonneg_int, default=100000, help="progress line every N records (0: never)")
+    add_skip_bad_arg(p)
+    add_output_args(p, out_path=True, out_flag="--output",
+                    out_path_help="output .jsonl, written atomically (default: the input name with sft_ -> pretrain_)")
+    p.add_check(resolve_output)
+    return p
 
 
 def default_output(input_path: str | Path) -> Path:
@@ -42,24 +46,24 @@ def default_output(input_path: str | Path) -> Path:
     return p.with_name(p.name.replace("sft_", "pretrain_"))
 
 
-def resolve_output(args: argparse.Namespace) -> Path:
-    out = Path(args.output) if args.output is not None else default_output(args.input)
-    if out.resolve() == Path(args.input).resolve():
-        why = "" if args.output is not None else " (its name has no 'sft_' to replace)"
-        raise ValueError(f"the output {out} would overwrite the input{why}; pass --output")
-    return out
+def resolve_output(args: argparse.Namespace) -> None:
+    """--output defaults to the input name with sft_ -> pretrain_ (an error when that is the input itself)."""
+    if args.out_path is None:
+        out = default_output(args.data_path)
+        if out.resolve() == Path(args.data_path).resolve():
+            raise UsageError(f"the output {out} would overwrite the input (its name has no 'sft_' to replace); "
+                             "pass --output")
+        args.out_path = str(out)
 
 
 def convert(args: argparse.Namespace, output: Path) -> tuple[ReadStats, int]:
-    if args.max_lines < 0:
-        raise ValueError(f"--max_lines must be >= 0, got {args.max_lines}")
     stats = ReadStats()
-    records = iter_records(args.input, skip_bad=args.skip_bad, stats=stats)
+    records = iter_records(args.data_path, skip_bad=args.skip_bad, stats=stats)
     try:
         with AtomicJsonlWriter(output) as w:
             for line_no, obj in records:
                 try:
-                    messages = normalize_conversation(obj, "auto", args.input, line_no)
+                    messages = normalize_conversation(obj, "auto", args.data_path, line_no)
                 except DataError as e:
                     if not args.skip_bad:
                         raise
@@ -69,24 +73,20 @@ def convert(args: argparse.Namespace, output: Path) -> tuple[ReadStats, int]:
                 w.write({"text": f"{args.start_token}{body}{args.end_token}"})
                 if args.log_every and stats.read % args.log_every == 0:
                     print(f"  {stats.read} records read, {w.count} written", flush=True)
-                if args.max_lines and stats.read >= args.max_lines:
+                if args.max_samples and stats.read >= args.max_samples:
                     break
             if w.count == 0:
-                raise DataError(f"no records to write ({stats.summary()})", path=args.input)
+                raise DataError(f"no records to write ({stats.summary()})", path=args.data_path)
     finally:
         records.close()
     return stats, w.count
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        output = resolve_output(args)
-        stats, written = convert(args, output)
-    except (ValueError, OSError) as e:  # DataError is a ValueError
-        print(f"convert_sft_to_pretrain: error: {one_line(e)}", file=sys.stderr)
-        return 2
-    print(f"{args.input}: {stats.summary()}; wrote {written} records to {output}")
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
+    output = Path(args.out_path)
+    stats, written = convert(args, output)
+    print(f"{args.data_path}: {stats.summary()}; wrote {written} records to {output}")
     for msg in stats.errors:
         print(f"  skipped: {msg}", file=sys.stderr)
     return 0

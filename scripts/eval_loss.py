@@ -9,7 +9,8 @@ Run from the repo root (see README.md, "Loss Evaluation"):
 
 With --eval_branches every count is evaluated on exactly the same texts, each sample holding exactly
 that many branches (texts that do not fill a sample are reported, never evaluated with fewer
-branches). Results are identical for any number of ranks. Writes <out_prefix>.json, .csv and a PNG plot.
+branches). Results are identical for any number of ranks. Writes the JSON report (--out_path, default
+<out_dir>/eval_loss.json; `--out_prefix P` is --out_path P.json), a CSV and a PNG plot next to it.
 """
 
 from __future__ import annotations
@@ -25,90 +26,67 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch
-
-from model.loading import legacy_config_factory, load_parallel_model, resolve_dtype, shape_flags
-from parallel_data.io import DataError
-from parallel_data.parallel_collator import ParallelCollator
-from parallel_data.parallel_dataset import ParallelPretrainDataset
-from parallel_data.stream import eval_batches
-from trainer.args import nonneg_int, positive_int, ratio, str2bool
-from trainer.distributed import cleanup, init_distributed
-from trainer.evaluation import evaluate_loss
+from trainer import args as flags
+from trainer.cli import ArgParser, UsageError, cli_main, make_parser
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model_path", default=None, help="a .pth checkpoint or a saved model folder")
-    p.add_argument("--hf_base_model", default=None)
-    p.add_argument("--lora_path", default=None)
-    p.add_argument("--lora_rank", type=positive_int, default=None)
-    p.add_argument("--tokenizer", "--tokenizer_path", dest="tokenizer", default=None)
-    p.add_argument("--data_path", default="dataset/pretrain_demo_val.jsonl")
-    p.add_argument("--hf-dataset", "--hf_dataset", dest="hf_dataset", default=None)
-    p.add_argument("--hf-subset", "--hf_subset", dest="hf_subset", default=None)
-    p.add_argument("--hf-split", "--hf_split", dest="hf_split", default="train")
-    p.add_argument("--text-column", "--text_column", dest="text_column", default=None)
-    p.add_argument("--max-samples", "--max_samples", dest="max_samples", type=positive_int, default=None,
-                   help="records read from the data")
-    p.add_argument("--chunk-length", "--chunk_length", dest="chunk_length", type=positive_int, default=None)
-    p.add_argument("--offline", action="store_true")
-    p.add_argument("--eval_samples", "--eval_target_samples", "--eval_total_texts", dest="eval_texts",
-                   type=nonneg_int, default=0, help="texts to evaluate, from the start of the data (0 = all)")
-    p.add_argument("--max_seq_len", type=positive_int, default=512, help="longer texts are split into branches")
-    p.add_argument("--eval_branches", default=None,
-                   help="comma-separated branch counts, e.g. 1,2,4,8,16,32,64 (one evaluation each)")
-    p.add_argument("--branches_per_sample", type=positive_int, default=8)
-    p.add_argument("--max_branches_per_sample", type=positive_int, default=None)
-    p.add_argument("--min_branches_per_sample", type=positive_int, default=1)
-    p.add_argument("--val_branches_per_sample", type=positive_int, default=None)
-    p.add_argument("--val_max_branches_per_sample", type=positive_int, default=None)
-    p.add_argument("--val_min_branches_per_sample", type=positive_int, default=None)
-    p.add_argument("--batch_size", type=positive_int, default=32)
-    p.add_argument("--batch_by_samples", action="store_true", help="batch_size counts samples, not texts")
-    p.add_argument("--max_total_tokens", type=nonneg_int, default=0, help="cap per sample (0 = off), counted")
-    p.add_argument("--random_time_offset", dest="random_time_offset", action="store_true", default=False)
-    p.add_argument("--no_random_time_offset", dest="random_time_offset", action="store_false")
-    p.add_argument("--align_to", choices=["left", "right"], default="left")
-    p.add_argument("--mask", choices=["columnar", "isolated"], default="columnar", dest="mask_mode")
-    p.add_argument("--max_batches", type=nonneg_int, default=0, help="stop after this many batches per count")
-    p.add_argument("--log_interval", type=positive_int, default=50)
-    p.add_argument("--num_workers", type=nonneg_int, default=0, help="accepted for compatibility: must be 0")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
-    p.add_argument("--ddp", action="store_true")
-    p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1)
-    p.add_argument("--out_dir", default="out")
-    p.add_argument("--out_prefix", default=None, help="default: <out_dir>/eval_loss")
-    g = p.add_argument_group("model settings (only for checkpoints that do not carry them)")
-    for name, kw in (("hidden_size", dict(type=positive_int)), ("num_hidden_layers", dict(type=positive_int)),
-                     ("num_attention_heads", dict(type=positive_int)), ("num_key_value_heads", dict(type=positive_int)),
-                     ("use_moe", dict(type=str2bool, nargs="?", const=True)), ("pe", dict(choices=["rope", "fpe"])),
-                     ("rope_2d_ratio", dict(type=ratio)), ("rope_2d_scheme", dict(choices=["additive", "reference"])),
-                     ("branch_stride", dict(type=positive_int))):
-        g.add_argument(f"--{name}", default=None, **kw)
-    return p.parse_args(argv)
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "eval_loss")
+    p.add_check(_check_eval)  # first: it looks at the branch flags as given
+    flags.add_model_source_args(p)
+    flags.add_data_args(p, default_data="dataset/pretrain_demo_val.jsonl", kind="text", workers=0)
+    e = p.add_argument_group("evaluation")
+    e.add_argument("--eval_samples", "--eval_target_samples", "--eval_total_texts", dest="eval_texts",
+                   type=flags.nonneg_int, default=0, help="texts to evaluate, from the start of the data (0 = all)")
+    flags.add_branch_counts_arg(e, default=None, help="comma-separated branch counts, e.g. 1,2,4,8,16,32,64 (one "
+                                                      "evaluation each, on the same texts)")
+    e.add_argument("--max_batches", type=flags.nonneg_int, default=0, help="stop after this many batches per count")
+    flags.add_log_interval_arg(e, 50, "a progress line every N batches")
+    flags.add_branch_args(p, default_branches=8, batch_size=32, training=False)
+    flags.add_mask_args(p)
+    flags.add_model_shape_args(p)
+    flags.add_rope_args(p)
+    flags.add_runtime_args(p, seed=0, distributed=True)
+    flags.add_output_args(p, out_dir="out", out_dir_help="default folder of the report (<out_dir>/eval_loss.json)",
+                          out_dir_is_output=False, out_path=True,
+                          out_path_help="the JSON report; the CSV and PNG are written next to it (default "
+                                        "<out_dir>/eval_loss.json)")
+    p.add_argument("--out_prefix", default=None, help="the report's path without extension (<out_prefix>.json, .csv, "
+                                                      ".png); same as --out_path <out_prefix>.json")
+    p.add_check(_check_outputs, paths=True)
+    return p
+
+
+def _check_eval(args) -> None:
+    if args.num_workers:
+        raise UsageError(f"--num_workers {args.num_workers}: evaluation reads in the main process (use 0)")
+    if args.out_prefix is not None and args.out_path is not None:
+        raise UsageError(f"--out_path {args.out_path} and --out_prefix {args.out_prefix} both name the report; "
+                         "give one")
+    counts = ("branches_per_sample", "max_branches_per_sample", "min_branches_per_sample", "val_branches_per_sample",
+              "val_max_branches_per_sample", "val_min_branches_per_sample")
+    given = [f"--{k}" for k in counts if getattr(args, k) is not None]
+    if args.branches and given:
+        raise UsageError(f"--eval_branches and {given[0]} both set the branch counts; give one")
+
+
+def report_path(args) -> Path:
+    if args.out_path is not None:
+        return Path(args.out_path)
+    return (Path(args.out_prefix) if args.out_prefix else Path(args.out_dir) / "eval_loss").with_suffix(".json")
+
+
+def _check_outputs(args) -> None:
+    json_path = report_path(args)
+    for suffix in (".json", ".csv", ".png"):
+        flag = "--out_path" if args.out_prefix is None else "--out_prefix"
+        flags.check_writable_file(json_path.with_suffix(suffix), flag)
 
 
 def branch_settings(args) -> list[dict]:
-    if args.eval_branches:
-        try:
-            counts = [int(x) for x in args.eval_branches.split(",") if x.strip()]
-        except ValueError:
-            raise ValueError(f"--eval_branches: expected comma-separated integers, got {args.eval_branches!r}") from None
-        if not counts or min(counts) < 1:
-            raise ValueError(f"--eval_branches: counts must be positive, got {args.eval_branches!r}")
-        return [{"branches": b} for b in counts]
-    if args.val_branches_per_sample:
-        return [{"branches": args.val_branches_per_sample}]
-    lo = args.val_min_branches_per_sample or (args.min_branches_per_sample if args.max_branches_per_sample else None)
-    hi = args.val_max_branches_per_sample or args.max_branches_per_sample
-    if hi is None and lo is None:
-        return [{"branches": args.branches_per_sample}]
-    lo, hi = lo or 1, hi or lo
-    return [{"branches": lo}] if lo == hi else [{"min_branches": lo, "max_branches": hi}]
+    if args.branches:
+        return [{"branches": b} for b in args.branches]
+    return [flags.eval_branch_setting(args)]
 
 
 def label(setting: dict) -> str:
@@ -116,6 +94,7 @@ def label(setting: dict) -> str:
 
 
 def write_outputs(prefix: Path, report: dict) -> list[str]:
+    """<prefix>.json, .csv and (two or more branch counts) .png."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
     files = [str(prefix.with_suffix(".json")), str(prefix.with_suffix(".csv"))]
     prefix.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
@@ -149,14 +128,20 @@ def write_outputs(prefix: Path, report: dict) -> list[str]:
 
 
 def evaluate(args, dist) -> dict:
+    import torch
+
+    from model.device import resolve_dtype
+    from model.loading import legacy_config_factory, load_parallel_model, shape_flags
+    from parallel_data.parallel_collator import ParallelCollator
+    from parallel_data.parallel_dataset import ParallelPretrainDataset
+    from parallel_data.stream import eval_batches
+    from trainer.loss import evaluate_loss
+
     settings = branch_settings(args)
-    if args.num_workers:
-        raise ValueError("--num_workers: evaluation reads in the main process (use 0)")
     loaded = load_parallel_model(model_path=args.model_path, hf_base_model=args.hf_base_model,
                                  lora_path=args.lora_path, lora_rank=args.lora_rank, tokenizer_path=args.tokenizer,
-                                 device=dist.device, dtype="float32" if args.dtype == "auto" and
-                                 dist.device.type == "cpu" else args.dtype,
-                                 legacy_config=legacy_config_factory(args), expect=shape_flags(args), rope_2d_ratio=args.rope_2d_ratio,
+                                 device=dist.device, dtype=args.dtype, legacy_config=legacy_config_factory(args),
+                                 expect=shape_flags(args), rope_2d_ratio=args.rope_2d_ratio,
                                  rope_2d_scheme=args.rope_2d_scheme, branch_stride=args.branch_stride, pe=args.pe)
     ds = ParallelPretrainDataset(loaded.tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
                                  hf_subset=args.hf_subset, hf_split=args.hf_split, text_column=args.text_column,
@@ -198,7 +183,7 @@ def evaluate(args, dist) -> dict:
                                      **st)
         t1 = time.perf_counter()
         res = evaluate_loss(loaded.model, batches, dist.device, mask_mode=args.mask_mode, amp_dtype=amp,
-                            max_batches=args.max_batches)
+                            max_batches=args.max_batches, progress=_progress(args, label(st), t1, dist.is_main))
         res.update(branches=label(st), samples=info["samples"], texts=info["texts"],
                    leftover_texts=info["leftover_texts"], seconds=round(time.perf_counter() - t1, 2))
         results.append(res)
@@ -209,23 +194,30 @@ def evaluate(args, dist) -> dict:
             "texts": len(units), "texts_left_out": dropped, "world_size": dist.world_size, "results": results}
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def _progress(args, what: str, t0: float, is_main: bool):
+    """The evaluate_loss callback: one line every --log_interval batches (this rank's count)."""
+    def report(n_batches: int) -> None:
+        if is_main and n_batches % args.log_interval == 0:
+            print(f"branches={what}: {n_batches} batches in {time.perf_counter() - t0:.1f} s", file=sys.stderr,
+                  flush=True)
+    return report
+
+
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
     if args.offline:
         import os
 
         os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    from trainer.distributed import cleanup, init_distributed
+
     dist = init_distributed(args.device, args.ddp, args.local_rank)
     try:
         report = evaluate(args, dist)
         if dist.is_main:
-            prefix = Path(args.out_prefix) if args.out_prefix else Path(args.out_dir) / "eval_loss"
-            files = write_outputs(prefix, report)
+            files = write_outputs(report_path(args).with_suffix(""), report)
             print("wrote " + ", ".join(files), file=sys.stderr)
         return 0
-    except (DataError, ValueError, FileNotFoundError) as e:
-        print(f"eval_loss: error: {e}", file=sys.stderr)
-        return 2
     finally:
         cleanup()
 

@@ -19,33 +19,26 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch
-
-from evaluation.tasks import evaluate_tasks, read_tasks
-from model.loading import load_parallel_model
-from model.parallel_generation import ParallelGenerator
-from parallel_data.io import DataError
-from trainer.args import positive_int
+from trainer import args as flags
+from trainer.cli import ArgParser, cli_main, make_parser
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model_path", default=None)
-    p.add_argument("--hf_base_model", default=None)
-    p.add_argument("--lora_path", default=None)
-    p.add_argument("--tokenizer", default=None)
-    p.add_argument("--tasks", default="dataset/eval_tasks_demo.jsonl")
-    p.add_argument("--branches", default="1,2,4,8,16")
-    p.add_argument("--max_tasks", type=positive_int, default=128, help="tasks per branch count and setting")
-    p.add_argument("--max_new_tokens", type=positive_int, default=12)
-    p.add_argument("--batch_groups", type=positive_int, default=1, help="groups decoded together")
-    p.add_argument("--kinds", default=None, help="comma-separated task kinds to keep (default: all)")
-    p.add_argument("--mask", choices=["columnar", "isolated"], default="columnar", dest="mask_mode")
-    p.add_argument("--align_to", choices=["left", "right"], default="left")
-    p.add_argument("--device", default=None)
-    p.add_argument("--out", default="out/tasks.json")
-    return p.parse_args(argv)
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "eval_tasks")
+    flags.add_model_source_args(p)
+    t = p.add_argument_group("tasks")
+    t.add_argument("--tasks", default="dataset/eval_tasks_demo.jsonl",
+                   help="JSONL of {id, kind, context, prompt, answer}")
+    flags.add_branch_counts_arg(t, default=[1, 2, 4, 8, 16])
+    t.add_argument("--max_tasks", type=flags.positive_int, default=128, help="tasks per branch count and setting")
+    t.add_argument("--kinds", default=None, help="comma-separated task kinds to keep (default: all)")
+    flags.add_decoding_args(p, max_new_tokens=12, batch_groups=1, sampling=False)
+    flags.add_mask_args(p)
+    flags.add_runtime_args(p, seed=None)
+    flags.add_output_args(p, out_path=True, default="out/tasks.json",
+                          out_path_help="JSON report; the PNG plot goes next to it")
+    p.add_check(lambda a: flags.check_input_file(a.tasks, "--tasks"), paths=True)
+    return p
 
 
 def plot(report: dict, path: Path) -> None:
@@ -79,35 +72,33 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        counts = [int(x) for x in args.branches.split(",") if x.strip()]
-        if not counts or min(counts) < 1:
-            raise ValueError(f"--branches: expected positive integers, got {args.branches!r}")
-        tasks = read_tasks(args.tasks)
-        if args.kinds:
-            keep = set(args.kinds.split(","))
-            tasks = [t for t in tasks if t["kind"] in keep]
-            if not tasks:
-                raise ValueError(f"--kinds {args.kinds}: no task of these kinds in {args.tasks}")
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        loaded = load_parallel_model(model_path=args.model_path, hf_base_model=args.hf_base_model,
-                                     lora_path=args.lora_path, tokenizer_path=args.tokenizer, device=device)
-        gen = ParallelGenerator(loaded.model, loaded.tokenizer, mask_mode=args.mask_mode,
-                                branch_stride=loaded.branch_stride, align_to=args.align_to)
-        report = evaluate_tasks(gen, tasks, counts, max_tasks=args.max_tasks, max_new_tokens=args.max_new_tokens,
-                                batch_groups=args.batch_groups, log=lambda m: print(m, flush=True))
-        report["model"] = loaded.source
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        plot(report, out.with_suffix(".png"))
-        print(f"wrote {out} and {out.with_suffix('.png')}", file=sys.stderr)
-        return 0
-    except (DataError, ValueError, FileNotFoundError) as e:
-        print(f"eval_tasks: error: {e}", file=sys.stderr)
-        return 2
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
+    from evaluation.tasks import evaluate_tasks, read_tasks
+    from model.device import resolve_device
+    from model.loading import load_parallel_model
+    from model.parallel_generation import ParallelGenerator
+
+    tasks = read_tasks(args.tasks)
+    if args.kinds:
+        keep = set(args.kinds.split(","))
+        tasks = [t for t in tasks if t["kind"] in keep]
+        if not tasks:
+            raise ValueError(f"--kinds {args.kinds}: no task of these kinds in {args.tasks}")
+    loaded = load_parallel_model(model_path=args.model_path, hf_base_model=args.hf_base_model,
+                                 lora_path=args.lora_path, lora_rank=args.lora_rank, tokenizer_path=args.tokenizer,
+                                 device=resolve_device(args.device), dtype=args.dtype)
+    gen = ParallelGenerator(loaded.model, loaded.tokenizer, mask_mode=args.mask_mode,
+                            branch_stride=loaded.branch_stride, align_to=args.align_to)
+    report = evaluate_tasks(gen, tasks, args.branches, max_tasks=args.max_tasks, max_new_tokens=args.max_new_tokens,
+                            batch_samples=args.batch_groups, log=lambda m: print(m, flush=True))
+    report["model"] = loaded.source
+    out = Path(args.out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Parallel generation: every branch of a group decodes in one forward per step (columnar or isolated).
+"""Parallel generation: every branch of a sample decodes in one forward per step (columnar or isolated).
 
 Run from the repo root (see README.md, "3. Parallel Inference"):
 
@@ -9,9 +9,19 @@ Run from the repo root (see README.md, "3. Parallel Inference"):
     python scripts/parallel_generate.py --mode pretrain --prompts_file prompts.jsonl --model_path out/pretrain_512.pth \\
         --out_path out/results.jsonl
     python scripts/parallel_generate.py --hf_base_model <qwen folder> --lora_path out/lora/hf_lora.pth --prompts ...
+    python scripts/parallel_generate.py --mode pretrain --hf_base_model <any causal LM folder> --mask isolated \\
+        --branch_stride 0 --prompts_file shared.jsonl    # {"main": context, "branches": [questions]}
+
+--branch_stride 0 is prefix sharing (isolated mask only): each sample's main is prefilled once and every
+branch continues it with plain 1D positions, so any base model answers each question exactly as causal
+decoding of "context + question" would. Non-zero branch coordinates (the checkpoint's stride, columnar
+decoding) need a model tuned for them: an untuned base model cannot tell the branches apart and mixes
+them up. With --do_sample and --seed s, the j-th branch of the run samples with seed s + j, whatever
+--batch_groups is.
 
 The checkpoint carries its own config (hidden size, layers, ratio, stride...); flags that contradict it are
-errors. --out_path writes one JSON record per branch, in input order.
+errors. --out_path writes one JSON record per branch ({"sample", "branch", "main", "prompt", "response",
+"finish_reason", "num_new_tokens"}), in input order.
 """
 
 from __future__ import annotations
@@ -26,62 +36,52 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.loading import legacy_config_factory, load_parallel_model, shape_flags
-from model.parallel_generation import ParallelGenerator
-from parallel.sampling import SamplingParams
-from parallel_data.io import AtomicJsonlWriter, DataError
-from parallel_data.prompts import collect_groups, render_group
-from trainer.args import positive_int, ratio, str2bool
+from parallel_data.io import AtomicJsonlWriter
+from trainer import args as flags
+from trainer.cli import ArgParser, UsageError, cli_main, make_parser
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--mode", choices=["pretrain", "sft"], default="sft",
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "parallel_generate")
+    g = p.add_argument_group("prompts")
+    g.add_argument("--mode", choices=["pretrain", "sft"], default="sft",
                    help="pretrain: plain completion; sft: chat template on (unless --no_chat_template)")
-    p.add_argument("--prompts", nargs="*", default=None, help="prompts; in pretrain mode 'a||b' is one group")
-    p.add_argument("--prompts_file", "--data_path", dest="prompts_file", default=None,
-                   help="text lines, or JSONL {branches}|{text: 'a||b'}|{prompt}|{question}|{main, branches}")
-    p.add_argument("--branches_per_sample", type=positive_int, default=4, help="single prompts per group")
-    p.add_argument("--batch_groups", type=positive_int, default=8, help="groups decoded together in one batch")
-    p.add_argument("--model_path", default=None, help="a .pth checkpoint or a saved model folder")
-    p.add_argument("--out_dir", default="out", help="where the default --model_path is looked up")
-    p.add_argument("--tokenizer", "--tokenizer_path", dest="tokenizer", default=None)
-    p.add_argument("--hf_base_model", default=None, help="Hugging Face model folder or name (with --lora_path)")
-    p.add_argument("--lora_path", default=None, help="PEFT adapter folder or a model_lora .pth/.safetensors file")
-    p.add_argument("--lora_rank", type=positive_int, default=None, help="checked against the LoRA file")
-    g = p.add_argument_group("model settings (only for checkpoints that do not carry them)")
-    g.add_argument("--pe", choices=["rope", "fpe"], default=None)
-    g.add_argument("--rope_2d_ratio", type=ratio, default=None)
-    g.add_argument("--rope_2d_scheme", choices=["additive", "reference"], default=None)
-    g.add_argument("--branch_stride", type=positive_int, default=None)
-    g.add_argument("--hidden_size", type=positive_int, default=None)
-    g.add_argument("--num_hidden_layers", type=positive_int, default=None)
-    g.add_argument("--num_attention_heads", type=positive_int, default=None)
-    g.add_argument("--num_key_value_heads", type=positive_int, default=None)
-    g.add_argument("--use_moe", type=str2bool, nargs="?", const=True, default=None)
-    d = p.add_argument_group("decoding")
-    d.add_argument("--chat_template", action="store_true", help="wrap each prompt as a user turn (ChatML)")
-    d.add_argument("--no_chat_template", action="store_true", help="sft mode without the chat template")
-    d.add_argument("--max_new_tokens", type=int, default=128)
-    d.add_argument("--max_prompt_length", type=positive_int, default=2048,
+    flags.add_prompts_arg(g, help="prompts; in pretrain mode 'a||b' is one sample")
+    flags.add_branches_per_sample_arg(g, 4, "single prompts per sample")
+    g.add_argument("--chat_template", action=flags.BoolFlag, default=None,
+                   help="wrap each prompt as a user turn (ChatML); default: on in sft mode, off in pretrain mode")
+    g.add_argument("--max_prompt_length", type=flags.positive_int, default=2048,
                    help="longest prompt (tokens) accepted; longer prompts are an error, never cut silently")
-    d.add_argument("--temperature", type=float, default=0.85)
-    d.add_argument("--top_p", type=float, default=0.85)
-    d.add_argument("--top_k", type=int, default=0)
-    d.add_argument("--repetition_penalty", type=float, default=1.0)
-    d.add_argument("--do_sample", action="store_true", help="sample (default: greedy)")
-    d.add_argument("--stop", nargs="*", default=[], help="stop strings")
-    d.add_argument("--mask", choices=["columnar", "isolated"], default="columnar", dest="mask_mode")
-    d.add_argument("--align_to", choices=["left", "right"], default="left")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--device", default=None)
-    d.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
-    o = p.add_argument_group("output")
+    flags.add_source_args(p, hf=False, text_column=False, max_samples=False, data_aliases=("--prompts_file",),
+                          data_flag="--prompts_file",
+                          data_help="text lines, or JSONL {branches}|{text: 'a||b'}|{prompt}|{question}|"
+                                    "{main, branches}")
+    flags.add_model_source_args(p)
+    flags.add_output_args(p, out_dir="out", out_dir_help="where the default --model_path is looked up",
+                          out_dir_is_output=False, out_path=True,
+                          out_path_help="JSONL, one record per branch, in input order (written atomically)")
+    o = p.add_argument_group("display")
     o.add_argument("--streaming", action="store_true", help="live view of all branches, updated per token")
-    o.add_argument("--out_path", default=None, help="JSONL, one record per branch, in input order")
-    o.add_argument("--print_layout", action="store_true", help="print the first group's token layout")
-    return p.parse_args(argv)
+    o.add_argument("--print_layout", action="store_true", help="print the first sample's token layout")
+    flags.add_model_shape_args(p)
+    flags.add_rope_args(p, prefix_sharing=True)
+    flags.add_mask_args(p)
+    flags.add_decoding_args(p, max_new_tokens=128, batch_groups=8)
+    flags.add_runtime_args(p, seed=0)
+    p.add_check(_check_prompts)
+    p.add_check(_check_default_model, paths=True)
+    return p
+
+
+def _check_prompts(args) -> None:
+    if not args.prompts and args.data_path is None:
+        raise UsageError("no prompts: pass --prompts TEXT ... or --prompts_file FILE")
+
+
+def _check_default_model(args) -> None:
+    if args.model_path is None and args.hf_base_model is None:
+        args.model_path = default_model_path(args)
+        flags.check_model_path(args.model_path, "the default --model_path")
 
 
 def shorten(text: str, width: int) -> str:
@@ -149,11 +149,12 @@ class StreamView:
 def print_layout(tokenizer, sample: dict, stride: int, align: str) -> None:
     from parallel.layout import build_flat_linear_layout
 
-    lay = build_flat_linear_layout(tokenizer, [sample], branch_stride=stride, align_to=align)
+    lay = build_flat_linear_layout(tokenizer, [sample], branch_stride=max(stride, 1), align_to=align)
+    coord = lay.pos2d[0, :, 0] * stride // max(stride, 1)  # stride 0: every coordinate is 0
     print("flat  branch  coord  time  token")
-    for i in range(int(lay.attention_mask[0].sum())):
+    for i in range(int(lay.token_mask[0].sum())):
         tok = tokenizer.decode([int(lay.input_ids[0, i])]).replace("\n", "\\n")
-        print(f"{i:4d}  {int(lay.branch_ids[0, i]):6d}  {int(lay.pos2d[0, i, 0]):5d}  {int(lay.time_ids[0, i]):4d}  "
+        print(f"{i:4d}  {int(lay.branch_ids[0, i]):6d}  {int(coord[i]):5d}  {int(lay.time_ids[0, i]):4d}  "
               f"{tok!r}")
 
 
@@ -163,43 +164,49 @@ def default_model_path(args) -> str:
 
 
 def run(args) -> int:
-    if args.max_new_tokens < 0:
-        raise ValueError("--max_new_tokens must be >= 0")
+    from parallel_data.prompts import collect_samples, render_sample
+
+    # the prompts are read before torch and the model are loaded: a bad prompt file fails at once
+    prompts = collect_samples(args.prompts, args.data_path, branches_per_sample=args.branches_per_sample,
+                              split_bars=args.mode == "pretrain")
+    from model.device import resolve_device
+    from model.loading import legacy_config_factory, load_parallel_model, shape_flags
+    from model.parallel_generation import ParallelGenerator, check_branch_stride
+    from parallel.sampling import SamplingParams
+
+    prefix_sharing = args.branch_stride == 0
+    if prefix_sharing:
+        check_branch_stride(0, args.mask_mode)
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                             repetition_penalty=args.repetition_penalty, do_sample=args.do_sample)
-    use_template = args.chat_template or (args.mode == "sft" and not args.no_chat_template)
-    groups = collect_groups(args.prompts, args.prompts_file, branches_per_sample=args.branches_per_sample,
-                            split_bars=args.mode == "pretrain")
-    model_path = args.model_path or (None if args.hf_base_model else default_model_path(args))
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = load_parallel_model(model_path=model_path, hf_base_model=args.hf_base_model, lora_path=args.lora_path,
+    use_template = args.mode == "sft" if args.chat_template is None else args.chat_template
+    device = resolve_device(args.device)
+    loaded = load_parallel_model(model_path=args.model_path, hf_base_model=args.hf_base_model, lora_path=args.lora_path,
                                  lora_rank=args.lora_rank, tokenizer_path=args.tokenizer, device=device,
                                  dtype=args.dtype, legacy_config=legacy_config_factory(args), expect=shape_flags(args),
                                  rope_2d_ratio=args.rope_2d_ratio, rope_2d_scheme=args.rope_2d_scheme,
-                                 branch_stride=args.branch_stride, pe=args.pe)
+                                 branch_stride=None if prefix_sharing else args.branch_stride, pe=args.pe)
     tok = loaded.tokenizer
-    samples = [render_group(g, tok, use_template) for g in groups]
-    for g, s in zip(groups, samples):
+    samples = [render_sample(p, tok, use_template) for p in prompts]
+    for p, s in zip(prompts, samples):
         for k, b in enumerate(s["branches"]):
             n = len(tok(s["main"] + b, add_special_tokens=False)["input_ids"]) if s["main"] else \
                 len(tok(b, add_special_tokens=False)["input_ids"])
             if n > args.max_prompt_length:
-                raise ValueError(f"{g.source}: branch {k} has {n} prompt tokens, more than --max_prompt_length "
+                raise ValueError(f"{p.source}: branch {k} has {n} prompt tokens, more than --max_prompt_length "
                                  f"{args.max_prompt_length}")
-    gen = ParallelGenerator(loaded.model, tok, mask_mode=args.mask_mode, branch_stride=loaded.branch_stride,
-                            align_to=args.align_to)
+    stride = 0 if prefix_sharing else loaded.branch_stride
+    gen = ParallelGenerator(loaded.model, tok, mask_mode=args.mask_mode, branch_stride=stride, align_to=args.align_to)
     if args.print_layout:
-        print_layout(tok, samples[0], loaded.branch_stride, args.align_to)
+        print_layout(tok, samples[0], stride, args.align_to)
     print(f"model {loaded.source} ({loaded.kind}, pe={loaded.pe}, scheme={loaded.rope_2d_scheme}, "
-          f"ratio={loaded.rope_2d_ratio}, stride={loaded.branch_stride}); {len(groups)} group(s), "
-          f"{sum(len(g.branches) for g in groups)} branch(es), mask {args.mask_mode}", file=sys.stderr)
+          f"ratio={loaded.rope_2d_ratio}, stride={stride}); {len(prompts)} sample(s), "
+          f"{sum(len(p.branches) for p in prompts)} branch(es), mask {args.mask_mode}", file=sys.stderr)
     t0, n_tokens = time.perf_counter(), 0
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(AtomicJsonlWriter(args.out_path)) if args.out_path else None
         for start in range(0, len(samples), args.batch_groups):
-            batch = samples[start:start + args.batch_groups]
+            batch, batch_prompts = samples[start:start + args.batch_groups], prompts[start:start + args.batch_groups]
             view, on_step = None, None
             if args.streaming:
                 offsets, acc = [], 0
@@ -207,40 +214,37 @@ def run(args) -> int:
                     offsets.append(acc)
                     acc += len(s["branches"])
                 view = StreamView([{"main": g.main, "branches": g.branches}
-                                   for g in groups[start:start + args.batch_groups]], first=start)
+                                   for g in batch_prompts], first=start)
 
                 def on_step(step, events, view=view, offsets=offsets):
                     for e in events:
                         if e.text:
-                            view.update(offsets[e.group] + e.branch, e.text)
+                            view.update(offsets[e.sample] + e.branch, e.text)
                     view.render()
+            seed = args.seed + sum(len(s["branches"]) for s in samples[:start])  # branch j of the run: seed + j
             results = gen.generate(batch, params, stop_strings=args.stop, max_new_tokens=args.max_new_tokens,
-                                   seed=args.seed, on_step=on_step)
+                                   seed=seed, on_step=on_step)
             if view is not None:
                 view.render(force=True)
-            for gi, (grp, res) in enumerate(zip(groups[start:start + args.batch_groups], results)):
+            for i, (p, res) in enumerate(zip(batch_prompts, results)):
                 for k, br in enumerate(res.branches):
                     n_tokens += br.num_new_tokens
-                    rec = {"group": start + gi, "branch": k, "main": grp.main, "prompt": grp.branches[k],
+                    rec = {"sample": start + i, "branch": k, "main": p.main, "prompt": p.branches[k],
                            "response": br.text, "finish_reason": br.finish_reason,
                            "num_new_tokens": br.num_new_tokens}
                     if writer is not None:
                         writer.write(rec)
                     if not args.streaming:
-                        print(f"[{start + gi}.{k}] {grp.branches[k]}\n  -> {br.text!r} ({br.finish_reason})")
+                        print(f"[{start + i}.{k}] {p.branches[k]}\n  -> {br.text!r} ({br.finish_reason})")
     dt = time.perf_counter() - t0
     print(f"{n_tokens} tokens in {dt:.2f} s ({n_tokens / max(dt, 1e-9):.1f} tokens/s)"
           + (f"; wrote {args.out_path}" if args.out_path else ""), file=sys.stderr)
     return 0
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (DataError, ValueError, FileNotFoundError) as e:
-        print(f"parallel_generate: error: {e}", file=sys.stderr)
-        return 2
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -14,21 +14,14 @@ Usage (from the repo root; matplotlib, Agg backend, no display needed):
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from parallel.columnar import build_attention_mask, build_flat_linear_layout  # noqa: E402
+from trainer.args import add_output_args
+from trainer.cli import ArgParser, cli_main, make_parser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # one colour per branch id: main (0), then branches 1..3
@@ -46,7 +39,22 @@ def _names(layout, letters: dict[int, str]) -> list[str]:
     return out
 
 
+def _pyplot():
+    """matplotlib (Agg backend) is imported when a picture is drawn, after the flags are checked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def plot_layout_example(path: Path) -> None:
+    from matplotlib.patches import Rectangle
+
+    from parallel.columnar import build_flat_linear_layout
+
+    plt = _pyplot()
     samples = [{"branches": [[10, 11, 12], [20, 21], [30, 31, 32, 33]]}]
     lay = build_flat_linear_layout(None, samples, branch_stride=128, align_to="left")
     names = _names(lay, {1: "a", 2: "b", 3: "c"})
@@ -88,6 +96,11 @@ def plot_layout_example(path: Path) -> None:
 
 
 def plot_masks(path: Path) -> None:
+    from matplotlib.colors import ListedColormap
+
+    from parallel.columnar import build_attention_mask, build_flat_linear_layout
+
+    plt = _pyplot()
     samples = [{"main": [1, 2], "branches": [[10, 11, 12], [20, 21], [30, 31, 32]]}]
     lay = build_flat_linear_layout(None, samples, branch_stride=128, align_to="left")
     names = _names(lay, {0: "m", 1: "a", 2: "b", 3: "c"})
@@ -122,10 +135,14 @@ def plot_masks(path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out_dir", default=str(REPO_ROOT / "docs" / "images"), help="folder for the PNG files")
-    args = p.parse_args(argv)
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "plot_layout")
+    add_output_args(p, out_dir=str(REPO_ROOT / "docs" / "images"), out_dir_help="folder for the PNG files")
+    return p
+
+
+@cli_main(build_parser)
+def main(args) -> int:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot_layout_example(out / "layout_example.png")

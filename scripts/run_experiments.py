@@ -21,6 +21,12 @@ import sys
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a file: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainer.args import add_output_args, add_steps_arg, positive_int
+from trainer.cli import ArgParser, UsageError, cli_main, make_parser
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ["--hidden_size", "192", "--num_hidden_layers", "4", "--num_attention_heads", "6", "--num_key_value_heads", "2"]
 EVAL_BRANCHES = [1, 2, 4, 8, 16, 32]
@@ -100,15 +106,29 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out_dir", default="out/experiments")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--texts_per_step", type=int, default=32)
-    p.add_argument("--eval_texts", type=int, default=512)
-    p.add_argument("--only", default=None, help="comma-separated run names (default: all)")
-    p.add_argument("--tag", default="", help="suffix of the results section / plot (e.g. '-long')")
-    args = p.parse_args(argv)
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "run_experiments")
+    add_output_args(p, out_dir="out/experiments", out_dir_help="one folder per run, results.json and the plot data")
+    g = p.add_argument_group("experiment")
+    add_steps_arg(g, 300, "optimizer steps per run")
+    g.add_argument("--texts_per_step", type=positive_int, default=32, help="texts per optimizer step")
+    g.add_argument("--eval_texts", type=positive_int, default=512, help="held-out texts evaluated per branch count")
+    g.add_argument("--only", default=None, help="comma-separated run names (default: all)")
+    g.add_argument("--tag", default="", help="suffix of the results section / plot (e.g. '-long')")
+    p.add_check(_check_only)
+    return p
+
+
+
+def _check_only(args) -> None:
+    names = [r[0] for r in RUNS]
+    unknown = sorted(set(args.only.split(",")) - set(names)) if args.only else []
+    if unknown:
+        raise UsageError(f"--only {args.only}: no run named {', '.join(unknown)} (runs: {', '.join(names)})")
+
+
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
     py, out = sys.executable, ROOT / args.out_dir
     if not (ROOT / "dataset" / "pretrain_demo.jsonl").exists():
         sh([py, "scripts/build_demo_data.py"])
@@ -120,7 +140,7 @@ def main(argv=None) -> int:
             continue
         run_dir = out / name
         sh([py, "trainer/train_pretrain.py", "--data_path", "dataset/pretrain_demo.jsonl", "--out_dir", str(run_dir),
-            *MODEL, "--rope_2d_scheme", scheme, "--rope_2d_ratio", str(ratio), *flags, "--batch_size",
+            "--overwrite", *MODEL, "--rope_2d_scheme", scheme, "--rope_2d_ratio", str(ratio), *flags, "--batch_size",
             str(args.texts_per_step), "--max_seq_len", "160", "--learning_rate", "2e-3", "--warmup_iters", "30",
             "--max_steps", str(args.steps), "--log_interval", "50", "--save_interval", "100000", "--num_workers",
             "1", "--seed", "1234"])

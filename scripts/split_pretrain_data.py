@@ -21,18 +21,27 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from parallel_data.io import AtomicJsonlWriter, DataError, ReadStats, iter_jsonl, one_line, require_field
+from parallel_data.io import AtomicJsonlWriter, DataError, ReadStats, iter_jsonl, require_field
+from trainer.args import add_marker_args, add_output_args, add_skip_bad_arg, add_source_args
+from trainer.cli import ArgParser, UsageError, cli_main, make_parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description="One {text} line per <|im_start|>...<|im_end|> segment.")
-    ap.add_argument("--input", default="dataset/pretrain_hq.jsonl", help="JSONL with a 'text' field")
-    ap.add_argument("--output", default="dataset/pretrain_hq_split.jsonl", help="output .jsonl (written atomically)")
-    ap.add_argument("--start_token", default="<|im_start|>")
-    ap.add_argument("--end_token", default="<|im_end|>")
-    ap.add_argument("--skip_bad", "--skip-bad", dest="skip_bad", action="store_true",
-                    help="skip (and count) malformed records instead of stopping")
-    return ap
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "split_pretrain_data")
+    add_source_args(p, default_data="dataset/pretrain_hq.jsonl", hf=False, text_column=False, data_flag="--input",
+                    data_help="JSONL with a 'text' field", max_samples_help="read at most this many records (0: all)")
+    t = p.add_argument_group("segments")
+    add_marker_args(t, "a segment starts with this", "and ends with this")
+    add_skip_bad_arg(p)
+    add_output_args(p, out_path=True, default="dataset/pretrain_hq_split.jsonl", out_flag="--output",
+                    out_path_help="output .jsonl (written atomically)")
+    p.add_check(_check_markers)
+    return p
+
+
+def _check_markers(args: argparse.Namespace) -> None:
+    if not args.start_token or not args.end_token:
+        raise UsageError("--start_token and --end_token must not be empty")
 
 
 def split_segments(text: str, pattern: re.Pattern) -> Iterator[tuple[str, bool]]:
@@ -51,19 +60,15 @@ def split_segments(text: str, pattern: re.Pattern) -> Iterator[tuple[str, bool]]
 
 def split_file(args: argparse.Namespace) -> tuple[ReadStats, int, int, int]:
     """Returns (stats, lines written, segments, outside pieces)."""
-    if Path(args.output).resolve() == Path(args.input).resolve():
-        raise ValueError(f"--output {args.output} is the input file; pass another --output")
-    if not args.start_token or not args.end_token:
-        raise ValueError("--start_token and --end_token must not be empty")
     pattern = re.compile(re.escape(args.start_token) + ".*?" + re.escape(args.end_token), re.DOTALL)
     stats = ReadStats()
     segments = outside = 0
-    records = iter_jsonl(args.input, skip_bad=args.skip_bad, stats=stats)
+    records = iter_jsonl(args.data_path, skip_bad=args.skip_bad, stats=stats)
     try:
-        with AtomicJsonlWriter(args.output) as w:
+        with AtomicJsonlWriter(args.out_path) as w:
             for line_no, obj in records:
                 try:
-                    text = require_field(obj, "text", str, args.input, line_no)
+                    text = require_field(obj, "text", str, args.data_path, line_no)
                 except DataError as e:
                     if not args.skip_bad:
                         raise
@@ -76,21 +81,19 @@ def split_file(args: argparse.Namespace) -> tuple[ReadStats, int, int, int]:
                     w.write({"text": piece})
                     segments += is_segment
                     outside += not is_segment
+                if args.max_samples and stats.read >= args.max_samples:
+                    break
             if w.count == 0:
-                raise DataError(f"no text to write ({stats.summary()})", path=args.input)
+                raise DataError(f"no text to write ({stats.summary()})", path=args.data_path)
     finally:
         records.close()
     return stats, w.count, segments, outside
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        stats, written, segments, outside = split_file(args)
-    except (ValueError, OSError) as e:  # DataError is a ValueError
-        print(f"split_pretrain_data: error: {one_line(e)}", file=sys.stderr)
-        return 2
-    print(f"{args.input}: {stats.summary()}; wrote {written} lines to {args.output} "
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
+    stats, written, segments, outside = split_file(args)
+    print(f"{args.data_path}: {stats.summary()}; wrote {written} lines to {args.out_path} "
           f"({segments} segments, {outside} pieces of text outside segments)")
     for msg in stats.errors:
         print(f"  skipped: {msg}", file=sys.stderr)

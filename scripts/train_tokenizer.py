@@ -29,40 +29,34 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.tokenizer import DEFAULT_TOKENIZER_DIR, SPECIAL_TOKENS, train_and_save_tokenizer
-from parallel_data.io import DataError, iter_jsonl_field, one_line
+from model.tokenizer import DEFAULT_TOKENIZER_DIR
+from parallel_data.io import iter_jsonl_field
+from trainer.args import add_output_args, add_source_args, positive_int
+from trainer.cli import ArgParser, cli_main, make_parser
 
 DEFAULT_DATA = "dataset/pretrain_demo.jsonl"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data_path", default=DEFAULT_DATA, help="JSONL corpus, one document per line (default: %(default)s)")
-    p.add_argument("--text_field", default="text", help="field holding the text (default: %(default)s)")
-    p.add_argument("--vocab_size", type=int, default=6400, help="vocabulary size incl. 256 bytes and 3 specials")
-    p.add_argument("--out_dir", default=str(DEFAULT_TOKENIZER_DIR), help="output folder (default: the repo's model/)")
-    p.add_argument("--max_docs", type=int, default=0, help="train on the first N documents only (0 = all)")
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "train_tokenizer")
+    g = add_source_args(p, default_data=DEFAULT_DATA, hf=False, data_help="JSONL corpus, one document per line",
+                        text_column_aliases=("--text_field",), text_column_default="text",
+                        max_samples_aliases=("--max_docs",), max_samples_help="train on the first N documents only "
+                                                                             "(0 = all)")
+    g.add_argument("--vocab_size", type=positive_int, default=6400, help="vocabulary size incl. 256 bytes and 3 "
+                                                                       "specials")
+    add_output_args(p, out_dir=str(DEFAULT_TOKENIZER_DIR), out_dir_help="output folder (default: the repo's model/)")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
+    from model.tokenizer import SPECIAL_TOKENS, train_and_save_tokenizer
+
     data = Path(args.data_path)
-    if args.max_docs < 0:
-        print("error: --max_docs must be >= 0", file=sys.stderr)
-        return 2
-    if not data.exists():
-        hint = " (build it with `python scripts/build_demo_data.py`)" if args.data_path == DEFAULT_DATA else ""
-        print(f"error: data file {data} does not exist{hint}", file=sys.stderr)
-        return 2
     t0 = time.time()
-    try:
-        tok, n_docs = train_and_save_tokenizer(lambda: iter_jsonl_field(data, args.text_field, args.max_docs),
-                                               args.out_dir, vocab_size=args.vocab_size)
-    except (DataError, ValueError, FileNotFoundError, IsADirectoryError) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
+    tok, n_docs = train_and_save_tokenizer(lambda: iter_jsonl_field(data, args.text_column, args.max_samples or 0),
+                                           args.out_dir, vocab_size=args.vocab_size)
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     print(f"trained on {n_docs} documents of {data} in {time.time() - t0:.1f}s: vocab {len(tok)}, "
           f"special ids {ids}; saved to {args.out_dir}")

@@ -1,1 +1,2 @@
-"""Training: one shared engine (engine.py) and thin stage fronts (train_*.py)."""
+"""Training: one shared engine (trainer/engine/), losses (loss.py), shared flags (args.py) and thin stage fronts
+(train_*.py)."""

@@ -1,160 +1,605 @@
-"""Command-line flags shared by the trainers (and evaluation scripts), grouped by concern.
+"""Command-line flags shared by every entry point, each declared once, in groups.
 
-Hyphenated seed flags accept both spellings (`--hf-dataset` / `--hf_dataset`). Model-shape flags
-default to None so the code can tell "given" from "default": a checkpoint carries its own config, and
-an explicit flag that contradicts it is an error rather than silently ignored.
+An entry point is `build_parser()` = `trainer.cli.make_parser(__doc__, name)` plus a few `add_*_args(p)`
+calls. Every group also registers its checks, which run right after parsing (before torch, models or
+data are loaded) and stop with one line naming the flag(s). Torch-free on purpose. The groups:
+
+* `add_model_shape_args`: --hidden_size --num_hidden_layers --num_attention_heads --num_key_value_heads
+  --use_moe (training: --use_flex_attention --gradient_checkpointing);
+* `add_rope_args`: --pe --rope_2d_ratio --rope_2d_scheme --branch_stride (--stride; generation may take
+  0 = prefix sharing) (training: --fpe_theta --fpe_max_positions --fpe_learnable);
+* `add_mask_args`: --mask --align_to;
+* `add_branch_args`: --batch_size --batch_by_samples --branches_per_sample, --max/--min_branches_per_sample
+  (max 0 = fixed mode), --val_[min_|max_]branches_per_sample, --max_total_tokens,
+  --random_time_offset / --no_random_time_offset (training: --random_branch_slots);
+* `add_decoding_args`: --max_new_tokens --batch_groups (sampling: --do_sample --temperature --top_p
+  --top_k --repetition_penalty --stop);
+* `add_source_args`: --data_path (--input, -i) --hf-dataset --hf-subset --hf-split --text-column
+  --max-samples; `add_data_args`: the source plus --chunk-length (text) or --format (conversations),
+  --offline --max_seq_len --num_workers (training: --val_samples --val_interval[_samples|_tokens]
+  --strict_data);
+* `add_model_source_args`: --model_path --hf_base_model (--base_model) --lora_path --lora_rank
+  --tokenizer (--tokenizer_path);
+* `add_runtime_args`: --device --dtype --seed (distributed: --ddp --local_rank);
+* `add_output_args`: --out_path (--output, -o, --out), THE output file; --out_dir, the output folder;
+* `add_train_args`: --epochs --accumulation_steps --learning_rate --min_lr_ratio --warmup_iters
+  --weight_decay --grad_clip --max_steps --stop_after_steps --log_interval --save_interval --resume
+  --overwrite --resume_override --init_weight --use_wandb --wandb_project --wandb_run_name;
+* `add_minimind_train_args`: the whole set of a MiniMind training front.
+
+Every long flag also works with `-` for `_` and back; the seeds' spellings are the declared ones.
+Model and 2D-RoPE flags default to None so "given" is told from "default" (a checkpoint's own config
+wins; a contradicting flag is an error). A flag that would be ignored (`--min_branches_per_sample`
+without `--max_branches_per_sample`, `--hf-dataset` with `--data_path`, sampling flags without
+`--do_sample`, ...) is refused. Benchmarks: `evaluation.benchmarking.add_benchmark_args`. A future
+front, e.g. HF LoRA training, is:
+
+    p = make_parser(__doc__, "train_hf_lora")
+    add_model_source_args(p, checkpoint=False)          # --base_model, --lora_path, --tokenizer_path
+    add_rope_args(p); add_mask_args(p); add_branch_args(p, default_branches=8, batch_size=16)
+    add_data_args(p, default_data="dataset/sft_512.jsonl", kind="conversations", training=True)
+    add_runtime_args(p, seed=1337, distributed=True); add_output_args(p, out_dir="out")
+    add_train_args(p, epochs=1, lr=1e-4, wandb_project="MiniMind-HF-LoRA")
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from model.device import DTYPE_ALIASES, DTYPE_NAMES
+from parallel.names import ALIGNMENTS, MASK_MODES, PE_TYPES, ROPE_2D_SCHEMES
+from trainer.cli import (  # the value types and path checks are re-exported for the entry points
+    ArgParser,
+    BoolFlag,
+    UsageError,
+    check_input_file,
+    check_local_or_hub,
+    check_model_path,
+    check_not_resume_state,
+    check_writable_dir,
+    check_writable_file,
+    device_name,
+    dtype_name,
+    int_list,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    probability,
+    ratio,
+    str2bool,
+)
+
+# every model flag with its default (None: derived); the MiniMind stage builds its config from these
 MODEL_DEFAULTS = dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2,
                       use_moe=False, pe="rope", rope_2d_ratio=0.5, rope_2d_scheme="additive", branch_stride=None,
                       fpe_theta=1e4, fpe_max_positions=512, fpe_learnable=False)
 
 
-def str2bool(v) -> bool:
-    if isinstance(v, bool):
-        return v
-    s = str(v).strip().lower()
-    if s in ("1", "true", "yes", "y", "on"):
-        return True
-    if s in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {v!r}")
+# --- model shape and 2D RoPE ---------------------------------------------------------------------------
 
-
-def positive_int(v) -> int:
-    i = int(v)
-    if i < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return i
-
-
-def nonneg_int(v) -> int:
-    i = int(v)
-    if i < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
-    return i
-
-
-def ratio(v) -> float:
-    f = float(v)
-    if not 0.0 <= f <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a value in [0, 1], got {v}")
-    return f
-
-
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model (a checkpoint's own config wins; a contradicting flag is an error)")
+def add_model_shape_args(p: ArgParser, *, training: bool = False) -> None:
+    g = p.add_argument_group("model shape (a checkpoint's own config wins; a contradicting flag is an error)")
     g.add_argument("--hidden_size", type=positive_int, default=None, help="default 512")
     g.add_argument("--num_hidden_layers", type=positive_int, default=None, help="default 8")
     g.add_argument("--num_attention_heads", type=positive_int, default=None, help="default 8")
     g.add_argument("--num_key_value_heads", type=positive_int, default=None, help="default 2")
     g.add_argument("--use_moe", type=str2bool, nargs="?", const=True, default=None,
                    help="mixture of experts (4 routed + 1 shared, top-2); `--use_moe` or `--use_moe false`")
-    g.add_argument("--pe", choices=["rope", "fpe"], default=None, help="2D RoPE (default) or Fourier branch embedding")
-    g.add_argument("--rope_2d_ratio", type=ratio, default=None,
-                   help="share of rotary pairs that carry the branch coordinate (default 0.5)")
-    g.add_argument("--rope_2d_scheme", choices=["additive", "reference"], default=None,
-                   help="additive (default: one branch == the plain model) or reference (the earlier code's math)")
-    g.add_argument("--branch_stride", type=positive_int, default=None,
-                   help="branch coordinate step (default 128 for rope, 1 for fpe)")
-    g.add_argument("--fpe_theta", type=float, default=None)
-    g.add_argument("--fpe_max_positions", type=positive_int, default=None)
-    g.add_argument("--fpe_learnable", type=str2bool, nargs="?", const=True, default=None)
-    g.add_argument("--use_flex_attention", action="store_true", help="FlexAttention BlockMask on CUDA")
-    g.add_argument("--gradient_checkpointing", action="store_true")
+    if training:
+        g.add_argument("--use_flex_attention", action="store_true", help="FlexAttention BlockMask on CUDA")
+        g.add_argument("--gradient_checkpointing", action="store_true", help="recompute activations in backward")
+    p.add_check(_check_heads)
 
 
-def add_branch_args(p: argparse.ArgumentParser, default_branches: int) -> None:
-    g = p.add_argument_group("branches and layout")
-    g.add_argument("--branches_per_sample", type=positive_int, default=default_branches,
-                   help="fixed number of branches per sample")
-    g.add_argument("--max_branches_per_sample", type=positive_int, default=None,
-                   help="dynamic mode: a seeded random count in [min, max] per sample")
-    g.add_argument("--min_branches_per_sample", type=positive_int, default=1)
-    g.add_argument("--val_branches_per_sample", type=positive_int, default=None)
-    g.add_argument("--val_max_branches_per_sample", type=positive_int, default=None)
-    g.add_argument("--val_min_branches_per_sample", type=positive_int, default=None)
+def _check_heads(args) -> None:
+    h, kv = args.num_attention_heads, args.num_key_value_heads
+    if h is not None and kv is not None and h % kv:
+        raise UsageError(f"--num_attention_heads {h} must be a multiple of --num_key_value_heads {kv}")
+    if h is not None and args.hidden_size is not None and args.hidden_size % h:
+        raise UsageError(f"--hidden_size {args.hidden_size} must be a multiple of --num_attention_heads {h}")
+
+
+def add_rope_args(p: ArgParser, *, training: bool = False, prefix_sharing: bool = False, stride: bool = True,
+                  schemes: tuple[str, ...] = ROPE_2D_SCHEMES, ratio_default: float | None = None) -> None:
+    """`prefix_sharing`: accept `--branch_stride 0` (every branch at coordinate 0; generation only).
+
+    `stride=False` (no --pe / --branch_stride) and `schemes` narrow the group for a tool that patches a
+    Hugging Face model itself; `ratio_default` is then its ratio.
+    """
+    g = p.add_argument_group("2D RoPE (a checkpoint's own settings win; a contradicting flag is an error)")
+    if stride:
+        g.add_argument("--pe", choices=PE_TYPES, default=None, help="2D RoPE (default) or Fourier branch embedding")
+    g.add_argument("--rope_2d_ratio", type=ratio, default=ratio_default,
+                   help="share of rotary pairs that carry the branch coordinate"
+                        + (" (default 0.5)" if ratio_default is None else ""))
+    g.add_argument("--rope_2d_scheme", choices=schemes, default=None if len(schemes) > 1 else schemes[0],
+                   help="additive (default: one branch == the plain model)" + (" or reference" if len(schemes) > 1
+                                                                                else ""))
+    if stride:
+        g.add_argument("--branch_stride", "--stride", dest="branch_stride",
+                       type=nonneg_int if prefix_sharing else positive_int, default=None,
+                       help="branch coordinate step (default 128 for rope, 1 for fpe)"
+                            + ("; 0 = prefix sharing (every branch continues the main at coordinate 0, --mask "
+                               "isolated)" if prefix_sharing else ""))
+    if training:
+        g.add_argument("--fpe_theta", type=positive_float, default=None,
+                       help="pe=fpe: base of the sinusoid (default 1e4)")
+        g.add_argument("--fpe_max_positions", type=positive_int, default=None, help="pe=fpe: table size (default 512)")
+        g.add_argument("--fpe_learnable", type=str2bool, nargs="?", const=True, default=None,
+                       help="pe=fpe: train the embedding table (default false)")
+    if prefix_sharing:
+        p.add_check(_check_prefix_sharing)
+
+
+def _check_prefix_sharing(args) -> None:
+    if args.branch_stride == 0 and getattr(args, "mask_mode", "isolated") != "isolated":
+        raise UsageError("--branch_stride 0 (prefix sharing) needs --mask isolated: with the columnar mask, branches "
+                         "at one coordinate could not be told apart")
+
+
+# --- mask and branches ---------------------------------------------------------------------------------
+
+def add_mask_args(p: ArgParser) -> None:
+    g = p.add_argument_group("attention and alignment")
+    g.add_argument("--mask", choices=MASK_MODES, default=MASK_MODES[0], dest="mask_mode",
+                   help="columnar: branches see each other's earlier tokens; isolated: own branch + main only")
+    g.add_argument("--align_to", choices=ALIGNMENTS, default=ALIGNMENTS[0],
+                   help="left: branches start together; right: their last prompt tokens line up")
+
+
+def add_branch_args(p: ArgParser, *, default_branches: int, batch_size: int, training: bool = True) -> None:
+    """How texts are grouped into samples of branches, and samples into batches.
+
+    Fixed mode: `--branches_per_sample N`. Dynamic mode: `--max_branches_per_sample M` (with
+    `--min_branches_per_sample`, default 1): a seeded random count in [min, max] per sample;
+    `--max_branches_per_sample 0` means fixed mode (seed 002). The `--val_*` flags set the branch
+    counts of validation / evaluation the same way (default: those of training).
+    """
+    g = p.add_argument_group("branches and batches")
+    g.add_argument("--batch_size", type=positive_int, default=batch_size,
+                   help="texts per batch (samples with --batch_by_samples)")
     g.add_argument("--batch_by_samples", action="store_true", help="batch_size counts samples, not texts")
+    add_branches_per_sample_arg(g, None, f"fixed mode: branches per sample (default {default_branches})")
+    g.add_argument("--max_branches_per_sample", type=nonneg_int, default=None,
+                   help="dynamic mode: a seeded random count in [min, max] per sample (0 = fixed mode)")
+    g.add_argument("--min_branches_per_sample", type=positive_int, default=None,
+                   help="dynamic mode: smallest count (default 1)")
+    g.add_argument("--val_branches_per_sample", type=positive_int, default=None,
+                   help="validation / evaluation: a fixed count")
+    g.add_argument("--val_max_branches_per_sample", type=nonneg_int, default=None,
+                   help="validation / evaluation: dynamic mode's largest count")
+    g.add_argument("--val_min_branches_per_sample", type=positive_int, default=None,
+                   help="validation / evaluation: smallest count (alone: a fixed count)")
     g.add_argument("--max_total_tokens", type=nonneg_int, default=0,
                    help="cap on tokens per sample (0 = off); longer samples lose every branch's tail, counted")
-    g.add_argument("--align_to", choices=["left", "right"], default="left")
-    g.add_argument("--random_time_offset", dest="random_time_offset", action="store_true", default=True,
-                   help="seeded random start offset per branch (default on)")
-    g.add_argument("--no_random_time_offset", dest="random_time_offset", action="store_false")
-    g.add_argument("--random_branch_slots", type=nonneg_int, default=0,
-                   help="train on random sorted coordinate slots out of this many (0 = off): lets a model trained "
-                        "with few branches per sample run with up to this many at inference")
-    g.add_argument("--mask", choices=["columnar", "isolated"], default="columnar", dest="mask_mode",
-                   help="columnar: branches see each other's earlier tokens; isolated: own branch + main only")
+    g.add_argument("--random_time_offset", action=BoolFlag, default=training,
+                   help="seeded random start offset per branch (training samples only)")
+    if training:
+        g.add_argument("--random_branch_slots", type=nonneg_int, default=0,
+                       help="train on random sorted coordinate slots out of this many (0 = off): lets a model trained "
+                            "with few branches per sample run with up to this many at inference")
+    p.add_check(lambda a: _check_branches(a, default_branches))
 
 
-def add_data_args(p: argparse.ArgumentParser, default_data: str) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument("--data_path", default=default_data, help="local JSONL file")
-    g.add_argument("--hf-dataset", "--hf_dataset", dest="hf_dataset", default=None,
-                   help="Hugging Face dataset name (streamed) or a local file/folder read through `datasets`")
-    g.add_argument("--hf-subset", "--hf_subset", dest="hf_subset", default=None)
-    g.add_argument("--hf-split", "--hf_split", dest="hf_split", default="train")
-    g.add_argument("--text-column", "--text_column", dest="text_column", default=None)
-    g.add_argument("--max-samples", "--max_samples", dest="max_samples", type=positive_int, default=None,
-                   help="use at most this many training records (chunks when packing)")
-    g.add_argument("--chunk-length", "--chunk_length", dest="chunk_length", type=positive_int, default=None,
-                   help="pack token ids into exact pieces of this many tokens (Hub datasets)")
+def add_branches_per_sample_arg(g, default: int | None, help: str) -> None:
+    g.add_argument("--branches_per_sample", type=positive_int, default=default, help=help)
+
+
+def _check_branches(args, default_branches: int) -> None:
+    if args.max_branches_per_sample == 0:  # seed 002: 0 = fixed mode
+        if args.min_branches_per_sample is not None:
+            raise UsageError("--min_branches_per_sample goes with dynamic mode, but --max_branches_per_sample 0 "
+                             "is fixed mode")
+        args.max_branches_per_sample = None
+    if args.val_max_branches_per_sample == 0:
+        args.val_max_branches_per_sample = None
+    lo, hi = args.min_branches_per_sample, args.max_branches_per_sample
+    if hi is None:
+        if lo is not None:
+            raise UsageError(f"--min_branches_per_sample {lo} needs --max_branches_per_sample (dynamic mode); in "
+                             "fixed mode every sample has --branches_per_sample branches")
+        args.branches_per_sample = args.branches_per_sample or default_branches
+        args.min_branches_per_sample = 1  # unused in fixed mode; an int for the grouping code
+    else:
+        if args.branches_per_sample is not None:
+            raise UsageError(f"--branches_per_sample {args.branches_per_sample} (fixed mode) and "
+                             f"--max_branches_per_sample {hi} (dynamic mode) exclude each other; give one")
+        lo = args.min_branches_per_sample = 1 if lo is None else lo
+        if lo > hi:
+            raise UsageError(f"--min_branches_per_sample {lo} is more than --max_branches_per_sample {hi}")
+        args.branches_per_sample = hi  # the largest sample: batch sizes counted in texts use it
+    vlo, vhi = args.val_min_branches_per_sample, args.val_max_branches_per_sample
+    if args.val_branches_per_sample is not None and (vlo is not None or vhi is not None):
+        raise UsageError("--val_branches_per_sample (a fixed count) and --val_min/--val_max_branches_per_sample "
+                         "exclude each other; give one")
+    if vlo is not None and vhi is not None and vlo > vhi:
+        raise UsageError(f"--val_min_branches_per_sample {vlo} is more than --val_max_branches_per_sample {vhi}")
+    val = eval_branch_setting(args)
+    if "min_branches" in val and val["min_branches"] > val["max_branches"]:
+        raise UsageError(f"validation branch counts {val['min_branches']}..{val['max_branches']} are an empty range "
+                         "(--val_min/--val_max_branches_per_sample, else --min/--max_branches_per_sample)")
+    slots = getattr(args, "random_branch_slots", 0)
+    most = args.branches_per_sample  # the largest sample in either mode
+    if slots and slots < most:
+        raise UsageError(f"--random_branch_slots {slots} must be at least the largest number of branches per "
+                         f"sample ({most})")
+
+
+def eval_branch_setting(args) -> dict:
+    """Branch counts of validation / evaluation: {"branches": n} or {"min_branches", "max_branches"}."""
+    if args.val_branches_per_sample:
+        return {"branches": args.val_branches_per_sample}
+    lo = args.val_min_branches_per_sample or (args.min_branches_per_sample if args.max_branches_per_sample else None)
+    hi = args.val_max_branches_per_sample or args.max_branches_per_sample
+    if hi is None and lo is None:
+        return {"branches": args.branches_per_sample}
+    lo, hi = lo or 1, hi or lo
+    return {"branches": lo} if lo == hi else {"min_branches": lo, "max_branches": hi}
+
+
+# --- decoding ------------------------------------------------------------------------------------------
+
+SAMPLING_DEFAULTS = dict(temperature=0.85, top_p=0.85, top_k=0)
+
+
+def add_decoding_args(p: ArgParser, *, max_new_tokens: int, batch_groups: int, sampling: bool = True) -> None:
+    g = p.add_argument_group("decoding")
+    add_max_new_tokens_arg(g, max_new_tokens)
+    g.add_argument("--batch_groups", type=positive_int, default=batch_groups, help="groups decoded together")
+    if not sampling:
+        return
+    g.add_argument("--do_sample", action="store_true", help="sample (default: greedy)")
+    g.add_argument("--temperature", type=nonneg_float, default=None,
+                   help=f"with --do_sample (default {SAMPLING_DEFAULTS['temperature']})")
+    g.add_argument("--top_p", type=probability, default=None,
+                   help=f"with --do_sample (default {SAMPLING_DEFAULTS['top_p']})")
+    g.add_argument("--top_k", type=nonneg_int, default=None, help="with --do_sample (default 0: off)")
+    g.add_argument("--repetition_penalty", type=positive_float, default=1.0,
+                   help="CTRL penalty on seen tokens (1 = off)")
+    g.add_argument("--stop", nargs="*", default=[], help="stop strings")
+    p.add_check(_check_sampling)
+
+
+def add_max_new_tokens_arg(g, default: int, minimum: int = 0) -> None:
+    g.add_argument("--max_new_tokens", type=positive_int if minimum else nonneg_int, default=default,
+                   help="new tokens per branch at most")
+
+
+def add_prompts_arg(g, *, default: list[str] | None = None, nargs: str = "*", help: str = "prompts") -> None:
+    g.add_argument("--prompts", nargs=nargs, default=default, help=help)
+
+
+def _check_sampling(args) -> None:
+    given = [f"--{k}" for k in SAMPLING_DEFAULTS if getattr(args, k) is not None]
+    if given and not args.do_sample:
+        raise UsageError(f"{', '.join(given)} only apply when sampling; add --do_sample (greedy decoding is the "
+                         "default)")
+    for k, v in SAMPLING_DEFAULTS.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+
+
+# --- data ----------------------------------------------------------------------------------------------
+
+def add_source_args(p: ArgParser, *, default_data: str | None = None, hf: bool = True, text_column: bool = True,
+                    max_samples: bool = True, data_aliases: tuple[str, ...] = (),
+                    max_samples_help: str = "use at most this many records (0 = all)",
+                    max_samples_aliases: tuple[str, ...] = (), text_column_aliases: tuple[str, ...] = (),
+                    text_column_default: str | None = None, required: bool = False,
+                    data_help: str = "local JSONL file", data_flag: str = "--data_path") -> argparse._ArgumentGroup:
+    """Where records come from: `--data_path` (alias `--input`) or a Hugging Face dataset, not both.
+
+    `default_data` is used when neither is given; `required`: one of them must be given (otherwise the
+    data may be absent); `data_flag` is the spelling messages use (the converters document `--input`).
+    """
+    g = p.add_argument_group("data source")
+    g.add_argument("--data_path", "--input", "-i", *data_aliases, dest="data_path", default=None,
+                   help=data_help + (f" (default {default_data})" if default_data else ""))
+    if hf:
+        g.add_argument("--hf-dataset", dest="hf_dataset", default=None,
+                       help="Hugging Face dataset: a Hub name (streamed) or a local file / folder read with `datasets`")
+        g.add_argument("--hf-subset", dest="hf_subset", default=None, help="dataset configuration (with --hf-dataset)")
+        g.add_argument("--hf-split", dest="hf_split", default=None, help="split (with --hf-dataset; default train)")
+    if text_column:
+        g.add_argument("--text-column", *text_column_aliases, dest="text_column", default=text_column_default,
+                       help="field / column holding the text (default: auto-detected)")
+    if max_samples:
+        g.add_argument("--max-samples", *max_samples_aliases, dest="max_samples", type=nonneg_int, default=None,
+                       help=max_samples_help)
+    p.add_check(lambda a: _check_source(a, default_data, required, data_flag))
+    p.add_check(lambda a: _check_source_path(a, default_data, data_flag), paths=True)
+    return g
+
+
+def _check_source(args, default_data: str | None, required: bool, flag: str) -> None:
+    hf = getattr(args, "hf_dataset", None)
+    if hf is not None and args.data_path is not None:
+        raise UsageError(f"{flag} {args.data_path} and --hf-dataset {hf} both name the data; give one")
+    for name in ("hf_subset", "hf_split"):
+        if getattr(args, name, None) is not None and hf is None:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} goes with --hf-dataset, which was "
+                             "not given")
+    if hf is not None and args.hf_split is None:
+        args.hf_split = "train"
+    if getattr(args, "max_samples", None) == 0:
+        args.max_samples = None
+    if hf is None and args.data_path is None:
+        if default_data is not None:
+            args.data_path = default_data
+        elif required:
+            raise UsageError(f"give the data: {flag} FILE" + (" or --hf-dataset NAME" if hasattr(args, "hf_dataset")
+                                                              else ""))
+
+
+def _check_source_path(args, default_data: str | None, flag: str) -> None:
+    if args.data_path is None:
+        return
+    if args.data_path == default_data and not Path(args.data_path).exists():
+        build = "build the bundled demo data with `python scripts/build_demo_data.py`, or " if "demo" in str(
+            default_data) else ""
+        raise UsageError(f"{flag} defaults to {args.data_path}, which does not exist ({build}pass {flag})")
+    check_input_file(args.data_path, flag)
+
+
+def add_data_args(p: ArgParser, *, default_data: str, kind: str = "text", training: bool = False,
+                  workers: int = 1) -> None:
+    """Training / evaluation data. `kind`: "text" (pretraining texts) or "conversations" (SFT)."""
+    if kind not in ("text", "conversations"):
+        raise ValueError(f"kind must be 'text' or 'conversations', got {kind!r}")
+    g = add_source_args(p, default_data=default_data,
+                        max_samples_help="use at most this many records (chunks when packing; 0 = all)")
+    g.add_argument("--chunk-length", dest="chunk_length", type=positive_int, default=None,
+                   help="pack token ids into exact pieces of this many tokens (text data)")
+    if kind == "conversations":
+        add_format_arg(g)
+        p.add_check(_check_conversation_data)
     g.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
-    g.add_argument("--val_samples", type=nonneg_int, default=0, help="held-out records (seeded, same on every rank)")
-    g.add_argument("--val_interval", type=nonneg_int, default=0, help="validate every N optimizer steps")
-    g.add_argument("--val_interval_samples", type=nonneg_int, default=0, help="validate every N samples")
-    g.add_argument("--val_interval_tokens", type=nonneg_int, default=0, help="validate every N trained tokens")
     g.add_argument("--max_seq_len", type=positive_int, default=512,
                    help="tokens per branch: longer pretraining texts are split, longer conversations cut (counted)")
-    g.add_argument("--tokenizer", "--tokenizer_path", dest="tokenizer", default=None,
-                   help="tokenizer folder (default: the checkpoint's own, else the repo's model/)")
-    g.add_argument("--num_workers", type=nonneg_int, default=1, help="DataLoader workers per rank")
+    g.add_argument("--num_workers", type=nonneg_int, default=workers, help="DataLoader workers per rank")
+    if training:
+        g.add_argument("--val_samples", type=nonneg_int, default=0,
+                       help="held-out records (seeded, same on every rank)")
+        g.add_argument("--val_interval", type=nonneg_int, default=0, help="validate every N optimizer steps")
+        g.add_argument("--val_interval_samples", type=nonneg_int, default=0, help="validate every N samples")
+        g.add_argument("--val_interval_tokens", type=nonneg_int, default=0, help="validate every N target tokens")
+        g.add_argument("--strict_data", action="store_true",
+                       help="records that give no target token, or are cut at max_seq_len, are errors (default: "
+                            "counted and reported with file and line)")
+        p.add_check(_check_validation)
 
 
-def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float, wandb_project: str) -> None:
+def _check_conversation_data(args) -> None:
+    if args.text_column is not None:
+        raise UsageError(f"--text-column {args.text_column} picks the text field of pretraining data, but this stage "
+                         "reads conversations (their layout is chosen with --format)")
+    if args.chunk_length is not None:
+        raise UsageError("--chunk-length (token packing) is for pretraining text; conversations are kept whole")
+
+
+def add_format_arg(g) -> None:
+    from parallel_data.formats import FORMATS
+
+    g.add_argument("--format", default="auto", choices=("auto", *FORMATS),
+                   help="conversation format of the records (auto: detected per record)")
+
+
+def _check_validation(args) -> None:
+    given = [f"--{k}" for k in ("val_interval", "val_interval_samples", "val_interval_tokens",
+                                "val_branches_per_sample", "val_min_branches_per_sample", "val_max_branches_per_sample")
+             if getattr(args, k, None)]
+    if given and not args.val_samples:
+        raise UsageError(f"{given[0]} was given but --val_samples is 0: hold out some records to validate on")
+
+
+def add_skip_bad_arg(p: ArgParser, what: str = "records") -> None:
+    p.add_argument("--skip_bad", action="store_true", help=f"skip (and count) malformed {what} instead of stopping")
+
+
+# --- model source --------------------------------------------------------------------------------------
+
+def add_model_source_args(p: ArgParser, *, checkpoint: bool = True, hf: bool = True, lora: bool = True,
+                          tokenizer: bool = True, hf_aliases: tuple[str, ...] = (), hf_required: bool = False) -> None:
+    """Which model: `--model_path` (a .pth checkpoint or a saved folder), or `--hf_base_model` (+ LoRA);
+    `--tokenizer` (default: the model's own, else the repo's model/)."""
+    g = p.add_argument_group("model source")
+    if checkpoint:
+        g.add_argument("--model_path", default=None, help="a .pth checkpoint or a saved model folder")
+    if hf:
+        g.add_argument("--hf_base_model", "--base_model", *hf_aliases, dest="hf_base_model", default=None,
+                       required=hf_required, help="Hugging Face model folder (or Hub name)")
+    if lora:
+        g.add_argument("--lora_path", default=None, help="PEFT adapter folder or a model_lora .pth/.safetensors file")
+        g.add_argument("--lora_rank", type=positive_int, default=None, help="checked against the LoRA file")
+    if tokenizer:
+        g.add_argument("--tokenizer", "--tokenizer_path", dest="tokenizer", default=None,
+                       help="tokenizer folder (default: the model's own, else the repo's model/)")
+    p.add_check(_check_model_source)
+    p.add_check(_check_model_source_paths, paths=True)
+
+
+def _check_model_source(args) -> None:
+    model, base = getattr(args, "model_path", None), getattr(args, "hf_base_model", None)
+    if model is not None and base is not None:
+        raise UsageError(f"--model_path {model} and --hf_base_model {base} both name the model; give one")
+    lora = getattr(args, "lora_path", None)
+    if lora is not None and model is None and base is None:
+        raise UsageError("--lora_path needs the model it adapts: --hf_base_model (or --model_path FOLDER)")
+    if getattr(args, "lora_rank", None) is not None and lora is None:
+        raise UsageError("--lora_rank is checked against a LoRA file, but --lora_path was not given")
+
+
+def _check_model_source_paths(args) -> None:
+    model, base = getattr(args, "model_path", None), getattr(args, "hf_base_model", None)
+    if model is not None:
+        check_model_path(model, "--model_path")
+    if base is not None:
+        check_local_or_hub(base, "--hf_base_model")
+    lora = getattr(args, "lora_path", None)
+    if lora is not None:
+        if not Path(lora).expanduser().exists():
+            raise UsageError(f"--lora_path {lora} does not exist")
+        if model is not None and Path(model).is_file():
+            raise UsageError("--lora_path goes with --hf_base_model (or a saved model folder), not a .pth checkpoint")
+    if getattr(args, "tokenizer", None) is not None:
+        check_local_or_hub(args.tokenizer, "--tokenizer")
+
+
+# --- runtime and output --------------------------------------------------------------------------------
+
+def add_runtime_args(p: ArgParser, *, seed: int | None = 0, dtype: bool | str = True, distributed: bool = False,
+                     device: str | None = None) -> None:
+    """`device`: the default --device (None: auto); `dtype`: False (no --dtype), True (default auto) or a default."""
+    g = p.add_argument_group("runtime")
+    g.add_argument("--device", type=device_name, default=device,
+                   help="cpu, cuda, cuda:N, mps, ... or auto: cuda:<local rank> if CUDA is available, else cpu")
+    if dtype:
+        g.add_argument("--dtype", type=dtype_name, default=dtype if isinstance(dtype, str) else "auto",
+                       help=f"{', '.join(DTYPE_NAMES)} (or {', '.join(DTYPE_ALIASES)}); auto: bfloat16 on CUDA, "
+                            "float32 on CPU")
+    if seed is not None:
+        add_seed_arg(g, seed)
+    if distributed:
+        g.add_argument("--ddp", action="store_true", help="DDP (launch with torchrun; detected automatically)")
+        g.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1,
+                       help="set by older launchers; torchrun's LOCAL_RANK wins")
+    p.add_check(_check_device, paths=True)  # after the flag checks: it may import torch
+
+
+def add_seed_arg(g, default: int, help: str = "random seed (data order, sampling, initial weights)") -> None:
+    g.add_argument("--seed", type=int, default=default, help=help)
+
+
+def _check_device(args) -> None:
+    if args.device not in (None, "auto", "cpu"):  # only an accelerator needs torch to be checked
+        from model.device import resolve_device
+
+        try:
+            resolve_device(args.device)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+
+
+def add_output_args(p: ArgParser, *, out_path: bool = False, required: bool = False, default: str | None = None,
+                    out_path_help: str = "output file", out_dir: str | None = None,
+                    out_dir_help: str = "output folder", out_dir_is_output: bool = True,
+                    out_flag: str = "--out_path") -> None:
+    """`--out_path` (aliases `--output`, `-o`, `--out`): THE output file; `--out_dir`: the output folder.
+
+    Both are checked for writability at parse time, and the output file must not be an input.
+    `out_dir_is_output=False` for a folder that is only read (parallel_generate's default model);
+    `out_flag` is the spelling messages use (the converters document `--output`).
+    """
+    g = p.add_argument_group("output")
+    if out_path:
+        g.add_argument("--out_path", "--output", "-o", "--out", dest="out_path", required=required, default=default,
+                       help=out_path_help)
+    if out_dir is not None:
+        g.add_argument("--out_dir", default=out_dir, help=out_dir_help)
+    p.add_check(lambda a: _check_output(a, out_dir is not None and out_dir_is_output, out_flag), paths=True)
+
+
+def _check_output(args, check_dir: bool, flag: str) -> None:
+    path = getattr(args, "out_path", None)
+    if path is not None:
+        check_writable_file(path, flag)
+        src = getattr(args, "data_path", None)
+        if src is not None and Path(src).expanduser().resolve() == Path(path).expanduser().resolve():
+            raise UsageError(f"{flag} {path} is the input file; pass another {flag}")
+    if check_dir:
+        check_writable_dir(args.out_dir, "--out_dir")
+
+
+# --- presets ---------------------------------------------------------------------------------------------
+
+def add_minimind_train_args(p: ArgParser, *, default_data: str, kind: str, default_branches: int, batch_size: int,
+                            epochs: int, lr: float, wandb_project: str) -> None:
+    """Every flag of a MiniMind training front (pretrain, SFT, and the post-training stages on the engine)."""
+    add_model_shape_args(p, training=True)
+    add_rope_args(p, training=True)
+    add_mask_args(p)
+    add_branch_args(p, default_branches=default_branches, batch_size=batch_size)
+    add_data_args(p, default_data=default_data, kind=kind, training=True)
+    add_model_source_args(p, checkpoint=False, hf=False, lora=False)
+    add_runtime_args(p, seed=1337, distributed=True)
+    add_output_args(p, out_dir="out", out_dir_help="checkpoints, resume state and metrics go here")
+    add_train_args(p, epochs=epochs, lr=lr, wandb_project=wandb_project)
+
+
+# --- single flags shared by a few tools -----------------------------------------------------------------
+
+def add_log_interval_arg(g, default: int, help: str) -> None:
+    g.add_argument("--log_interval", type=positive_int, default=default, help=help)
+
+
+def add_marker_args(g, help_start: str, help_end: str) -> None:
+    """The ChatML segment markers of the text converters."""
+    g.add_argument("--start_token", default="<|im_start|>", help=help_start)
+    g.add_argument("--end_token", default="<|im_end|>", help=help_end)
+
+
+def add_overwrite_arg(g, help: str) -> None:
+    """`--overwrite`: replace an existing output that would otherwise be kept or refused."""
+    g.add_argument("--overwrite", action="store_true", help=help)
+
+
+def add_steps_arg(g, default: int | None, help: str) -> None:
+    g.add_argument("--steps", type=positive_int, default=default, help=help)
+
+
+def add_branch_counts_arg(g, *, default: list[int] | None, help: str = "comma-separated branch counts, e.g. 1,2,4,8 "
+                                                                         "(one measurement each)") -> None:
+    """`--branches 1,2,4` (alias `--eval_branches`): the branch counts an evaluation or benchmark runs at."""
+    g.add_argument("--branches", "--eval_branches", dest="branches", type=int_list, default=default, help=help)
+
+
+# --- training ------------------------------------------------------------------------------------------
+
+def add_train_args(p: ArgParser, *, epochs: int, lr: float, wandb_project: str) -> None:
     g = p.add_argument_group("training")
-    g.add_argument("--out_dir", default="out")
-    g.add_argument("--epochs", type=positive_int, default=epochs)
-    g.add_argument("--batch_size", type=positive_int, default=batch_size)
-    g.add_argument("--accumulation_steps", type=positive_int, default=1)
-    g.add_argument("--learning_rate", type=float, default=lr)
+    g.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the data")
+    g.add_argument("--accumulation_steps", type=positive_int, default=1, help="micro-batches per optimizer step")
+    g.add_argument("--learning_rate", type=nonneg_float, default=lr, help="peak learning rate (AdamW)")
     g.add_argument("--min_lr_ratio", type=ratio, default=0.1, help="cosine floor as a share of the peak LR")
     g.add_argument("--warmup_iters", type=nonneg_int, default=0, help="linear warm-up optimizer steps")
-    g.add_argument("--weight_decay", type=float, default=0.01)
-    g.add_argument("--grad_clip", type=float, default=1.0)
-    g.add_argument("--max_steps", type=nonneg_int, default=0, help="optimizer steps (0 = one pass over the data x epochs)")
+    g.add_argument("--weight_decay", type=nonneg_float, default=0.01, help="AdamW weight decay (matrices only)")
+    g.add_argument("--grad_clip", type=nonneg_float, default=1.0, help="max gradient norm (0 = no clipping)")
+    g.add_argument("--max_steps", type=nonneg_int, default=0,
+                   help="optimizer steps (0 = one pass over the data x epochs)")
     g.add_argument("--stop_after_steps", type=nonneg_int, default=0,
                    help="save and exit after this many optimizer steps of this run (the schedule is unchanged); "
                         "for preemptible or time-sliced jobs, continue with --resume")
-    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                   help="auto: bfloat16 autocast on CUDA, float32 on CPU")
-    g.add_argument("--device", default=None, help="default: cuda:<local rank> if available, else cpu")
-    g.add_argument("--seed", type=int, default=1337)
-    g.add_argument("--ddp", action="store_true", help="DDP (launch with torchrun; detected automatically)")
-    g.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1)
-    g.add_argument("--log_interval", type=positive_int, default=100, help="optimizer steps between log lines")
+    add_log_interval_arg(g, 100, "optimizer steps between log lines")
     g.add_argument("--save_interval", type=positive_int, default=100, help="optimizer steps between checkpoints")
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint + resume state in out_dir")
+    add_overwrite_arg(g, "replace this stage's checkpoint in out_dir (without it, an existing one stops the run)")
+    g.add_argument("--resume_override", action="append", default=[], metavar="KEY",
+                   help="with --resume: accept a changed setting (a flag name, e.g. learning_rate) or changed "
+                        "training data ('data'); repeatable, each one logged")
     g.add_argument("--init_weight", default=None,
                    help="start from these weights (a .pth checkpoint); 'none' trains from scratch")
-    g.add_argument("--use_wandb", action="store_true")
-    g.add_argument("--wandb_project", default=wandb_project)
-    g.add_argument("--wandb_run_name", default=None)
+    g.add_argument("--use_wandb", action="store_true", help="log to Weights & Biases (WANDB_MODE=offline works)")
+    g.add_argument("--wandb_project", default=None, help=f"W&B project (default {wandb_project})")
+    g.add_argument("--wandb_run_name", default=None, help="W&B run name (default: W&B's)")
+    p.add_check(lambda a: _check_wandb(a, wandb_project))
+    p.add_check(_check_train, paths=True)
 
 
-def model_overrides(args) -> dict:
-    """The model flags the user actually gave."""
-    return {k: getattr(args, k) for k in MODEL_DEFAULTS if getattr(args, k, None) is not None}
+def _check_wandb(args, default_project: str) -> None:
+    given = [f"--{k}" for k in ("wandb_project", "wandb_run_name") if getattr(args, k) is not None]
+    if given and not args.use_wandb:
+        raise UsageError(f"{given[0]} goes with --use_wandb, which was not given")
+    args.wandb_project = args.wandb_project or default_project
 
 
-def resolved_model_args(args) -> dict:
-    out = dict(MODEL_DEFAULTS)
-    out.update(model_overrides(args))
-    if out["branch_stride"] is None:
-        out["branch_stride"] = 1 if out["pe"] == "fpe" else 128
-    return out
+def _check_train(args) -> None:
+    init = args.init_weight
+    if init is not None and init.lower() not in ("none", "scratch", ""):
+        check_not_resume_state(init, "--init_weight")
+        if Path(init).is_dir():
+            raise UsageError(f"--init_weight {init} is a directory; expected a .pth checkpoint")
+        if not Path(init).exists():
+            raise UsageError(f"--init_weight {init} does not exist (pass a .pth checkpoint, or --init_weight none "
+                             "to start from random weights)")

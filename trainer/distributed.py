@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from model.device import resolve_device
+
 
 @dataclass
 class DistInfo:
@@ -40,14 +42,9 @@ def init_distributed(device_arg: str | None = None, ddp_flag: bool = False, loca
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", local_rank_arg if local_rank_arg >= 0 else 0))
-    if device_arg:
-        device = torch.device(device_arg)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise SystemExit(f"--device {device_arg}: CUDA is not available on this machine; use --device cpu")
-        if device.type == "cuda" and world > 1:
-            device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    device = resolve_device(device_arg, local_rank)  # ValueError naming --device for a device this machine lacks
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():

@@ -1,37 +1,47 @@
-"""MiniMind-specific stage pieces shared by the MiniMind trainer fronts (pretrain, SFT, ...).
+"""`MiniMindStage`: the MiniMind half of a stage, shared by the MiniMind trainer fronts (pretrain, SFT, ...).
 
 Model construction from flags, strict warm starts from a checkpoint (its config wins; a contradicting
-flag is an error), and tokenizer selection (--tokenizer, else the checkpoint's own, else model/).
+flag is an error), tokenizer selection (--tokenizer, else the checkpoint's own, else model/) and the
+output stem `{stage}_{hidden}[_moe]`. Each checkpoint file is read once: the stem, the tokenizer and
+the weights all come from the same payload. A front subclasses it, sets `name`, and adds
+`build_dataset` (and `default_init` when it warm-starts by default).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
-from model.checkpoint import load_checkpoint, read_checkpoint, tokenizer_from_files
+from model.checkpoint import model_from_payload, read_checkpoint, tokenizer_from_files
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM
 from model.tokenizer import load_tokenizer
-from trainer.args import model_overrides, resolved_model_args
+from trainer.args import MODEL_DEFAULTS
+from trainer.engine.stage import Stage
 
 log = logging.getLogger("parallelmind")
 
 
-def stem_for(stage: str):
-    def stem(config) -> str:
-        return f"{stage}_{config.hidden_size}{'_moe' if config.use_moe else ''}"
-    return stem
+def model_overrides(args) -> dict:
+    """The model flags the user actually gave."""
+    return {k: getattr(args, k) for k in MODEL_DEFAULTS if getattr(args, k, None) is not None}
 
 
-def stem_from_args(stage: str, args, init_checkpoint: str | None = None) -> str:
-    """Checkpoint stem from the flags, or from the warm-start checkpoint's config when it exists."""
+def resolved_model_args(args) -> dict:
+    """Every MiniMind model setting: the flags given, else MODEL_DEFAULTS."""
+    out = dict(MODEL_DEFAULTS)
+    out.update(model_overrides(args))
+    if out["branch_stride"] is None:
+        out["branch_stride"] = 1 if out["pe"] == "fpe" else 128
+    return out
+
+
+def stem_from_args(stage: str, args, saved_config: dict | None = None) -> str:
+    """Checkpoint stem from the flags, or from a warm-start checkpoint's config where a flag is not given."""
     m = resolved_model_args(args)
     hidden, moe = m["hidden_size"], m["use_moe"]
-    if init_checkpoint and Path(init_checkpoint).is_file():
-        cfg = read_checkpoint(init_checkpoint).get("config") or {}
-        hidden = args.hidden_size or cfg.get("hidden_size", hidden)
-        moe = args.use_moe if args.use_moe is not None else cfg.get("use_moe", moe)
+    if saved_config:
+        hidden = args.hidden_size or saved_config.get("hidden_size", hidden)
+        moe = args.use_moe if args.use_moe is not None else saved_config.get("use_moe", moe)
     return f"{stage}_{hidden}{'_moe' if moe else ''}"
 
 
@@ -42,61 +52,89 @@ def init_weight_path(args, default: str | None) -> str | None:
     return default
 
 
-def tokenizer_for(args, checkpoint: str | None):
-    if args.tokenizer:
-        return load_tokenizer(args.tokenizer)
-    if checkpoint and Path(checkpoint).is_file():
-        files = read_checkpoint(checkpoint).get("tokenizer_files")
-        if files:
-            return tokenizer_from_files(files)
-    return load_tokenizer()
-
-
 def _inference_overrides(args) -> dict:
     return {"mask_mode": args.mask_mode, "use_flex_attention": args.use_flex_attention or None}
 
 
-def build_minimind(args, tokenizer, *, checkpoint: str | None):
-    """-> (model on CPU, info). From `checkpoint` (strict, its config) or a fresh config from the flags."""
-    if checkpoint:
-        if not Path(checkpoint).is_file():
-            raise SystemExit(f"initial weights {checkpoint} do not exist (pass --init_weight <file>, or "
+class MiniMindStage(Stage):
+    """MiniMind model, tokenizer and stem for a front; `build_dataset` comes from the front."""
+
+    def __init__(self):
+        self._payloads: dict[str, dict] = {}
+
+    def default_init(self, args) -> str | None:
+        """The warm-start checkpoint used when --init_weight is not given (None: from scratch)."""
+        return None
+
+    def _payload(self, path: str) -> dict:
+        """The checkpoint at `path`, read once per run (kept until the model is built)."""
+        if path not in self._payloads:
+            try:
+                self._payloads[path] = read_checkpoint(path)
+            except ValueError as e:
+                raise SystemExit(f"cannot start from {path}: {e}") from None
+        return self._payloads[path]
+
+    def _init_checkpoint(self, args) -> str | None:
+        init = init_weight_path(args, self.default_init(args))
+        if init and not Path(init).is_file() and not args.resume:  # fail before anything is written
+            raise SystemExit(f"initial weights {init} do not exist (pass --init_weight <file>, or "
                              "--init_weight none to start from random weights)")
-        try:
-            model, payload = load_checkpoint(checkpoint, overrides={**model_overrides(args),
-                                                                   **_inference_overrides(args)})
-        except ValueError as e:
-            raise SystemExit(f"cannot start from {checkpoint}: {e}") from None
-        model.train()
-        if len(tokenizer) > model.config.vocab_size:
-            raise SystemExit(f"the tokenizer has {len(tokenizer)} tokens but {checkpoint} was trained with a "
-                             f"vocabulary of {model.config.vocab_size}; use the checkpoint's own tokenizer")
-        log.info("loaded weights from %s (strict)", checkpoint)
-        return model, {"step": payload.get("meta", {}).get("step"), "from": checkpoint}
-    m = resolved_model_args(args)
-    cfg = MiniMindConfig(vocab_size=len(tokenizer), mask_mode=args.mask_mode,
-                         use_flex_attention=args.use_flex_attention,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                         bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 1,
-                         max_position_embeddings=max(32768, args.max_seq_len), **m)
-    return MiniMindForCausalLM(cfg).train(), {"step": None, "from": None}
-
-
-def minimind_stage(name: str, build_dataset: Callable, init_default: Callable | None = None):
-    """A `trainer.engine.Stage` for a MiniMind front.
-
-    `init_default(args)` gives the warm-start checkpoint used when --init_weight is not given (None: from
-    scratch); --resume continues from {out_dir}/{name}_{hidden}[_moe].pth.
-    """
-    from trainer.engine import Stage
-
-    def checkpoint(args, resume_from: bool) -> str | None:
-        init = init_weight_path(args, default=init_default(args) if init_default else None)
-        if resume_from:
-            return str(Path(args.out_dir) / f"{stem_from_args(name, args, init)}.pth")
         return init
 
-    return Stage(name=name, checkpoint_stem=stem_for(name),
-                 load_tokenizer=lambda a: tokenizer_for(a, checkpoint(a, a.resume)),
-                 build_model=lambda a, tok, resume_from: build_minimind(a, tok, checkpoint=checkpoint(a, resume_from)),
-                 build_dataset=build_dataset)
+    def checkpoint_stem(self, args) -> str:
+        init = self._init_checkpoint(args)
+        saved = self._payload(init).get("config") if init and Path(init).is_file() else None
+        return stem_from_args(self.name, args, saved)
+
+    def _weights_source(self, args, resume: bool) -> str | None:
+        if resume:
+            return str(Path(args.out_dir) / f"{self.checkpoint_stem(args)}.pth")
+        return self._init_checkpoint(args)
+
+    def load_tokenizer(self, args):
+        if args.tokenizer:
+            return load_tokenizer(args.tokenizer)
+        source = self._weights_source(args, args.resume)
+        if source and Path(source).is_file():
+            files = self._payload(source).get("tokenizer_files")
+            if files:
+                return tokenizer_from_files(files)
+        return load_tokenizer()
+
+    def build_model(self, args, tokenizer, *, resume: bool):
+        """-> (model on CPU, info). From a checkpoint (strict, its config) or a fresh config from the flags."""
+        source = self._weights_source(args, resume)
+        try:
+            if source:
+                return self._from_checkpoint(args, tokenizer, source)
+            return self._fresh(args, tokenizer), {"step": None, "save_id": None, "from": None}
+        finally:
+            self._payloads.clear()  # the weights are in the model now: free the payloads
+
+    def _from_checkpoint(self, args, tokenizer, path: str):
+        if not Path(path).is_file():
+            raise SystemExit(f"initial weights {path} do not exist (pass --init_weight <file>, or "
+                             "--init_weight none to start from random weights)")
+        payload = self._payload(path)
+        try:
+            model = model_from_payload(payload, source=path,
+                                       overrides={**model_overrides(args), **_inference_overrides(args)})
+        except ValueError as e:
+            raise SystemExit(f"cannot start from {path}: {e}") from None
+        model.train()
+        if len(tokenizer) > model.config.vocab_size:
+            raise SystemExit(f"the tokenizer has {len(tokenizer)} tokens but {path} was trained with a "
+                             f"vocabulary of {model.config.vocab_size}; use the checkpoint's own tokenizer")
+        log.info("loaded weights from %s (strict)", path)
+        meta = payload.get("meta", {})
+        return model, {"step": meta.get("step"), "save_id": meta.get("save_id"), "from": path}
+
+    def _fresh(self, args, tokenizer) -> MiniMindForCausalLM:
+        m = resolved_model_args(args)
+        cfg = MiniMindConfig(vocab_size=len(tokenizer), mask_mode=args.mask_mode,
+                             use_flex_attention=args.use_flex_attention,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                             bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 1,
+                             max_position_embeddings=max(32768, args.max_seq_len), **m)
+        return MiniMindForCausalLM(cfg).train()

@@ -1,7 +1,7 @@
 """Experiment tracking: a metrics JSONL in out_dir, optional wandb, a progress bar; null versions off rank 0.
 
 All trackers have the same methods (`log`, `summary`, `finish`), so the engine never checks which one
-it has. wandb honours WANDB_MODE=offline/disabled; online without an API key is refused before training
+it has; `build_tracker` gives the one a run needs. wandb honours WANDB_MODE=offline/disabled; online without an API key is refused before training
 starts, with a message saying how to fix it.
 """
 
@@ -115,6 +115,19 @@ class WandbTracker(NullTracker):
 
     def finish(self):
         self.run.finish()
+
+
+def build_tracker(args, *, is_main: bool, metrics_path: Path, resume_step: int | None, config: dict,
+                  wandb_run_id: str | None) -> tuple[NullTracker, str | None]:
+    """-> (the run's tracker, its wandb run id). Rank 0 writes the metrics JSONL (and wandb); others nothing."""
+    if not is_main:
+        return NullTracker(), wandb_run_id
+    jsonl = JsonlTracker(metrics_path, resume_step=resume_step)
+    wb = None
+    if args.use_wandb:
+        wb = WandbTracker(args.wandb_project, args.wandb_run_name, config, str(args.out_dir), wandb_run_id)
+        wandb_run_id = wb.run_id
+    return MultiTracker(jsonl, wb), wandb_run_id
 
 
 class Progress:

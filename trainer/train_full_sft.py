@@ -19,40 +19,47 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from parallel_data.parallel_dataset import ParallelSFTDataset
-from trainer.args import add_branch_args, add_data_args, add_model_args, add_train_args
-from trainer.engine import run
-from trainer.minimind import minimind_stage, stem_from_args
+from trainer.args import add_minimind_train_args
+from trainer.cli import ArgParser, check_flags_first, cli_main, make_parser
 
-STAGE = "full_sft"
+
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "train_full_sft")
+    add_minimind_train_args(p, default_data="dataset/sft_demo.jsonl", kind="conversations", default_branches=4,
+                            batch_size=16, epochs=2, lr=5e-7, wandb_project="MiniMind-Full-SFT")
+    return p
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_model_args(p)
-    add_branch_args(p, default_branches=4)
-    add_data_args(p, default_data="dataset/sft_demo.jsonl")
-    add_train_args(p, epochs=2, batch_size=16, lr=5e-7, wandb_project="MiniMind-Full-SFT")
-    p.add_argument("--format", default="auto", choices=["auto", "standard", "openai", "sharegpt", "alpaca", "simple"],
-                   help="conversation format of the data")
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
-def build_dataset(args, tokenizer):
-    return ParallelSFTDataset(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
-                              hf_subset=args.hf_subset, hf_split=args.hf_split, max_samples=args.max_samples,
-                              max_seq_len=args.max_seq_len, val_samples=args.val_samples, seed=args.seed,
-                              fmt=args.format)
+if __name__ == "__main__":  # a bad flag is reported before the engine and torch are imported
+    check_flags_first(build_parser)
+
+from parallel_data.parallel_dataset import ParallelSFTDataset  # noqa: E402
+from trainer.engine import run  # noqa: E402
+from trainer.minimind import MiniMindStage, stem_from_args  # noqa: E402
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.chunk_length:
-        raise SystemExit("--chunk-length (token packing) is for pretraining; SFT keeps conversations whole")
-    # default warm start: {out_dir}/pretrain_{hidden}[_moe].pth
-    return run(args, minimind_stage(STAGE, build_dataset,
-                                    lambda a: str(Path(a.out_dir) / f"{stem_from_args('pretrain', a)}.pth")))
+class SFTStage(MiniMindStage):
+    """Cross-entropy on the assistant turns (the dataset's labels), warm-started from the pretrained model."""
+
+    name = "full_sft"
+
+    def default_init(self, args) -> str | None:
+        return str(Path(args.out_dir) / f"{stem_from_args('pretrain', args)}.pth")
+
+    def build_dataset(self, args, tokenizer):
+        return ParallelSFTDataset(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
+                                  hf_subset=args.hf_subset, hf_split=args.hf_split, max_samples=args.max_samples,
+                                  max_seq_len=args.max_seq_len, val_samples=args.val_samples, seed=args.seed,
+                                  fmt=args.format, strict_data=args.strict_data)
+
+
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
+    return run(args, SFTStage())
 
 
 if __name__ == "__main__":

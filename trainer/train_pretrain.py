@@ -8,7 +8,8 @@ Run from the repo root (see README.md, "1. Pre-training"):
     torchrun --nproc_per_node 8 trainer/train_pretrain.py ... --ddp
 
 Writes {out_dir}/pretrain_{hidden}[_moe].pth (self-contained checkpoint), a resume state next to it
-and {out_dir}/pretrain_{hidden}[_moe]_metrics.jsonl. Everything generic lives in trainer/engine.py.
+and {out_dir}/pretrain_{hidden}[_moe]_metrics.jsonl. An existing checkpoint there is continued with
+--resume or replaced with --overwrite, never silently. Everything generic lives in trainer/engine/.
 """
 
 from __future__ import annotations
@@ -20,34 +21,45 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from parallel_data.parallel_dataset import ParallelPretrainDataset
-from trainer.args import add_branch_args, add_data_args, add_model_args, add_train_args
-from trainer.engine import run
-from trainer.minimind import minimind_stage
+from trainer.args import add_minimind_train_args
+from trainer.cli import ArgParser, check_flags_first, cli_main, make_parser
 
-STAGE = "pretrain"
+
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "train_pretrain")
+    add_minimind_train_args(p, default_data="dataset/pretrain_demo.jsonl", kind="text", default_branches=8,
+                            batch_size=32, epochs=1, lr=5e-4, wandb_project="MiniMind-Pretrain")
+    return p
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_model_args(p)
-    add_branch_args(p, default_branches=8)
-    add_data_args(p, default_data="dataset/pretrain_demo.jsonl")
-    add_train_args(p, epochs=1, batch_size=32, lr=5e-4, wandb_project="MiniMind-Pretrain")
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
-def build_dataset(args, tokenizer):
-    return ParallelPretrainDataset(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
-                                   hf_subset=args.hf_subset, hf_split=args.hf_split, text_column=args.text_column,
-                                   max_samples=args.max_samples, chunk_length=args.chunk_length,
-                                   max_seq_len=args.max_seq_len, val_samples=args.val_samples, seed=args.seed)
+if __name__ == "__main__":  # a bad flag is reported before the engine and torch are imported
+    check_flags_first(build_parser)
+
+from parallel_data.parallel_dataset import ParallelPretrainDataset  # noqa: E402
+from trainer.engine import run  # noqa: E402
+from trainer.minimind import MiniMindStage  # noqa: E402
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    return run(args, minimind_stage(STAGE, build_dataset))
+class PretrainStage(MiniMindStage):
+    """Next-token cross-entropy on every token of every branch (the engine's default loss)."""
+
+    name = "pretrain"
+
+    def build_dataset(self, args, tokenizer):
+        return ParallelPretrainDataset(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
+                                       hf_subset=args.hf_subset, hf_split=args.hf_split, text_column=args.text_column,
+                                       max_samples=args.max_samples, chunk_length=args.chunk_length,
+                                       max_seq_len=args.max_seq_len, val_samples=args.val_samples, seed=args.seed,
+                                       strict_data=args.strict_data)
+
+
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
+    return run(args, PretrainStage())
 
 
 if __name__ == "__main__":

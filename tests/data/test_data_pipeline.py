@@ -185,7 +185,7 @@ def test_eval_batches_are_identical_for_any_world_size():
         for r in range(world):
             it, info = eval_batches(iter(units), rank=r, world_size=world, batch_size=2, collator=c, branches=4)
             for b in it:
-                out += sorted(b["input_ids"][b["attention_mask"].bool()].tolist())
+                out += sorted(b["input_ids"][b["token_mask"]].tolist())
         return sorted(out), info
     one, info1 = texts(1)
     three, info3 = texts(3)
@@ -201,7 +201,7 @@ def test_stream_reshards_without_losing_texts(tmp_path, tiny_tokenizer):
     seen, states = Counter(), {}
     for r in range(2):  # two ranks, each stops after 4 batches
         for k, b in enumerate(ParallelBatchStream(ds, g, kw, rank=r, world_size=2, epochs=1, seed=0)):
-            ids = b["input_ids"][b["attention_mask"].bool()].tolist()
+            ids = b["input_ids"][b["token_mask"]].tolist()
             seen.update(t for t in ids if t >= 300)
             states[b["stream"]] = b["state"]
             if k == 3:
@@ -209,7 +209,7 @@ def test_stream_reshards_without_losing_texts(tmp_path, tiny_tokenizer):
     new = reshard_states(states, 2, 3, ds.source)
     for r in range(3):
         for b in ParallelBatchStream(ds, g, kw, rank=r, world_size=3, epochs=1, seed=0, resume_states=new):
-            seen.update(t for t in b["input_ids"][b["attention_mask"].bool()].tolist() if t >= 300)
+            seen.update(t for t in b["input_ids"][b["token_mask"]].tolist() if t >= 300)
     assert set(seen) == {300 + i for i in range(200)}  # nothing lost (some blocks may repeat, bounded)
     assert sum(seen.values()) < 200 + 3 * 10
 

@@ -55,7 +55,7 @@ def solve(q: str) -> tuple[str, str] | None:
     low = q.lower()
     if "\n" in q:  # a context line before the question
         return None
-    if re.fullmatch(r"(I am \w+ and my card is|My name is \w+ and I hold a) \d\. .*", q):
+    if re.fullmatch(r"\w+'s card is \d\. .*", q):  # a peer game: the answer is in another branch
         return None
     if "reverse" in low or "backwards" in low:
         tail = _tail(q)
@@ -76,7 +76,7 @@ def solve(q: str) -> tuple[str, str] | None:
     return None
 
 
-PEER_RE = re.compile(r"Q: (?:I am (\w+) and my card is|My name is (\w+) and I hold a) (\d)\. ")
+PEER_RE = re.compile(r"Q: (\w+)'s card is (\d)\. (?:What is (\w+)'s card\?|Which card does (\w+) have\?)\nA:")
 
 
 def cards_of(record: dict) -> dict[str, str]:
@@ -84,7 +84,13 @@ def cards_of(record: dict) -> dict[str, str]:
     texts = [b["text"] if isinstance(b, dict) else b for b in record["branches"]]
     found = [PEER_RE.match(t) for t in texts]
     assert all(found), texts
-    return {m[1] or m[2]: m[3] for m in found}
+    return {m[1]: m[2] for m in found}
+
+
+def asked_name(text: str) -> str:
+    """The player a peer prompt asks about."""
+    m = PEER_RE.match(text)
+    return m[3] or m[4]
 
 
 def _qa_pairs(text: str):
@@ -182,7 +188,7 @@ def test_parallel_records(corpus):
             assert set(b) == {"text", "answer_offset"}
             assert isinstance(b["text"], str) and type(b["answer_offset"]) is int and b["answer_offset"] > 0
             assert len({b["text"] for b in r["branches"]}) == len(r["branches"])
-    assert 0.3 < n_ctx / len(recs) < 0.7  # both shared-context and independent records
+    assert 0.15 < n_ctx / len(recs) < 0.4  # PARALLEL_MIX: a quarter share a fact context as the main
 
 
 def test_answer_offsets_cover_exactly_the_answer(corpus, tiny_tokenizer):
@@ -197,12 +203,16 @@ def test_answer_offsets_cover_exactly_the_answer(corpus, tiny_tokenizer):
             assert tok.decode(ids[off:]) == text[cut:] and text[cut] == " " and text.endswith("\n")
             answer = text[cut + 1:-1]
             if PEER_RE.match(text):  # peer game: the answer is the card another branch of the record states
-                asked = re.search(r"(?:What card does|Which card has) (\w+) (?:hold|got)\?", text)[1]
-                assert cards_of(r)[asked] == answer
-            elif solve(_question(text[:cut])) is None:  # fact: short answers, named in the shared context
-                assert answer in r["main"]
+                asked = asked_name(text)
+                assert answer == f"{asked}'s card is {cards_of(r)[asked]}."
             else:
-                assert solve(_question(text[:cut]))[1] == answer
+                before, q = text[:cut].rsplit("Q: ", 1)  # a single fact question carries its context line
+                got = solve(_question("Q: " + q))
+                if got is None:  # fact: the answer is a sentence of the context (the main or the branch's own)
+                    assert before in ("", r["main"]) or r["main"] == ""
+                    assert answer.endswith(".") and answer in r["main"] + before
+                else:
+                    assert not before and got[1] == answer
 
 
 def test_answer_offsets_with_the_repo_tokenizer():
@@ -266,7 +276,8 @@ def test_peer_eval_groups_pair_up(corpus):
         assert len(cards) == 16  # distinct names
         for j, t in enumerate(group):
             partner = PEER_RE.match(group[j ^ 1]["prompt"])
-            assert t["answer"] == partner[3] and (partner[1] or partner[2]) in t["prompt"].split(". ", 1)[1]
+            assert asked_name(t["prompt"]) == partner[1] != PEER_RE.match(t["prompt"])[1]
+            assert t["answer"] == f"{partner[1]}'s card is {partner[2]}."
     recs = [r for r in corpus["parallel"] if r["main"] == "" and PEER_RE.match(r["branches"][0]["text"])]
     assert recs and all(2 <= len(r["branches"]) <= 16 for r in recs)
 

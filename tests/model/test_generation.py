@@ -92,12 +92,12 @@ def test_sampling_params_validation():
 
 # --- engine vs full recompute ----------------------------------------------------------------------
 
-GROUPS = [
+SAMPLES = [
     {"main": [5, 6, 7, 8], "branches": [[10, 11, 12, 13, 14], [20, 21], [30, 31, 32]]},
     {"branches": [[40, 41, 42, 43, 44, 45], [50, 51, 52]]},
 ]
 # different limits per branch: branches finish at different steps, so rows get pad slots and the
-# second group is dropped from the batch before the first one finishes
+# second sample is dropped from the batch before the first one finishes
 LIMITS = [[6, 2, 4], [3, 1]]
 
 
@@ -110,22 +110,21 @@ def make_model(kind: str, tiny_hf_dirs, scheme: str = "additive"):
     return model
 
 
-def full_recompute_error(model, groups, results, mode, align_to, eager) -> float:
-    """Rebuild every group as a training layout (prompt + fed generated tokens at the times generation
+def full_recompute_error(model, samples, results, mode, align_to, eager) -> float:
+    """Rebuild every sample as a training layout (prompt + fed generated tokens at the times generation
     used) and compare every step's logits with ONE full forward over it (the plain time rule)."""
-    lay = build_flat_linear_layout(None, groups, branch_stride=STRIDE, align_to=align_to)
-    samples = []
-    for b, (grp, g) in enumerate(zip(groups, results)):
-        main = grp.get("main") or []
-        meta = lay.metadata[b]
-        start = dict(zip(meta.branch_ids, meta.branch_start_y))
+    lay = build_flat_linear_layout(None, samples, branch_stride=STRIDE, align_to=align_to)
+    rebuilt = []
+    for b, (smp, g) in enumerate(zip(samples, results)):
+        main = smp.get("main") or []
+        start = lay.branch_start_time[b].tolist()  # by branch id
         branches = []
         for k, r in enumerate(g.branches):
             # a branch feeds every token it generated except a final one that ended it by length / stop
             fed = r.token_ids if r.finish_reason == "eos" else r.token_ids[:-1]
             branches.append({"input_ids": r.prompt_ids + fed, "time_offset": start[k + 1] - len(main)})
-        samples.append({"main": main, "branches": branches})
-    full_lay = build_flat_linear_layout(None, samples, branch_stride=STRIDE, align_to="left")
+        rebuilt.append({"main": main, "branches": branches})
+    full_lay = build_flat_linear_layout(None, rebuilt, branch_stride=STRIDE, align_to="left")
     mask = build_attention_mask(full_lay.time_ids, full_lay.branch_ids, mode)
     if eager:
         mask = to_additive_mask(mask, torch.float32)
@@ -150,12 +149,12 @@ def test_step_logits_equal_full_recompute(tiny_hf_dirs, kind, mode, scheme, alig
     model = make_model(kind, tiny_hf_dirs, scheme)
     gen = ParallelGenerator(model, None, mask_mode=mode, branch_stride=STRIDE, align_to=align)
     sampling = [[SamplingParams(max_new_tokens=n, do_sample=k == 1, seed=0) for k, n in enumerate(g)] for g in LIMITS]
-    res = gen.generate(GROUPS, sampling, eos_token_ids=NO_EOS, return_step_logits=True)
+    res = gen.generate(SAMPLES, sampling, eos_token_ids=NO_EOS, return_step_logits=True)
     assert [[r.num_new_tokens for r in g.branches] for g in res] == LIMITS
     eager = kind.endswith("eager")
-    assert full_recompute_error(model, GROUPS, res, mode, align, eager) <= 1e-4
+    assert full_recompute_error(model, SAMPLES, res, mode, align, eager) <= 1e-4
     if mode == "isolated" or align == "right":  # then no token sees a later forward's token
-        assert full_recompute_error(model, GROUPS, res, mode, align, eager) <= 1e-4
+        assert full_recompute_error(model, SAMPLES, res, mode, align, eager) <= 1e-4
 
 
 def test_columnar_decoding_is_time_synchronous():
@@ -166,17 +165,17 @@ def test_columnar_decoding_is_time_synchronous():
     model = make_model("minimind", None)
     gen = ParallelGenerator(model, None, mask_mode="columnar", branch_stride=STRIDE)
     assert gen.synchronous
-    res = gen.generate(GROUPS[:1], eos_token_ids=NO_EOS, max_new_tokens=3, return_step_logits=True)
-    assert full_recompute_error(model, GROUPS[:1], res, "columnar", "left", False) <= 1e-4
+    res = gen.generate(SAMPLES[:1], eos_token_ids=NO_EOS, max_new_tokens=3, return_step_logits=True)
+    assert full_recompute_error(model, SAMPLES[:1], res, "columnar", "left", False) <= 1e-4
     assert not ParallelGenerator(model, None, mask_mode="isolated", branch_stride=STRIDE).synchronous
 
 
 def test_logits_without_decoder_split_are_the_same(tiny_hf_dirs):
     model = make_model("qwen2", tiny_hf_dirs)
     gen = ParallelGenerator(model, None, branch_stride=STRIDE)
-    a = gen.generate(GROUPS, eos_token_ids=NO_EOS, max_new_tokens=4, return_step_logits=True)
-    gen._decoder = gen._head = None  # the model's own logits (logits_to_keep) path
-    b = gen.generate(GROUPS, eos_token_ids=NO_EOS, max_new_tokens=4, return_step_logits=True)
+    a = gen.generate(SAMPLES, eos_token_ids=NO_EOS, max_new_tokens=4, return_step_logits=True)
+    gen.runner.decoder = gen.runner.head = None  # the model's own logits (logits_to_keep) path
+    b = gen.generate(SAMPLES, eos_token_ids=NO_EOS, max_new_tokens=4, return_step_logits=True)
     for ga, gb in zip(a, b):
         for ra, rb in zip(ga.branches, gb.branches):
             assert ra.token_ids == rb.token_ids
@@ -217,41 +216,41 @@ def test_isolated_parallel_greedy_equals_minimind_generate():
 def test_peft_wrapped_model_uses_the_adapter(tiny_hf_dirs):
     peft = pytest.importorskip("peft")
     model = make_model("qwen2", tiny_hf_dirs)
-    base = ParallelGenerator(model, None).generate(GROUPS, eos_token_ids=NO_EOS, max_new_tokens=4,
+    base = ParallelGenerator(model, None).generate(SAMPLES, eos_token_ids=NO_EOS, max_new_tokens=4,
                                                    return_step_logits=True)
     cfg = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj", "lm_head"], init_lora_weights=False)
     wrapped = peft.get_peft_model(model, cfg)  # random non-zero adapters, on the head too
-    res = ParallelGenerator(wrapped, None).generate(GROUPS, eos_token_ids=NO_EOS, max_new_tokens=4,
+    res = ParallelGenerator(wrapped, None).generate(SAMPLES, eos_token_ids=NO_EOS, max_new_tokens=4,
                                                     return_step_logits=True)
-    assert full_recompute_error(wrapped, GROUPS, res, "columnar", "left", False) <= 1e-4
+    assert full_recompute_error(wrapped, SAMPLES, res, "columnar", "left", False) <= 1e-4
     assert (res[0].branches[0].step_logits[0] - base[0].branches[0].step_logits[0]).abs().max() > 1e-3
 
 
 def test_groups_in_one_batch_equal_each_group_alone():
     model = tiny_minimind(seed=1, tie_word_embeddings=False, branch_stride=STRIDE)
     gen = ParallelGenerator(model, None)
-    groups = [*GROUPS, {"main": [3, 4], "branches": [[60, 61, 62, 63]]}]
+    samples = [*SAMPLES, {"main": [3, 4], "branches": [[60, 61, 62, 63]]}]
     limits = [[7, 3, 5], [4, 6], [2]]
     sampling = [[SamplingParams(max_new_tokens=n) for n in g] for g in limits]
-    together = gen.generate(groups, sampling, eos_token_ids=NO_EOS)
-    for grp, s, res in zip(groups, sampling, together):
-        alone = gen.generate([grp], [s], eos_token_ids=NO_EOS)[0]
+    together = gen.generate(samples, sampling, eos_token_ids=NO_EOS)
+    for smp, s, res in zip(samples, sampling, together):
+        alone = gen.generate([smp], [s], eos_token_ids=NO_EOS)[0]
         assert [r.token_ids for r in res.branches] == [r.token_ids for r in alone.branches]
     # output order follows input order
-    rev = gen.generate(groups[::-1], sampling[::-1], eos_token_ids=NO_EOS)
+    rev = gen.generate(samples[::-1], sampling[::-1], eos_token_ids=NO_EOS)
     assert [[r.token_ids for r in g.branches] for g in rev] == [[r.token_ids for r in g.branches]
                                                                    for g in together[::-1]]
-    assert [r.prompt_ids for r in together[0].branches] == GROUPS[0]["branches"]
+    assert [r.prompt_ids for r in together[0].branches] == SAMPLES[0]["branches"]
 
 
 def test_cache_and_history_growth_do_not_change_outputs(monkeypatch):
-    import model.parallel_generation as pg
+    import model.generation.session as gs
 
     model = tiny_minimind(seed=1, tie_word_embeddings=False, branch_stride=STRIDE)
     gen = ParallelGenerator(model, None)
-    ref = gen.generate(GROUPS, eos_token_ids=NO_EOS, max_new_tokens=9, return_step_logits=True)
-    monkeypatch.setattr(pg, "CAPACITY_STEPS", 1)  # forces several doublings while decoding
-    got = gen.generate(GROUPS, eos_token_ids=NO_EOS, max_new_tokens=9, return_step_logits=True)
+    ref = gen.generate(SAMPLES, eos_token_ids=NO_EOS, max_new_tokens=9, return_step_logits=True)
+    monkeypatch.setattr(gs, "CAPACITY_STEPS", 1)  # forces several doublings while decoding
+    got = gen.generate(SAMPLES, eos_token_ids=NO_EOS, max_new_tokens=9, return_step_logits=True)
     for gr, gg in zip(ref, got):
         for r, g in zip(gr.branches, gg.branches):
             assert r.token_ids == g.token_ids
@@ -263,17 +262,17 @@ def test_cache_and_history_growth_do_not_change_outputs(monkeypatch):
 def test_eos_and_length():
     model = tiny_minimind(seed=3, tie_word_embeddings=False)
     gen = ParallelGenerator(model, None, mask_mode="isolated")
-    group = [{"branches": PROMPTS}]
-    ref = gen.generate(group, eos_token_ids=NO_EOS, max_new_tokens=10)[0].branches
+    sample = [{"branches": PROMPTS}]
+    ref = gen.generate(sample, eos_token_ids=NO_EOS, max_new_tokens=10)[0].branches
     eos = ref[1].token_ids[0]  # branch 1's greedy first token
-    res = gen.generate(group, eos_token_ids={eos}, max_new_tokens=10)[0].branches
+    res = gen.generate(sample, eos_token_ids={eos}, max_new_tokens=10)[0].branches
     assert res[1].token_ids == [] and res[1].finish_reason == "eos" and res[1].num_new_tokens == 0
     for r, rr in zip(res, ref):  # isolated: the others are unaffected until they meet that token
         cut = rr.token_ids.index(eos) if eos in rr.token_ids else 10
         assert r.token_ids == rr.token_ids[:cut]
         assert r.finish_reason == ("eos" if eos in rr.token_ids else "length")
     assert any(r.num_new_tokens > 0 for r in res)
-    zero = gen.generate(group, [[SamplingParams(max_new_tokens=0), SamplingParams(), SamplingParams()]],
+    zero = gen.generate(sample, [[SamplingParams(max_new_tokens=0), SamplingParams(), SamplingParams()]],
                         eos_token_ids=NO_EOS, max_new_tokens=3)[0].branches
     assert (zero[0].token_ids, zero[0].finish_reason) == ([], "length")
     assert [r.token_ids for r in zero[1:]] == [r.token_ids[:3] for r in ref[1:]]
@@ -282,18 +281,18 @@ def test_eos_and_length():
 def test_stop_strings_cut_text_and_stream(tiny_tokenizer):
     model = tiny_minimind(seed=2, tie_word_embeddings=False, vocab_size=len(tiny_tokenizer))
     gen = ParallelGenerator(model, tiny_tokenizer, mask_mode="isolated")
-    group = [{"branches": ["the quick brown fox", "seven small birds sing", "a lazy dog"]}]
-    ref = gen.generate(group, eos_token_ids=NO_EOS, max_new_tokens=12)[0].branches
+    sample = [{"branches": ["the quick brown fox", "seven small birds sing", "a lazy dog"]}]
+    ref = gen.generate(sample, eos_token_ids=NO_EOS, max_new_tokens=12)[0].branches
     text0 = ref[0].text
     assert len(text0) >= 6
     stop = text0[3:5]
     streamed = {}
-    res = gen.generate(group, eos_token_ids=NO_EOS, max_new_tokens=12, stop_strings=[stop],
+    res = gen.generate(sample, eos_token_ids=NO_EOS, max_new_tokens=12, stop_strings=[stop],
                        on_step=lambda s, evs: [streamed.__setitem__(e.branch, streamed.get(e.branch, "") + e.text)
                                                for e in evs])[0].branches
     assert res[0].finish_reason == "stop" and res[0].text == text0[:text0.find(stop)]
     for k, (r, rr) in enumerate(zip(res, ref)):
-        assert r.prompt == group[0]["branches"][k]
+        assert r.prompt == sample[0]["branches"][k]
         assert streamed.get(k, "") == r.text
         assert rr.token_ids[:len(r.token_ids)] == r.token_ids
         if stop in rr.text:
@@ -306,14 +305,14 @@ def test_on_step_reports_every_active_branch():
     model = tiny_minimind(seed=3)
     gen = ParallelGenerator(model, None)
     log = []
-    res = gen.generate(GROUPS, [[SamplingParams(max_new_tokens=n) for n in g] for g in LIMITS], eos_token_ids=NO_EOS,
-                       on_step=lambda s, evs: log.append((s, [(e.group, e.branch, e.token_id) for e in evs])))
+    res = gen.generate(SAMPLES, [[SamplingParams(max_new_tokens=n) for n in g] for g in LIMITS], eos_token_ids=NO_EOS,
+                       on_step=lambda s, evs: log.append((s, [(e.sample, e.branch, e.token_id) for e in evs])))
     steps = [s for s, _ in log]
     assert steps == list(range(len(steps)))  # consecutive, each with at least one event
     # time-synchronous decoding: a branch with a longer prompt starts later, so steps >= the longest answer
     assert max(max(g) for g in LIMITS) <= len(steps) <= max(max(g) for g in LIMITS) + 6
-    for g, grp in enumerate(res):
-        for k, r in enumerate(grp.branches):
+    for g, smp in enumerate(res):
+        for k, r in enumerate(smp.branches):
             assert [t for _, evs in log for (gg, kk, t) in evs if (gg, kk) == (g, k)] == r.token_ids
 
 
@@ -322,18 +321,18 @@ def test_on_step_reports_every_active_branch():
 def test_seeds_and_per_branch_params():
     model = tiny_minimind(seed=3, tie_word_embeddings=False)
     gen = ParallelGenerator(model, None, mask_mode="isolated")
-    group = [{"branches": PROMPTS}]
+    sample = [{"branches": PROMPTS}]
     hot = SamplingParams(do_sample=True, temperature=1.0)
 
     def toks(res):
         return [r.token_ids for r in res[0].branches]
-    a = toks(gen.generate(group, hot, eos_token_ids=NO_EOS, max_new_tokens=10, seed=0))
-    assert a == toks(gen.generate(group, hot, eos_token_ids=NO_EOS, max_new_tokens=10, seed=0))
-    assert a != toks(gen.generate(group, hot, eos_token_ids=NO_EOS, max_new_tokens=10, seed=1))
+    a = toks(gen.generate(sample, hot, eos_token_ids=NO_EOS, max_new_tokens=10, seed=0))
+    assert a == toks(gen.generate(sample, hot, eos_token_ids=NO_EOS, max_new_tokens=10, seed=0))
+    assert a != toks(gen.generate(sample, hot, eos_token_ids=NO_EOS, max_new_tokens=10, seed=1))
     seeded = SamplingParams(do_sample=True, seed=0)  # no seed argument: the params' seed
-    assert a == toks(gen.generate(group, seeded, eos_token_ids=NO_EOS, max_new_tokens=10))
-    greedy = toks(gen.generate(group, eos_token_ids=NO_EOS, max_new_tokens=10))
-    mixed = toks(gen.generate(group, [[SamplingParams(), hot, hot]], eos_token_ids=NO_EOS, max_new_tokens=10,
+    assert a == toks(gen.generate(sample, seeded, eos_token_ids=NO_EOS, max_new_tokens=10))
+    greedy = toks(gen.generate(sample, eos_token_ids=NO_EOS, max_new_tokens=10))
+    mixed = toks(gen.generate(sample, [[SamplingParams(), hot, hot]], eos_token_ids=NO_EOS, max_new_tokens=10,
                               seed=0))
     assert mixed[0] == greedy[0] and mixed[1:] != greedy[1:]
 
@@ -343,7 +342,7 @@ def test_bad_input_is_a_clear_error(tiny_tokenizer):
     gen = ParallelGenerator(model, tiny_tokenizer)
     with pytest.raises(ValueError, match="non-empty list"):
         gen.generate([])
-    with pytest.raises(ValueError, match="group 0: field 'branches'"):
+    with pytest.raises(ValueError, match="sample 0: field 'branches'"):
         gen.generate([{"branches": []}])
     with pytest.raises(ValueError, match="empty"):
         gen.generate([{"branches": ["a dog", ""]}])
@@ -357,14 +356,14 @@ def test_bad_input_is_a_clear_error(tiny_tokenizer):
 @pytest.mark.parametrize("scheme", ["additive", "reference"])
 def test_time_offsets_and_groups_finishing_at_different_steps(mode, scheme):
     # explicit per-branch start offsets leave columns in which a row feeds nothing or only prompt tokens,
-    # and one group finishes long before the other (it is dropped from the batch mid-decode)
-    groups = [{"main": [5, 6, 7], "branches": [{"input_ids": [10, 11], "time_offset": 4}, [20, 21, 22, 23],
+    # and one sample finishes long before the other (it is dropped from the batch mid-decode)
+    samples = [{"main": [5, 6, 7], "branches": [{"input_ids": [10, 11], "time_offset": 4}, [20, 21, 22, 23],
                                                 {"input_ids": [30], "time_offset": 2}]},
               {"branches": [{"input_ids": [40, 41, 42], "time_offset": 3}, [50]]}]
     limits = [[5, 2, 7], [1, 1]]
     model = make_model("minimind", None, scheme)
     gen = ParallelGenerator(model, None, mask_mode=mode, branch_stride=STRIDE)
     sampling = [[SamplingParams(max_new_tokens=n) for n in g] for g in limits]
-    res = gen.generate(groups, sampling, eos_token_ids=NO_EOS, return_step_logits=True)
+    res = gen.generate(samples, sampling, eos_token_ids=NO_EOS, return_step_logits=True)
     assert [[r.num_new_tokens for r in g.branches] for g in res] == limits
-    assert full_recompute_error(model, groups, res, mode, "left", False) <= 1e-4
+    assert full_recompute_error(model, samples, res, mode, "left", False) <= 1e-4

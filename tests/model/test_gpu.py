@@ -44,6 +44,6 @@ def test_bf16_autocast_training_runs(tmp_path):
     mask = build_attention_mask(lay.time_ids, lay.branch_ids)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = model(lay.input_ids, attention_mask=mask, position_ids=lay.position_ids(), labels=lay.labels,
-                    token_mask=lay.attention_mask)
+                    token_mask=lay.token_mask)
     out.loss.backward()
     assert torch.isfinite(out.loss)

@@ -39,7 +39,7 @@ def cached_vs_full(model, mode, cache, prefill=8, step=3):
             cache = out.past_key_values
             got.append(out.logits)
             start = end
-    real = lay.attention_mask.bool()
+    real = lay.token_mask
     return (torch.cat(got, dim=1) - full)[real].abs().max().item()
 
 
@@ -213,20 +213,20 @@ def test_pad_free_path_equals_the_padded_path(moe, mode):
     mask = build_attention_mask(lay.time_ids, lay.branch_ids, mode)
     kw = dict(input_ids=lay.input_ids, attention_mask=mask, position_ids=lay.position_ids(), labels=lay.labels)
     model.config.pad_free = False
-    padded = model(**kw, token_mask=lay.attention_mask)  # pads computed, but left out of the MoE statistics
+    padded = model(**kw, token_mask=lay.token_mask)  # pads computed, but left out of the MoE statistics
     model.config.pad_free = True
     padded.loss.backward()
     g1 = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
-    packed = model(**kw, token_mask=lay.attention_mask)
+    packed = model(**kw, token_mask=lay.token_mask)
     packed.loss.backward()
-    real = lay.attention_mask.bool()
+    real = lay.token_mask
     torch.testing.assert_close(packed.loss, padded.loss, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(packed.logits[real], padded.logits[real], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(packed.aux_loss, padded.aux_loss, rtol=1e-5, atol=1e-7)
     for n, p in model.named_parameters():
         if n in g1:
             torch.testing.assert_close(p.grad, g1[n], rtol=1e-4, atol=1e-6)
-    summed = model(**kw, token_mask=lay.attention_mask, compute_logits=False, loss_reduction="sum")
+    summed = model(**kw, token_mask=lay.token_mask, compute_logits=False, loss_reduction="sum")
     assert summed.logits is None
     torch.testing.assert_close(summed.loss, padded.loss * (lay.labels != -100).sum(), rtol=1e-5, atol=1e-4)

@@ -79,10 +79,10 @@ def test_truncation_is_counted_and_never_drops_a_branch():
 
 def test_text_inputs_use_the_tokenizer(tiny_tokenizer):
     lay = build_flat_linear_layout(tiny_tokenizer, [{"main": "the quick fox", "branches": ["jumps over", "a dog"]}])
-    ids = lay.input_ids[0][lay.attention_mask[0].bool()]
+    ids = lay.input_ids[0][lay.token_mask[0]]
     main = tiny_tokenizer("the quick fox", add_special_tokens=False)["input_ids"]
     assert ids[: len(main)].tolist() == main
-    assert lay.pad_id == tiny_tokenizer.pad_token_id == 0  # id 0 is a valid pad id (the earlier code lost it)
+    assert lay.pad_id == tiny_tokenizer.pad_token_id == 0  # id 0 is a valid pad id, not a missing one
 
 
 @pytest.mark.parametrize("bad,msg", [
@@ -126,7 +126,7 @@ def test_vectorised_equals_brute_force(seed):
         assert lay.pos2d[b, :n, 1].tolist() == r["time"]
         assert lay.labels[b, :n].tolist() == r["labels"]
         assert int(lay.truncated_tokens[b]) == r["dropped"]
-        assert (lay.time_ids[b, n:] == -1).all() and (lay.attention_mask[b, n:] == 0).all()
+        assert (lay.time_ids[b, n:] == -1).all() and (~lay.token_mask[b, n:]).all()
         assert (lay.labels[b, n:] == -100).all()
 
 

@@ -46,10 +46,10 @@ def test_dense_masks_match_brute_force(mode, seed):
 
 def test_seed_api_and_pad_rows_keep_their_diagonal():
     lay = random_layout(3)
-    m = build_columnar_causal_mask(lay.time_ids, lay.attention_mask)
+    m = build_columnar_causal_mask(lay.time_ids, lay.token_mask)
     assert torch.equal(m, build_attention_mask(lay.time_ids, lay.branch_ids, "columnar"))
     assert m.any(dim=-1).all()  # no empty row
-    pads = lay.attention_mask == 0
+    pads = ~lay.token_mask
     if pads.any():
         b, i = torch.nonzero(pads)[0].tolist()
         assert m[b, 0, i].sum() == 1 and m[b, 0, i, i]
@@ -137,5 +137,5 @@ def test_minimind_flex_attention_path_equals_sdpa(mode):
     with torch.no_grad():
         a = model(lay.input_ids, attention_mask=dense, position_ids=lay.position_ids()).logits
         b = model(lay.input_ids, attention_mask=block, position_ids=lay.position_ids()).logits
-    real = lay.attention_mask.bool()
+    real = lay.token_mask
     torch.testing.assert_close(b[real], a[real], rtol=0, atol=1e-5)

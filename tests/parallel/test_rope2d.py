@@ -109,7 +109,7 @@ def test_batch_of_two_layouts_equals_each_alone(tiny_hf_dirs, arch):
     both, lay = run([s1, s2])
     for b, s in enumerate([s1, s2]):
         alone, lay1 = run([s])
-        n = int(lay1.attention_mask.sum())
+        n = int(lay1.token_mask.sum())
         assert (both[b, :n] - alone[0, :n]).abs().max() <= 1e-5
 
 

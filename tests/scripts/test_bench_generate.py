@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = ("columnar", "isolated", "columnar_right_aligned", "sequential_hf", "sequential_engine", "sequential",
         "batched")
@@ -37,6 +39,10 @@ def test_bench_generate_quick(tmp_path):
     for name in ("columnar", "isolated", "batched"):
         assert shared[name]["tokens_per_s"] > 0
         assert shared[name]["tokens"] == shared["config"]["questions"] * new_tokens
+    cont = res["continuous"]  # samples joining a running session
+    for name in ("joining", "together", "sequential_engine"):
+        assert cont[name]["tokens"] == cont["config"]["samples"] * new_tokens and cont[name]["tokens_per_s"] > 0
+    assert 0.0 <= cont["agreement"]["joining_vs_sequential_engine"] <= 1.0
     rat = res["ratios"]
     for key in ("columnar_vs_batched", "columnar_vs_sequential", "isolated_vs_batched", "isolated_vs_sequential"):
         assert set(rat[key]) == {"1", "2"} and all(v > 0 for v in rat[key].values())
@@ -47,3 +53,14 @@ def test_bench_generate_rejects_bad_arguments():
     proc = subprocess.run([sys.executable, "scripts/bench_generate.py", "--repeats", "0"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--repeats" in proc.stderr
+
+
+@pytest.mark.slow
+def test_bench_generate_ab_smoke(tmp_path):
+    out = tmp_path / "ab.json"
+    proc = subprocess.run([sys.executable, "scripts/bench_generate_ab.py", ".", ".", "--rows", "columnar_n1",
+                           "--repeats", "1", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["outputs_reproducible"] and list(res["rows"]) == ["columnar_n1"]
+    assert res["rows"]["columnar_n1"]["before_min_s"] > 0 and res["rows"]["columnar_n1"]["after_min_s"] > 0

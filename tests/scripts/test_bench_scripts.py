@@ -13,7 +13,7 @@ def _positive_numbers(obj, where=""):
     """Yield (path, value) for every number in a JSON tree that should be positive."""
     if isinstance(obj, dict):
         for k, v in obj.items():
-            if k in ("loadavg_start", "loadavg_end", "overhead_mb", "peak_extra_mb", "sparsity", "argv"):
+            if k in ("loadavg_start", "loadavg_end", "overhead_mb", "peak_extra_mb", "sparsity", "settings"):
                 continue  # may be 0 (idle box, a tiny mask served from already-resident heap) or RSS noise
             yield from _positive_numbers(v, f"{where}.{k}")
     elif isinstance(obj, list):

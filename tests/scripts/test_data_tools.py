@@ -116,11 +116,10 @@ def test_iter_jsonl_empty_missing_and_all_bad(tmp_path):
         list(iter_jsonl(latin))
 
 
-def test_iter_json_records_incremental(tmp_path, monkeypatch):
+def test_iter_json_records(tmp_path):
     records = [{"text": f"doc {i}\nline two", "n": i * 1.5} for i in range(20)] + ["plain", 12345, None]
     p = tmp_path / "a.json"
     p.write_text(json.dumps(records, indent=2), encoding="utf-8")
-    monkeypatch.setattr(pio, "_JSON_CHUNK", 7)  # elements and numbers cut across many chunks
     got = list(iter_json_records(p))
     assert [v for _, v in got] == records
     lines = p.read_text().splitlines()
@@ -149,6 +148,49 @@ def test_iter_csv_rows(tmp_path):
     assert list(iter_csv_rows(p, skip_bad=True, stats=stats)) == [(2, {"id": "1", "text": "hello"}),
                                                                   (3, {"id": "2", "text": "two\nlines"})]
     assert (stats.read, stats.skipped_bad, stats.blank) == (2, 1, 1)
+
+
+def test_iter_jsonl_lines_is_the_one_parser(tmp_path):
+    # numbered lines in any order (a shuffled block), a BOM on a line, blank lines, errors at their own number
+    lines = [(7, b'{"a": 1}\n'), (3, b"\n"), (5, '\ufeff{"a": 2}'.encode()), (9, b'{"a": \n')]
+    stats = ReadStats()
+    got = list(pio.iter_jsonl_lines(lines, "f.jsonl", skip_bad=True, stats=stats))
+    assert got == [(7, {"a": 1}), (5, {"a": 2})]
+    assert (stats.read, stats.blank, stats.skipped_bad) == (2, 1, 1) and stats.errors[0].startswith("f.jsonl:9:")
+    with pytest.raises(DataError, match=r"^f\.jsonl:9: malformed JSON: Expecting value \(column 7\)$"):
+        list(pio.iter_jsonl_lines(lines, "f.jsonl"))
+    with pytest.raises(DataError, match=r"^f\.jsonl:2: not valid UTF-8"):
+        list(pio.iter_jsonl_lines([(1, b"{}"), (2, b'{"a": "\xff"}')], "f.jsonl"))
+    with pytest.raises(DataError, match=r"f\.jsonl:4: expected a JSON object per line, got null"):
+        list(pio.iter_jsonl_lines([(4, b"null")], "f.jsonl"))
+
+
+def test_csv_unterminated_quote_names_its_line(tmp_path):
+    p = tmp_path / "q.csv"
+    p.write_text('id,text\n1,hello\n2,"an open quote\n3,swallowed\n4,too\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"q\.csv:3: unterminated quote"):
+        list(iter_csv_rows(p))
+    with pytest.raises(DataError, match=r"q\.csv:3: unterminated quote"):  # not skippable: the rest is unknown
+        list(iter_csv_rows(p, skip_bad=True, stats=ReadStats()))
+    last = tmp_path / "last.csv"
+    last.write_text('id,text\n1,"a ""quoted"" word"\n2,"two\nlines"\n3,"open', encoding="utf-8")
+    with pytest.raises(DataError, match=r"last\.csv:5: unterminated quote"):
+        list(iter_csv_rows(last))
+    fine = tmp_path / "fine.csv"
+    fine.write_text('id,text\n1,"a ""quoted"" word"\n2,"two\nlines"\n3,no newline at the end', encoding="utf-8")
+    assert [r["text"] for _, r in iter_csv_rows(fine)] == ['a "quoted" word', "two\nlines", "no newline at the end"]
+
+
+def test_a_directory_is_reported_as_a_directory(tmp_path):
+    from parallel_data.parallel_dataset import make_source
+    from parallel_data.prompts import read_prompt_file
+
+    for read in (lambda p: list(iter_jsonl(p)), lambda p: list(iter_csv_rows(p)), lambda p: list(iter_json_records(p)),
+                 read_prompt_file, lambda p: make_source(data_path=str(p), hf_dataset=None)):
+        with pytest.raises(DataError, match=r"is a directory, expected a file"):
+            read(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        make_source(data_path=str(tmp_path / "missing.jsonl"), hf_dataset=None)
 
 
 def test_write_jsonl_atomic(tmp_path):
@@ -389,12 +431,12 @@ def test_convert_dataset_cli_and_bad_inputs(tmp_path):
     assert not (tmp_path / "u.jsonl").exists()
 
 
-def test_convert_dataset_exactly_one_source(tmp_path):
-    with pytest.raises(SystemExit) as ei:
-        convert_dataset.main(["-i", "a.jsonl", "--hf-dataset", "x/y", "-o", str(tmp_path / "o.jsonl"), "--mode", "sft"])
-    assert ei.value.code == 2
-    with pytest.raises(SystemExit):
-        convert_dataset.main(["-o", str(tmp_path / "o.jsonl"), "--mode", "sft"])
+def test_convert_dataset_exactly_one_source(tmp_path, capsys):
+    assert convert_dataset.main(["-i", "a.jsonl", "--hf-dataset", "x/y", "-o", str(tmp_path / "o.jsonl"),
+                                 "--mode", "sft"]) == 2
+    assert "--input a.jsonl and --hf-dataset x/y both name the data" in capsys.readouterr().err
+    assert convert_dataset.main(["-o", str(tmp_path / "o.jsonl"), "--mode", "sft"]) == 2
+    assert "give the data: --input FILE or --hf-dataset NAME" in capsys.readouterr().err
 
 
 BAD_CASES = {

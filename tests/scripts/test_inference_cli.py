@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,7 @@ def test_generate_every_prompt_format_in_input_order(ckpt, tmp_path, capsys):
                                  "--prompts", "cli one", "cli||two"])
     assert rc == 0
     recs = records(out)
-    assert [(r["group"], r["branch"], r["prompt"]) for r in recs] == [
+    assert [(r["sample"], r["branch"], r["prompt"]) for r in recs] == [
         (0, 0, "cli one"), (1, 0, "cli"), (1, 1, "two"), (2, 0, "the quick"), (2, 1, "a lazy"),
         (3, 0, "seven birds"), (3, 1, "plus minus"), (4, 0, "single one"), (4, 1, "single two"),
         (5, 0, "q one"), (5, 1, "q two")]
@@ -66,6 +67,22 @@ def test_generate_text_lines_chat_template_streaming_and_seed(ckpt, tmp_path):
                                        "--max_new_tokens", "6", "--streaming", "--out_path", str(out)]) == 0
         outs.append([r["response"] for r in records(out)])
     assert len(outs[0]) == 3 and outs[0] == outs[1] and outs[0] != outs[2]
+
+
+def test_generate_prefix_sharing_with_branch_stride_zero(ckpt, tmp_path, capsys):
+    pf = tmp_path / "shared.jsonl"
+    pf.write_text(json.dumps({"main": "the quick brown fox", "branches": [" jumps", " sings", " jumps"]}) + "\n")
+    out = tmp_path / "o.jsonl"
+    argv = ["--mode", "pretrain", "--prompts_file", str(pf), "--model_path", str(ckpt), "--max_new_tokens", "6",
+            "--branch_stride", "0", "--out_path", str(out)]
+    assert parallel_generate.main([*argv, "--mask", "isolated", "--print_layout"]) == 0
+    recs = records(out)
+    assert [r["prompt"] for r in recs] == [" jumps", " sings", " jumps"]
+    assert recs[0]["response"] == recs[2]["response"]  # same context + question, same coordinate: same answer
+    rows = [ln.split() for ln in capsys.readouterr().out.splitlines() if re.match(r"\s*\d+\s+\d+\s+\d+\s+\d+\s", ln)]
+    assert len(rows) > 4 and {r[2] for r in rows} == {"0"}  # the printed layout: every coordinate is 0
+    assert parallel_generate.main(argv) == 2  # columnar (the default): branches would be indistinguishable
+    assert "needs --mask isolated" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,msg", [
@@ -88,10 +105,10 @@ def test_generate_bad_input_is_a_clear_error(ckpt, tmp_path, capsys, argv, msg):
     assert msg in capsys.readouterr().err
 
 
-def test_generate_unknown_flag_values_are_rejected(ckpt):
-    with pytest.raises(SystemExit) as e:
-        parallel_generate.main(["--prompts", "x", "--model_path", str(ckpt), "--mask", "diagonal"])
-    assert e.value.code == 2
+def test_generate_unknown_flag_values_are_rejected(ckpt, capsys):
+    assert parallel_generate.main(["--prompts", "x", "--model_path", str(ckpt), "--mask", "diagonal"]) == 2
+    err = capsys.readouterr().err
+    assert "argument --mask: invalid choice: 'diagonal'" in err and len(err.strip().splitlines()) == 1
 
 
 def test_eval_loss_exact_branch_counts_and_outputs(ckpt, val_file, tmp_path):
@@ -146,26 +163,44 @@ def test_eval_loss_hf_model_with_lora(tmp_path, val_file, tiny_tokenizer):
                            "--out_prefix", str(tmp_path / "x")]) == 2
 
 
-def test_model_lora_file_round_trip(tmp_path, tiny_tokenizer):
+@pytest.mark.parametrize("fmt", ["safetensors", "pth", "seed_pth"])
+def test_model_lora_file_round_trip(tmp_path, tiny_tokenizer, fmt):
+    """Files of the earlier `model_lora` (keys `<module>.lora.A.weight` / `.lora.B.weight` on the square layers,
+    rank/alpha metadata; the seed's files without it: scaling 1) load through --lora_path and compute
+    W x + (alpha / r) B A x: checked against the base model with the update merged into its weights by hand."""
+    from safetensors.torch import save_file
+
     from model.loading import load_parallel_model
-    from model.model_lora import apply_lora, save_lora
 
     base = build_tiny_hf("llama", tmp_path / "llama", vocab_size=len(tiny_tokenizer))
     tiny_tokenizer.save_pretrained(str(base))
     ref = load_parallel_model(hf_base_model=str(base)).model
-    names = apply_lora(ref, rank=4)
-    assert names and all(n.endswith(("q_proj", "o_proj")) for n in names)  # the square layers under GQA
+    rank, alpha = 4, (8.0 if fmt != "seed_pth" else 4.0)
+    g = torch.Generator().manual_seed(0)
+    sd = {}
     with torch.no_grad():
-        for n, p in ref.named_parameters():
-            if ".lora." in n:
-                p.normal_(0, 0.05)
-    save_lora(ref, tmp_path / "l.safetensors")
-    loaded = load_parallel_model(hf_base_model=str(base), lora_path=str(tmp_path / "l.safetensors"), lora_rank=4)
+        for name, m in ref.named_modules():
+            if isinstance(m, torch.nn.Linear) and m.in_features == m.out_features and name != "lm_head":
+                a = torch.randn(rank, m.in_features, generator=g) * 0.05
+                b = torch.randn(m.out_features, rank, generator=g) * 0.05
+                sd[f"{name}.lora.A.weight"], sd[f"{name}.lora.B.weight"] = a, b
+                m.weight += (alpha / rank) * (b @ a)
+    assert sd and all(k.split(".")[-4] in ("q_proj", "o_proj") for k in sd)  # the square layers under GQA
+    path = tmp_path / ("l.safetensors" if fmt == "safetensors" else "l.pth")
+    if fmt == "safetensors":
+        save_file(sd, str(path), metadata={"rank": str(rank), "alpha": str(alpha)})
+    elif fmt == "pth":
+        torch.save({**sd, "__lora_meta__": {"rank": str(rank), "alpha": str(alpha)}}, path)
+    else:
+        torch.save(sd, path)
+    loaded = load_parallel_model(hf_base_model=str(base), lora_path=str(path), lora_rank=4)
     ids = torch.randint(3, 200, (1, 9))
     pos = torch.stack([torch.zeros(1, 9, dtype=torch.long), torch.arange(9)[None]], -1)
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(ids, position_ids=pos, use_cache=True).logits,
-                                   ref(ids, position_ids=pos, use_cache=True).logits)
+                                   ref(ids, position_ids=pos, use_cache=True).logits, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="rank \\[4\\], but --lora_rank 8"):
+        load_parallel_model(hf_base_model=str(base), lora_path=str(path), lora_rank=8)
 
 
 def test_eval_tasks_parallel_vs_sequential(ckpt, tmp_path):

@@ -20,7 +20,7 @@ def _row(setting, mode, b, correct, total=64, tok_s=100.0):
 
 
 def _write_stage_outputs(d: Path, shared_par16: int = 61) -> Path:
-    ckpt = d / "pretrain_192.pth"
+    ckpt = d / "pretrain_128.pth"
     (d / "eval_loss.json").write_text(json.dumps({"texts": 384, "results": [
         {"branches": b, "loss": 1.5 + 0.01 * i, "ppl": 4.5, "tokens": 1000, "samples": 384 // b}
         for i, b in enumerate((1, 2, 4, 8, 16, 32))]}))
@@ -34,7 +34,7 @@ def _write_stage_outputs(d: Path, shared_par16: int = 61) -> Path:
         peer = [_row("independent", "sequential", 1, 7)] + [_row("independent", "parallel", b, right)
                                                               for b in (2, 4, 8, 16)]
         (d / f"peer_{mask}.json").write_text(json.dumps({"rows": peer}))
-    (d / "pretrain_192_metrics.jsonl").write_text(
+    (d / "pretrain_128_metrics.jsonl").write_text(
         json.dumps({"step": 10, "loss": 2.0}) + "\n" +
         json.dumps({"summary": True, "step": 900, "targets_seen": 123456, "wall_s": 200.0, "val_loss": 1.4}) + "\n")
     return ckpt
@@ -71,7 +71,7 @@ def test_targets_fail_when_parallel_falls_behind(tmp_path):
 
 
 def test_report_has_every_section(tmp_path, summary):
-    path = D.write_report(tmp_path, tmp_path / "pretrain_192.pth", summary)
+    path = D.write_report(tmp_path, tmp_path / "pretrain_128.pth", summary)
     text = path.read_text()
     for needle in ("## Does it master its tasks?", "## Loss vs branches per sample", "eval_loss.png", "tasks.png",
                    "peer.png", "## Stage timings", "| total | 300 |", "tokens/s at 16 branches", "| 16 | 0.984 | 0.125 |"):

@@ -134,8 +134,8 @@ SEED_COMMANDS = [
   --max-samples 100000""",
 ]
 
-PARSERS = {"trainer/train_pretrain.py": train_pretrain.parse_args, "trainer/train_full_sft.py": train_full_sft.parse_args,
-           "scripts/parallel_generate.py": parallel_generate.parse_args, "scripts/eval_loss.py": eval_loss.parse_args}
+PARSERS = {"trainer/train_pretrain.py": train_pretrain, "trainer/train_full_sft.py": train_full_sft,
+           "scripts/parallel_generate.py": parallel_generate, "scripts/eval_loss.py": eval_loss}
 
 
 def split(cmd: str) -> tuple[str, list[str]]:
@@ -147,14 +147,23 @@ def split(cmd: str) -> tuple[str, list[str]]:
     return words[0], words[1:]
 
 
+INPUT_FLAGS = ("--data_path", "--model_path", "--init_weight", "--prompts_file", "--input")
+
+
 @pytest.mark.parametrize("cmd", SEED_COMMANDS, ids=lambda c: split(c)[0] + ":" + str(SEED_COMMANDS.index(c)))
-def test_seed_command_parses_with_its_meaning(cmd):
+def test_seed_command_parses_with_its_meaning(cmd, tmp_path, monkeypatch):
     script, argv = split(cmd)
+    # the parsers check at once that inputs exist: give the command the files it names
+    monkeypatch.chdir(tmp_path)
+    for flag, value in zip(argv, argv[1:]):
+        if flag in INPUT_FLAGS:
+            (tmp_path / value).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / value).write_text("")
     if script == "scripts/convert_dataset.py":
         args = convert_dataset.build_parser().parse_args(argv)
-        assert args.mode in ("pretrain", "sft") and args.output
+        assert args.mode in ("pretrain", "sft") and args.out_path.startswith("dataset/")
         return
-    args = PARSERS[script](argv)
+    args = PARSERS[script].build_parser().parse_args(argv)
     given = {a.lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
     if "max_samples" in given:
         assert args.max_samples in (100000, 2048000, 10000)

