@@ -44,7 +44,7 @@ SEED = 1234
 HIDDEN = 128
 MODEL = ["--hidden_size", str(HIDDEN), "--num_hidden_layers", "2", "--num_attention_heads", "4",
          "--num_key_value_heads", "2"]
-STEPS = 1500
+STEPS = 600
 TRAIN = ["--batch_size", "8", "--batch_by_samples", "--max_branches_per_sample", "16", "--min_branches_per_sample", "1",
          "--max_seq_len", "160", "--random_branch_slots", "32", "--no_random_time_offset", "--learning_rate", "3e-3",
          "--warmup_iters", "30", "--max_steps", str(STEPS), "--log_interval", "50", "--save_interval", "300",
@@ -235,8 +235,8 @@ Speed (new tokens per second, greedy, this CPU): {speed_line(summary)}.
 
 ## Branches that need each other: the peer game
 
-Every branch says its own card and asks for another player's card ("I am Mira and my card is 7. What card
-does Tomas hold?"); the answer is only in the other branch. With the columnar mask a branch sees the others'
+Every branch says its own card and asks for another player's card ("Mira's card is 7. What is Tomas's
+card?", answered "Tomas's card is 3."); the answer is only in the other branch. With the columnar mask a branch sees the others'
 earlier tokens and can read the card; with the isolated mask (or one prompt at a time) it can only guess.
 
 {peer_table(summary)}

@@ -17,10 +17,14 @@ dataset/README.md says why):
 
 * independent (`TASK_KINDS`): single-digit arithmetic, copying and reversing 2..4 words, counting 1..6 words;
 * `fact`: a one-line context of facts about 1..4 people (`fact_context`), and questions about it, each
-  answered by one word of the context; one context serves up to 16 question branches;
-* `peer` (`peer_group`): every branch states its own card and asks for another branch's card. Only a branch
-  that sees the other branches (the columnar mask) can answer; one prompt at a time, or the isolated mask,
-  leaves it guessing (one card in nine).
+  answered by the sentence of the context that holds the fact ("Where does Mira live?" -> "Mira lives in
+  Oslo."); one context serves up to 16 question branches;
+* `peer` (`peer_group`): every branch states its own card and asks for another branch's card, answered in
+  the same words ("Tomas's card is 3."). Only a branch that sees the other branches (the columnar mask) can
+  answer; one prompt at a time, or the isolated mask, leaves it guessing (one card in nine).
+
+Both context families answer with a restatement so that the answer's last word is read off by copying: the
+model writes the words that stand before the value in the context, and the value follows them there.
 """
 
 from __future__ import annotations
