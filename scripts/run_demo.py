@@ -34,6 +34,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from trainer.args import positive_int  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "dataset"
 README = ROOT / "README.md"
@@ -47,7 +49,7 @@ MODEL = ["--hidden_size", str(HIDDEN), "--num_hidden_layers", "2", "--num_attent
 STEPS = 600
 TRAIN = ["--batch_size", "8", "--batch_by_samples", "--max_branches_per_sample", "16", "--min_branches_per_sample", "1",
          "--max_seq_len", "160", "--random_branch_slots", "32", "--no_random_time_offset", "--learning_rate", "3e-3",
-         "--warmup_iters", "30", "--max_steps", str(STEPS), "--log_interval", "50", "--save_interval", "300",
+         "--warmup_iters", "30", "--log_interval", "50", "--save_interval", "300",
          "--num_workers", "0", "--seed", str(SEED)]
 PRETRAIN_DOCS = 8000  # pretraining documents in the mix (the first of dataset/pretrain_demo.jsonl)
 TASK_REPEAT = 1  # copies of the grouped task records in the mix
@@ -334,6 +336,13 @@ def update_readme(path: Path, summary: dict) -> None:
 
 # ---- main -------------------------------------------------------------------------------------------------
 
+def pretrain_args(train_file: Path, out_dir: Path, steps: int) -> list[str]:
+    """The pretraining stage's command line (after the interpreter)."""
+    return ["trainer/train_pretrain.py", "--data_path", str(train_file), "--out_dir", str(out_dir), "--overwrite",
+            "--val_samples", "256", "--val_interval", "300", "--val_branches_per_sample", "8", *MODEL, *TRAIN,
+            "--max_steps", str(steps)]
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out_dir", default="out/demo")
@@ -341,6 +350,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--report_only", action="store_true",
                    help="no stage runs: re-render report.md (and with --update_readme the README) from out_dir")
     p.add_argument("--update_readme", action="store_true", help="rewrite README.md's demo block from this run")
+    p.add_argument("--steps", type=positive_int, default=STEPS,
+                   help="optimizer steps (default: %(default)s, the demo as budgeted; fewer for a quick look at the "
+                        "pipeline, whose accuracy then says little)")
+    p.add_argument("--max_tasks", type=positive_int, default=MAX_TASKS, help="eval tasks per branch count and setting")
     return p.parse_args(argv)
 
 
@@ -371,20 +384,18 @@ def main(argv=None) -> int:
         train_file = out_dir / "train_mix.jsonl"
         n = mix_training_data(train_file, seed=SEED)
         log(f"\ntraining data: {n} records (pretraining text + grouped task records) -> {train_file}")
-        stage("pretrain", lambda: run([py, "trainer/train_pretrain.py", "--data_path", str(train_file),
-                                       "--out_dir", str(out_dir), "--overwrite", "--val_samples", "256", "--val_interval", "300",
-                                       "--val_branches_per_sample", "8", *MODEL, *TRAIN], log))
+        stage("pretrain", lambda: run([py, *pretrain_args(train_file, out_dir, args.steps)], log))
     stage("loss vs branches", lambda: run([py, "scripts/eval_loss.py", "--model_path", str(ckpt), "--data_path",
                                            str(DATA / "pretrain_demo_val.jsonl"), "--eval_branches", BRANCHES_LOSS,
                                            "--eval_samples", "384", "--batch_size", "4", "--batch_by_samples",
                                            "--max_seq_len", "160", "--out_prefix", str(out_dir / "eval_loss")], log))
     stage("task accuracy", lambda: run([py, "scripts/eval_tasks.py", "--model_path", str(ckpt), "--branches",
-                                        BRANCHES_TASKS, "--kinds", TASK_KINDS, "--max_tasks", str(MAX_TASKS),
+                                        BRANCHES_TASKS, "--kinds", TASK_KINDS, "--max_tasks", str(args.max_tasks),
                                         "--out", str(out_dir / "tasks.json")], log))
     for mask in ("columnar", "isolated"):
         stage(f"peer game ({mask})", lambda mask=mask: run(
             [py, "scripts/eval_tasks.py", "--model_path", str(ckpt), "--branches", BRANCHES_PEER, "--kinds", "peer",
-             "--max_tasks", str(MAX_TASKS), "--mask", mask, "--out", str(out_dir / f"peer_{mask}.json")], log))
+             "--max_tasks", str(args.max_tasks), "--mask", mask, "--out", str(out_dir / f"peer_{mask}.json")], log))
     prompts = demo_prompt_file(out_dir / "demo_prompts.jsonl")
     stage("streamed generation", lambda: run([py, "scripts/parallel_generate.py", "--mode", "pretrain",
                                               "--prompts_file", str(prompts), "--model_path", str(ckpt),
