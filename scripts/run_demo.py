@@ -1,4 +1,4 @@
-"""`make demo`: the whole idea end to end on the bundled data, in about 6 minutes on 2 CPU cores.
+"""`make demo`: the whole idea end to end on the bundled data, within a budget of 8 minutes on 2 CPU cores.
 
     python scripts/run_demo.py                    # or: make demo
     python scripts/run_demo.py --update_readme    # the same, then rewrite README.md's demo block from the run

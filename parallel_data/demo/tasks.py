@@ -12,7 +12,7 @@ and in the eval prompts alike, is::
 are a prefix of the tokens of the full line with a byte-level BPE. A training line ends with a newline
 after the answer: that is how the model learns where an answer stops.
 
-Three families (their sizes are chosen so that a 2.4M-parameter model masters them in a few CPU minutes;
+Three families (their sizes are chosen for a 0.9M-parameter model trained for a few CPU minutes;
 dataset/README.md says why):
 
 * independent (`TASK_KINDS`): single-digit arithmetic, copying and reversing 2..4 words, counting 1..6 words;
