@@ -108,7 +108,7 @@ class StreamView:
         for i, s in enumerate(samples):
             n = len(s["branches"])
             what = f"shared context (prefilled once): {shorten(s['main'], self.width - 60)}" if s.get("main") else \
-                "independent prompts, no shared context"
+                "no shared context (each branch is its own prompt)"
             self.headers.append((len(self.prompts), f"sample {first + i + 1} · {n} branch{'es' * (n != 1)} · {what}"))
             self.prompts += [str(b) for b in s["branches"]]
             self.labels += [f"  branch {k + 1:>2} │ " for k in range(n)]

@@ -140,7 +140,7 @@ def test_stream_view_is_readable():
     assert " … " in lines[0] and len(lines[0]) <= 120
     assert lines[1] == "  branch  1 │ Q: Where does Mira live? A: → Oslo"
     assert lines[2] == "  branch  2 │ Q: Who? A: → Mira"
-    assert lines[3] == "sample 2 · 1 branch · independent prompts, no shared context"
+    assert lines[3] == "sample 2 · 1 branch · no shared context (each branch is its own prompt)"
     assert lines[4] == "  branch  1 │ Q: What is 3 plus 5? A: → 8"
     assert "::" not in out.getvalue()
     s = shorten("word " * 50, 40)
