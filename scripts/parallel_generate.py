@@ -163,6 +163,23 @@ def default_model_path(args) -> str:
     return str(Path(args.out_dir) / f"{stage}_{args.hidden_size or 512}{'_moe' if args.use_moe else ''}.pth")
 
 
+def stream_view(prompts: list, first: int) -> tuple[StreamView, object]:
+    """A live view of one batch of samples and the `on_step` callback that feeds it the new tokens."""
+    offsets, acc = [], 0
+    for p in prompts:
+        offsets.append(acc)
+        acc += len(p.branches)
+    view = StreamView([{"main": p.main, "branches": p.branches} for p in prompts], first=first)
+
+    def on_step(step, events) -> None:
+        for e in events:
+            if e.text:
+                view.update(offsets[e.sample] + e.branch, e.text)
+        view.render()
+
+    return view, on_step
+
+
 def run(args) -> int:
     from parallel_data.prompts import collect_samples, render_sample
 
@@ -207,20 +224,7 @@ def run(args) -> int:
         writer = stack.enter_context(AtomicJsonlWriter(args.out_path)) if args.out_path else None
         for start in range(0, len(samples), args.batch_groups):
             batch, batch_prompts = samples[start:start + args.batch_groups], prompts[start:start + args.batch_groups]
-            view, on_step = None, None
-            if args.streaming:
-                offsets, acc = [], 0
-                for s in batch:
-                    offsets.append(acc)
-                    acc += len(s["branches"])
-                view = StreamView([{"main": g.main, "branches": g.branches}
-                                   for g in batch_prompts], first=start)
-
-                def on_step(step, events, view=view, offsets=offsets):
-                    for e in events:
-                        if e.text:
-                            view.update(offsets[e.sample] + e.branch, e.text)
-                    view.render()
+            view, on_step = stream_view(batch_prompts, start) if args.streaming else (None, None)
             seed = args.seed + sum(len(s["branches"]) for s in samples[:start])  # branch j of the run: seed + j
             results = gen.generate(batch, params, stop_strings=args.stop, max_new_tokens=args.max_new_tokens,
                                    seed=seed, on_step=on_step)
