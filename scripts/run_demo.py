@@ -187,6 +187,19 @@ def speed_line(summary: dict) -> str:
     return "; ".join(parts)
 
 
+def peer_section(summary: dict) -> str:
+    return f"""## Branches that need each other: the peer game
+
+Every branch says its own card and asks for another player's card ("Mira's card is 7. What is Tomas's
+card?", answered "Tomas's card is 3."); the answer is only in the other branch. With the columnar mask a
+branch sees the others' earlier tokens and can read the card; with the isolated mask (or one prompt at a
+time) it can only guess.
+
+{peer_table(summary)}
+
+![peer game](peer.png)"""
+
+
 def write_report(out_dir: Path, ckpt: Path, summary: dict) -> Path:
     base = summary["loss"][0]["loss"]
     loss_rows = [[r["branches"], f"{r['loss']:.4f}", f"{r['ppl']:.2f}", f"{(r['loss'] / base - 1) * 100:+.1f}%",
@@ -235,15 +248,7 @@ Speed (new tokens per second, greedy, this CPU): {speed_line(summary)}.
 
 ![accuracy vs branches](tasks.png)
 
-## Branches that need each other: the peer game
-
-Every branch says its own card and asks for another player's card ("Mira's card is 7. What is Tomas's
-card?", answered "Tomas's card is 3."); the answer is only in the other branch. With the columnar mask a branch sees the others'
-earlier tokens and can read the card; with the isolated mask (or one prompt at a time) it can only guess.
-
-{peer_table(summary)}
-
-![peer game](peer.png)
+{peer_section(summary)}
 
 ## Stage timings (seconds)
 
