@@ -42,21 +42,29 @@ README = ROOT / "README.md"
 NEEDED = ["pretrain_demo.jsonl", "pretrain_demo_val.jsonl", "parallel_demo.jsonl", "eval_tasks_demo.jsonl"]
 SEED = 1234
 
-# The demo model and schedule, sized for the time budget on 2 CPU cores (dataset/README.md says why).
+# The demo model and schedule, sized for the time budget on 2 CPU cores (dataset/README.md says why, and
+# docs/DEMO_EXPERIMENTS.md has the measurements behind every choice). Two stages: one task per sample first
+# (a small model learns to copy from its own prompt within a few hundred steps there, and not at all when
+# every sample interleaves up to 16 branches of look-alike tasks), then samples of 1..16 branches from that
+# checkpoint, so the model learns to keep to its own branch, to read a shared main and its siblings.
 HIDDEN = 128
 MODEL = ["--hidden_size", str(HIDDEN), "--num_hidden_layers", "2", "--num_attention_heads", "4",
          "--num_key_value_heads", "2"]
-STEPS = 600
+COMMON = ["--max_seq_len", "160", "--random_branch_slots", "32", "--no_random_time_offset", "--num_workers", "0",
+          "--seed", str(SEED)]
+STAGE1_STEPS = 800
+STAGE1 = ["--batch_size", "64", "--batch_by_samples", "--max_branches_per_sample", "1", "--min_branches_per_sample", "1",
+          "--learning_rate", "4e-3", "--warmup_iters", "50", "--epochs", "4", "--log_interval", "100",
+          "--save_interval", "400"]
+STEPS = 600  # stage 2
 TRAIN = ["--batch_size", "8", "--batch_by_samples", "--max_branches_per_sample", "16", "--min_branches_per_sample", "1",
-         "--max_seq_len", "160", "--random_branch_slots", "32", "--no_random_time_offset", "--learning_rate", "3e-3",
-         "--warmup_iters", "30", "--log_interval", "50", "--save_interval", "300",
-         "--num_workers", "0", "--seed", str(SEED)]
-PRETRAIN_DOCS = 8000  # pretraining documents in the mix (the first of dataset/pretrain_demo.jsonl)
-TASK_REPEAT = 1  # copies of the grouped task records in the mix
+         "--learning_rate", "1e-3", "--warmup_iters", "20", "--log_interval", "50", "--save_interval", "300"]
+PRETRAIN_DOCS = 1500  # pretraining documents in the stage-2 mix (the first of dataset/pretrain_demo.jsonl)
+SINGLES_IN_STAGE2 = 0.25  # share of the one-task records that stage 2 keeps (stage 1 had all of them)
 BRANCHES_LOSS = "1,2,4,8,16,32"
 BRANCHES_TASKS = "1,2,4,8,16"
 BRANCHES_PEER = "2,4,8,16"
-TASK_KINDS = "arith,copy,reverse,count,fact"
+TASK_KINDS = "copy,count,last,fact"
 MAX_TASKS = 64
 TARGET_ACC, TARGET_GAP = 0.80, 0.03
 BLOCK_START, BLOCK_END = "<!-- demo-results:start -->", "<!-- demo-results:end -->"
@@ -70,11 +78,24 @@ def run(cmd: list[str], log) -> None:
         raise SystemExit(f"demo: stage failed (exit {r.returncode}): python {shown}")
 
 
-def mix_training_data(out: Path, seed: int, pretrain_docs: int = PRETRAIN_DOCS, task_repeat: int = TASK_REPEAT) -> int:
-    """Pretraining text and grouped task records in one shuffled file (the trainer reads both record kinds:
-    text lines are grouped into samples of 1..16 branches, grouped records stay whole)."""
-    lines = (DATA / "pretrain_demo.jsonl").read_text().splitlines()[:pretrain_docs] + \
-        (DATA / "parallel_demo.jsonl").read_text().splitlines() * task_repeat
+def _is_single(line: str) -> bool:
+    rec = json.loads(line)
+    return not rec.get("main") and len(rec.get("branches", ())) == 1
+
+
+def mix_training_data(out: Path, seed: int, stage: int, pretrain_docs: int = PRETRAIN_DOCS,
+                      singles_kept: float = SINGLES_IN_STAGE2) -> int:
+    """The training file of a stage, shuffled. Stage 1: the one-task records of dataset/parallel_demo.jsonl
+    (one branch each). Stage 2: its grouped records of 1..16 branches, `singles_kept` of the one-task
+    records, and the first `pretrain_docs` pretraining texts (the trainer groups text lines into samples
+    of 1..16 branches; grouped records stay whole)."""
+    grouped = (DATA / "parallel_demo.jsonl").read_text().splitlines()
+    singles = [x for x in grouped if _is_single(x)]
+    if stage == 1:
+        lines = singles
+    else:
+        lines = [x for x in grouped if not _is_single(x)] + singles[: int(len(singles) * singles_kept)] + \
+            (DATA / "pretrain_demo.jsonl").read_text().splitlines()[:pretrain_docs]
     random.Random(seed).shuffle(lines)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
@@ -105,13 +126,21 @@ def _sequential_for(seq: dict[int, dict], b: int) -> dict | None:
     return seq.get(b, seq.get(1))
 
 
+def _train_summary(path: Path) -> dict:
+    """The summary line of a training run's metrics file ({} when the run is not there)."""
+    if not path.exists():
+        return {}
+    metrics = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return next((m for m in reversed(metrics) if m.get("summary")), {})
+
+
 def summarize(out_dir: Path, ckpt: Path, timings: dict, wall_s: float, load: tuple[str, str]) -> dict:
     """The headline numbers of a run, from the files its stages wrote."""
     loss = json.loads((out_dir / "eval_loss.json").read_text())
     tasks = json.loads((out_dir / "tasks.json").read_text())
     peer = {m: json.loads((out_dir / f"peer_{m}.json").read_text()) for m in ("columnar", "isolated")}
-    metrics = [json.loads(x) for x in (out_dir / f"{ckpt.stem}_metrics.jsonl").read_text().splitlines() if x.strip()]
-    train = next((m for m in reversed(metrics) if m.get("summary")), {})
+    train = _train_summary(out_dir / f"{ckpt.stem}_metrics.jsonl")
+    stage1 = _train_summary(out_dir / "stage1" / f"{ckpt.stem}_metrics.jsonl")
     settings = {}
     for setting in ("independent", "shared_context"):
         par, seq = _rows(tasks, setting, "parallel"), _rows(tasks, setting, "sequential")
@@ -133,6 +162,7 @@ def summarize(out_dir: Path, ckpt: Path, timings: dict, wall_s: float, load: tup
         "model": " ".join(MODEL[1::2]), "steps": train.get("step"), "targets_seen": train.get("targets_seen",
                                                                                               train.get("tokens_seen")),
         "train_s": train.get("wall_s"), "val_loss": train.get("val_loss"),
+        "stage1_steps": stage1.get("step"), "stage1_train_s": stage1.get("wall_s"),
         "loss": [{"branches": r["branches"], "loss": r["loss"], "ppl": r["ppl"], "tokens": r["tokens"],
                   "samples": r["samples"]} for r in loss["results"]],
         "loss_texts": loss["texts"], "accuracy": settings,
@@ -191,7 +221,7 @@ def peer_section(summary: dict) -> str:
     return f"""## Branches that need each other: the peer game
 
 Every branch says its own card and asks for another player's card ("Mira's card is 7. What is Tomas's
-card?", answered "Tomas's card is 3."); the answer is only in the other branch. With the columnar mask a
+card?", answered "3"); the answer is only in the other branch. With the columnar mask a
 branch sees the others' earlier tokens and can read the card; with the isolated mask (or one prompt at a
 time) it can only guess.
 
@@ -212,10 +242,11 @@ def write_report(out_dir: Path, ckpt: Path, summary: dict) -> Path:
     text = f"""# ParallelMind demo report
 
 Model: `{ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else ckpt}` (MiniMind {summary['model']} = hidden,
-layers, heads, KV heads; 2D RoPE, additive scheme, columnar mask), trained from scratch for {summary['steps']}
-optimizer steps on pretraining text and grouped task samples of 1..16 branches, with random branch slots out
-of 32 (so 32 branches at evaluation use coordinates seen in training): {summary['targets_seen'] or 0:,} target
-tokens in {summary['train_s'] or 0:.0f} s. Final held-out validation loss: {summary['val_loss'] or float('nan'):.4f}.
+layers, heads, KV heads; 2D RoPE, additive scheme, columnar mask), trained from scratch in two stages:
+{summary.get('stage1_steps') or 0} optimizer steps on one task per sample ({summary.get('stage1_train_s') or 0:.0f} s), then
+{summary['steps']} steps on grouped task samples of 1..16 branches and some pretraining text, with random branch
+slots out of 32 (so 32 branches at evaluation use coordinates seen in training): {summary['targets_seen'] or 0:,}
+target tokens in {summary['train_s'] or 0:.0f} s. Final held-out validation loss: {summary['val_loss'] or float('nan'):.4f}.
 Run on {summary['date']}, {summary['wall_s']:.0f} s in all (load average {summary['loadavg_start']} at the start,
 {summary['loadavg_end']} at the end).
 
@@ -237,8 +268,8 @@ exactly that many branches per sample.
 
 ## Exact-match accuracy: parallel vs one prompt at a time
 
-Held-out tasks (`dataset/eval_tasks_demo.jsonl`). Independent: one-digit arithmetic, copying, reversing and
-counting words, N tasks per sample. Shared context: questions about a text of facts, the text prefilled once
+Held-out tasks (`dataset/eval_tasks_demo.jsonl`). Independent: copying three words, counting up to four
+words, naming the last word, N tasks per sample. Shared context: questions about a text of facts, the text prefilled once
 as the main and N question branches after it; one at a time, every question gets its own copy of the text.
 
 {table(acc_rows, ['setting', 'branches', 'parallel accuracy', 'one-at-a-time accuracy', 'parallel tok/s',
@@ -341,11 +372,13 @@ def update_readme(path: Path, summary: dict) -> None:
 
 # ---- main -------------------------------------------------------------------------------------------------
 
-def pretrain_args(train_file: Path, out_dir: Path, steps: int) -> list[str]:
-    """The pretraining stage's command line (after the interpreter)."""
+def pretrain_args(train_file: Path, out_dir: Path, steps: int, init_weight: Path | None = None) -> list[str]:
+    """A pretraining stage's command line (after the interpreter): stage 1 from random weights, stage 2
+    (`init_weight`: stage 1's checkpoint) on samples of 1..16 branches."""
+    stage = ["--init_weight", str(init_weight), *TRAIN] if init_weight else STAGE1
     return ["trainer/train_pretrain.py", "--data_path", str(train_file), "--out_dir", str(out_dir), "--overwrite",
-            "--val_samples", "256", "--val_interval", "300", "--val_branches_per_sample", "8", *MODEL, *TRAIN,
-            "--max_steps", str(steps)]
+            "--val_samples", "256", "--val_interval", "300", "--val_branches_per_sample", "8", *MODEL, *COMMON,
+            *stage, "--max_steps", str(steps)]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -356,8 +389,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="no stage runs: re-render report.md (and with --update_readme the README) from out_dir")
     p.add_argument("--update_readme", action="store_true", help="rewrite README.md's demo block from this run")
     p.add_argument("--steps", type=positive_int, default=STEPS,
-                   help="optimizer steps (default: %(default)s, the demo as budgeted; fewer for a quick look at the "
-                        "pipeline, whose accuracy then says little)")
+                   help="optimizer steps of stage 2, on samples of 1..16 branches (default: %(default)s, the demo as "
+                        "budgeted; fewer for a quick look at the pipeline, whose accuracy then says little)")
+    p.add_argument("--stage1_steps", type=positive_int, default=STAGE1_STEPS,
+                   help="optimizer steps of stage 1, one task per sample (default: %(default)s)")
     p.add_argument("--max_tasks", type=positive_int, default=MAX_TASKS, help="eval tasks per branch count and setting")
     return p.parse_args(argv)
 
@@ -386,10 +421,17 @@ def main(argv=None) -> int:
     if not all((DATA / f).exists() for f in NEEDED):
         stage("build data", lambda: run([py, "scripts/build_demo_data.py"], log))
     if not (args.skip_training and ckpt.exists()):
-        train_file = out_dir / "train_mix.jsonl"
-        n = mix_training_data(train_file, seed=SEED)
-        log(f"\ntraining data: {n} records (pretraining text + grouped task records) -> {train_file}")
-        stage("pretrain", lambda: run([py, *pretrain_args(train_file, out_dir, args.steps)], log))
+        stage1_dir = out_dir / "stage1"
+        for k in (1, 2):
+            train_file = out_dir / f"train_stage{k}.jsonl"
+            n = mix_training_data(train_file, seed=SEED, stage=k)
+            what = "one task per record" if k == 1 else "grouped task records of 1..16 branches + pretraining text"
+            log(f"\nstage {k} training data: {n} records ({what}) -> {train_file}")
+        stage("pretrain, stage 1 (one task per sample)", lambda: run(
+            [py, *pretrain_args(out_dir / "train_stage1.jsonl", stage1_dir, args.stage1_steps)], log))
+        stage("pretrain, stage 2 (1..16 branches)", lambda: run(
+            [py, *pretrain_args(out_dir / "train_stage2.jsonl", out_dir, args.steps,
+                                init_weight=stage1_dir / ckpt.name)], log))
     stage("loss vs branches", lambda: run([py, "scripts/eval_loss.py", "--model_path", str(ckpt), "--data_path",
                                            str(DATA / "pretrain_demo_val.jsonl"), "--eval_branches", BRANCHES_LOSS,
                                            "--eval_samples", "384", "--batch_size", "4", "--batch_by_samples",

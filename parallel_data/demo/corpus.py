@@ -64,7 +64,7 @@ class DemoSizes:
 
     pretrain: int = 40000
     val: int = 2000
-    parallel: int = 8000
+    parallel: int = 24000
     sft: int = 10000
     dpo: int = 4000
     eval_tasks: int = 500  # independent eval tasks, spread evenly over TASK_KINDS
@@ -110,10 +110,10 @@ def _fresh_context(rng: random.Random, held: HeldOut) -> tuple[str, list[Task]]:
 # ---- eval tasks (drawn first: they define the held-out set) ----------------------------------------------
 
 def _eval_context(rng: random.Random, g: int) -> tuple[str, list[Task]]:
-    """Every third eval context is a text of 4 people x 4 facts (16 questions, for 16 branches)."""
+    """Every third eval context states all 8 facts (16 questions, for 16 branches)."""
     if g % 3 == 0:
-        return fact_context(rng, people=4, facts=(4, 4))
-    return fact_context(rng, facts=(2, 4))
+        return fact_context(rng, facts=(8, 8))
+    return fact_context(rng, facts=(2, 8))
 
 
 def peer_partner(i: int) -> int:
@@ -172,10 +172,9 @@ def heldout_from_eval(eval_tasks: Iterable[dict]) -> HeldOut:
 
 # ---- pretraining text ------------------------------------------------------------------------------------
 
-_HEADERS = {"arith": ("Arithmetic practice:", "Sums and differences:"),
-            "copy": ("Copying practice:", "Repeat the words exactly."),
-            "reverse": ("Reversing practice:", "Turn each list around."),
+_HEADERS = {"copy": ("Copying practice:", "Repeat the words exactly."),
             "count": ("Counting practice:", "Count carefully."),
+            "last": ("Last words:", "Find the last word."),
             None: ("Quiz:", "Practice questions:", "Questions and answers:")}
 
 
@@ -225,7 +224,7 @@ def build_pretrain(seed: int, n: int, held: HeldOut = NO_HELDOUT, stream: str = 
 # context, in the same branch), a fact context as the main with questions about it, independent tasks,
 # peer games. Single tasks come first in a model's learning: every retrieval is learned there, where the
 # attention has few tokens to choose from.
-PARALLEL_MIX = (("single", 0.40), ("fact", 0.25), ("independent", 0.20), ("peer", 0.15))
+PARALLEL_MIX = (("single", 0.60), ("fact", 0.15), ("independent", 0.15), ("peer", 0.10))
 MAX_BRANCHES = 16
 
 
@@ -242,8 +241,11 @@ def _branch_count(rng: random.Random, lo: int = 1) -> int:
     return rng.randint(lo, MAX_BRANCHES)
 
 
+SINGLE_FACT_SHARE = 0.6  # of the one-task records, the share that is a fact context and its question
+
+
 def _single(rng: random.Random, held: HeldOut) -> dict:
-    if rng.random() < 0.5:
+    if rng.random() < SINGLE_FACT_SHARE:
         ctx, tasks = _fresh_context(rng, held)
         t = rng.choice(tasks)
         return {"main": "", "branches": [(f"{ctx}\n{prompt_text(t.question)}", t.answer)]}
@@ -419,7 +421,7 @@ def build_eval_prompts(eval_tasks: list[dict]) -> list[dict]:
         else:
             by_kind.setdefault(t["kind"], []).append(t)
     ctxs = list(groups.items())[:3]
-    recs = [{"branches": [t["prompt"] for t in by_kind.get("arith", [])[:3]]},
+    recs = [{"branches": [t["prompt"] for t in by_kind.get("copy", [])[:3]]},
             {"branches": [by_kind[k][3]["prompt"] for k in TASK_KINDS if len(by_kind.get(k, [])) > 3]},
             {"branches": [t["prompt"] for k in TASK_KINDS for t in by_kind.get(k, [])[4:6]]},
             {"branches": ["Once upon a time, there was", "The fox is", "Dear Anna,"]},

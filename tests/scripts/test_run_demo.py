@@ -113,11 +113,39 @@ def test_steps_flag_reaches_the_trainer_and_is_checked(capsys):
     assert cmd[0] == "trainer/train_pretrain.py" and cmd.count("--max_steps") == 1
     assert cmd[cmd.index("--max_steps") + 1] == "25"
     assert D.parse_args([]).steps == D.STEPS and D.parse_args([]).max_tasks == D.MAX_TASKS
-    for bad in (["--steps", "0"], ["--max_tasks", "-1"]):
+    assert D.parse_args([]).stage1_steps == D.STAGE1_STEPS
+    for bad in (["--steps", "0"], ["--max_tasks", "-1"], ["--stage1_steps", "0"]):
         with pytest.raises(SystemExit) as e:
             D.parse_args(bad)
         assert e.value.code == 2
     assert "expected a positive integer" in capsys.readouterr().err
+
+
+def test_two_stages_one_branch_then_many(tmp_path):
+    """Stage 1 starts from random weights on one task per sample; stage 2 starts from stage 1's checkpoint
+    on samples of 1..16 branches (flags of each stage given once)."""
+    one = D.pretrain_args(Path("s1.jsonl"), tmp_path / "stage1", 30)
+    two = D.pretrain_args(Path("s2.jsonl"), tmp_path, 20, init_weight=tmp_path / "stage1" / "pretrain_128.pth")
+    assert "--init_weight" not in one and two[two.index("--init_weight") + 1].endswith("stage1/pretrain_128.pth")
+    flag = lambda cmd, f: cmd[cmd.index(f) + 1]  # noqa: E731
+    assert flag(one, "--max_branches_per_sample") == "1" and flag(two, "--max_branches_per_sample") == "16"
+    for cmd in (one, two):
+        assert len([c for c in cmd if c.startswith("--")]) == len({c for c in cmd if c.startswith("--")})
+
+
+def test_stage_mixes(tmp_path, monkeypatch):
+    grouped = [{"main": "", "branches": [{"text": f"Q: q{i}\nA: a\n", "answer_offset": 4}]} for i in range(8)]
+    grouped += [{"main": "ctx\n", "branches": [{"text": "Q: x\nA: a\n", "answer_offset": 4}]},
+                {"main": "", "branches": [{"text": f"Q: p{j}\nA: a\n", "answer_offset": 4} for j in range(3)]}]
+    (tmp_path / "parallel_demo.jsonl").write_text("".join(json.dumps(r) + "\n" for r in grouped))
+    (tmp_path / "pretrain_demo.jsonl").write_text("".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(5)))
+    monkeypatch.setattr(D, "DATA", tmp_path)
+    assert D.mix_training_data(tmp_path / "s1.jsonl", 1, stage=1) == 8
+    assert all(D._is_single(x) for x in (tmp_path / "s1.jsonl").read_text().splitlines())
+    n = D.mix_training_data(tmp_path / "s2.jsonl", 1, stage=2, pretrain_docs=3, singles_kept=0.25)
+    recs = [json.loads(x) for x in (tmp_path / "s2.jsonl").read_text().splitlines()]
+    assert n == len(recs) == 2 + 2 + 3
+    assert sum("text" in r for r in recs) == 3 and sum(D._is_single(json.dumps(r)) for r in recs) == 2
 
 
 # ---- the streamed view ------------------------------------------------------------------------------------
