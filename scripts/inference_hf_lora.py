@@ -73,10 +73,10 @@ def _check_flags(args) -> None:
 class Chat:
     """A conversation with the model: `reply(text)` generates the assistant's turn, streamed to `out`."""
 
-    def __init__(self, gen, args, out=sys.stdout):
+    def __init__(self, gen, args, out=None):
         from parallel.sampling import SamplingParams
 
-        self.gen, self.args, self.out = gen, args, out
+        self.gen, self.args, self.out = gen, args, out or sys.stdout
         self.params = SamplingParams(do_sample=args.do_sample, temperature=args.temperature, top_p=args.top_p,
                                      top_k=args.top_k, repetition_penalty=args.repetition_penalty)
         self.history: list[dict] = []  # user / assistant messages
@@ -111,9 +111,10 @@ class Chat:
         return text
 
 
-def chat_loop(chat: Chat, lines, out=sys.stdout) -> int:
+def chat_loop(chat: Chat, lines, out=None) -> int:
     """Read user turns from `lines` until /exit or the end; -> the number of replies."""
-    interactive = sys.stdin.isatty()
+    out = out or chat.out
+    interactive = lines.isatty()
     out.write("chat: type a message, /reset to forget the conversation, /exit to quit\n")
     replies = 0
     while True:

@@ -50,7 +50,7 @@ def base_files() -> dict[str, str]:
             "file.txt": "a plain file\n", "ckpt/pretrain_64.pth": "", "ckpt/pretrain_64_resume.pth": "",
             "tasks.jsonl": json.dumps({"id": "a", "kind": "arith", "context": "", "prompt": "1 plus 1 =",
                                        "answer": "2"}) + "\n",
-            "prompts.txt": "one prompt\n"}
+            "prompts.txt": "one prompt\n", "prompts.jsonl": '{"text": "one prompt"}\n'}
 
 
 PRE = "trainer/train_pretrain.py"
@@ -67,6 +67,9 @@ TRAIN_OK = ["--data_path", "{d}/data.jsonl", "--out_dir", "{d}/run"]
 GEN_OK = ["--model_path", "{d}/model.pth", "--prompts", "hi"]
 LOSS_OK = ["--model_path", "{d}/model.pth", "--data_path", "{d}/data.jsonl", "--out_path", "{d}/ev.json"]
 TASKS_OK = ["--model_path", "{d}/model.pth", "--tasks", "{d}/tasks.jsonl", "--out_path", "{d}/t.json"]
+PINF = "scripts/parallel_inference_hf_lora.py"
+PINF_OK = ["--base_model", "{d}/dir", "--data_path", "{d}/prompts.jsonl", "--out_path", "{d}/results.jsonl"]
+INF = "scripts/inference_hf_lora.py"
 
 CASES = [
     # --- issue 8 item 9: the CLI cases ---------------------------------------------------------------------
@@ -223,6 +226,49 @@ CASES = [
          ["not implemented yet"], prefixed=False, heavy=True),  # a placeholder front until the HF trainers land
     Case("run-demo-unknown-flag", "scripts/run_demo.py", ["--out_dir", "{d}/demo", "--bogus"],
          ["unrecognized arguments: --bogus"], one_line=False),  # run_demo keeps argparse's usage line
+    # --- batch inference and single-prompt inference (HF + LoRA) ---------------------------------------------
+    Case("pinf-prefix-sharing-needs-isolated", PINF, [*PINF_OK, "--branch_stride", "0", "--mask", "columnar"],
+         ["--branch_stride 0", "--mask isolated"]),
+    Case("pinf-no-patch-rope-columnar", PINF, [*PINF_OK, "--no_patch_rope", "--mask", "columnar"],
+         ["--no_patch_rope", "--mask columnar"]),
+    Case("pinf-no-patch-rope-stride", PINF, [*PINF_OK, "--no_patch_rope", "--branch_stride", "128"],
+         ["--branch_stride 128 needs 2D RoPE"]),
+    Case("pinf-no-patch-rope-ratio-ignored", PINF, [*PINF_OK, "--no_patch_rope", "--rope_2d_ratio", "0.5"],
+         ["--rope_2d_ratio would be ignored"]),
+    Case("pinf-patch-rope-with-minimind-checkpoint", PINF, [*PINF_OK[2:], "--model_path", "{d}/model.pth",
+                                                            "--patch_rope"], ["--patch_rope/--no_patch_rope apply"]),
+    Case("pinf-output-exists", PINF, [*PINF_OK[:-1], "{d}/out.jsonl"], ["--out_path {d}/out.jsonl already exists",
+                                                                         "--overwrite"]),
+    Case("pinf-output-under-a-file", PINF, [*PINF_OK[:-1], "{d}/file.txt/r.jsonl"], ["--out_path", "is a file"]),
+    Case("pinf-output-is-the-input", PINF, [*PINF_OK[:-1], "{d}/prompts.jsonl", "--overwrite"],
+         ["is the input file"]),
+    Case("pinf-no-model", PINF, PINF_OK[2:], ["give the model: --base_model"]),
+    Case("pinf-no-data", PINF, [*PINF_OK[:2], *PINF_OK[4:]], ["give the data: --data_path"]),
+    Case("pinf-missing-base-model", PINF, ["--base_model", "{d}/nope", *PINF_OK[2:]],
+         ["--hf_base_model {d}/nope does not exist"]),
+    Case("pinf-min-more-than-max", PINF, [*PINF_OK, "--max_branches_per_sample", "2", "--min_branches_per_sample",
+                                          "3"], ["--min_branches_per_sample 3 is more than --max_branches_per_sample 2"]),
+    Case("pinf-val-flags-are-unknown", PINF, [*PINF_OK, "--val_samples", "3"],
+         ["unrecognized arguments: --val_samples"]),
+    Case("pinf-top-k-without-do-sample", PINF, [*PINF_OK, "--top_k", "5"], ["--top_k", "add --do_sample"]),
+    Case("pinf-malformed-record", PINF, [*PINF_OK[:2], "--data_path", "{d}/bad.jsonl", *PINF_OK[4:]],
+         ["bad.jsonl:2", "malformed JSON"], files={"bad.jsonl": '{"text": "ok"}\n{oops\n'}),
+    Case("pinf-empty-branches", PINF, [*PINF_OK[:2], "--data_path", "{d}/bad.jsonl", *PINF_OK[4:]],
+         ["bad.jsonl:2", "field 'branches'", "non-empty list"], files={"bad.jsonl": '{"text": "ok"}\n{"branches": []}\n'}),
+    Case("pinf-output-field-in-input", PINF, [*PINF_OK[:2], "--data_path", "{d}/bad.jsonl", *PINF_OK[4:]],
+         ["bad.jsonl:1", "field 'output'", "rename it"], files={"bad.jsonl": '{"text": "q", "output": "ref"}\n'}),
+    Case("pinf-model-is-a-text-file", PINF, ["--model_path", "{d}/file.txt", *PINF_OK[2:]], ["file.txt"],
+         heavy=True, one_line=False),
+    Case("inf-generate-without-prompt", INF, ["--base_model", "{d}/dir", "--mode", "generate"],
+         ["--mode generate needs --prompt"]),
+    Case("inf-prompt-in-chat-mode", INF, ["--base_model", "{d}/dir", "--prompt", "hi"],
+         ["--prompt goes with --mode generate"]),
+    Case("inf-chat-without-template", INF, ["--base_model", "{d}/dir", "--no_chat_template"],
+         ["--mode chat needs the chat template"]),
+    Case("inf-no-model", INF, ["--mode", "generate", "--prompt", "hi"], ["give the model"]),
+    Case("inf-missing-lora", INF, ["--base_model", "{d}/dir", "--lora_path", "{d}/nope.pth"],
+         ["--lora_path {d}/nope.pth does not exist"]),
+    Case("inf-bad-mode", INF, ["--base_model", "{d}/dir", "--mode", "serve"], ["argument --mode", "invalid choice"]),
     # --- benchmarks (they import torch before parsing) ------------------------------------------------------
     Case("bench-columnar-zero-steps", "scripts/bench_columnar.py", ["--steps", "0"], ["argument --steps"], heavy=True),
     Case("bench-generate-bad-branches", "scripts/bench_generate.py", ["--branches", "1,x"], ["argument --branches"],
