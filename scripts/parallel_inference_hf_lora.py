@@ -20,7 +20,9 @@ unless --overwrite is given.
 Decoding is the parallel engine (model/parallel_generation.py): every branch of a sample gets one
 token per forward, with the columnar mask (branches see each other's earlier tokens) or the isolated
 one (a branch sees the main and itself). The 2D-RoPE settings (scheme, ratio, stride, mask) come with
-the adapter or the model; flags given anyway are checked against them. A batch holds --batch_size
+the adapter or the model; flags given anyway are checked against them (a contradiction is an error),
+except --branch_stride: a different stride only moves the branch coordinates, so it is used as given,
+with a warning naming the trained one. A batch holds --batch_size
 branches (samples with --batch_by_samples).
 
 --branch_stride 0 is prefix sharing (isolated mask): the main is prefilled once and every branch
@@ -120,10 +122,16 @@ def _decoding_settings(args, loaded) -> tuple[str, int]:
         return "isolated", 0
     if args.branch_stride == 0:
         return "isolated", 0
+    stride = loaded.branch_stride
+    if args.branch_stride is not None and args.branch_stride != stride:
+        # a stride only moves the branch coordinates the positions are built with: honoured, with a warning
+        _log(f"warning: {loaded.source} was trained with branch_stride={stride}; decoding with --branch_stride "
+             f"{args.branch_stride} as given (branch coordinates the model was not trained with)")
+        stride = args.branch_stride
     if args.mask_mode is not None:
-        return args.mask_mode, loaded.branch_stride
+        return args.mask_mode, stride
     saved = loaded.mask_mode if loaded.kind == "hf" else getattr(loaded.model.config, "mask_mode", "columnar")
-    return saved, loaded.branch_stride
+    return saved, stride
 
 
 def _untuned_note(args, loaded, mask: str, stride: int) -> str | None:
@@ -205,8 +213,7 @@ def run(args, records, plan, dist_info) -> int:
                                  lora_path=args.lora_path, lora_rank=args.lora_rank, tokenizer_path=args.tokenizer,
                                  device=dist_info.device, dtype=args.dtype, rope_2d_ratio=args.rope_2d_ratio,
                                  rope_2d_scheme=args.rope_2d_scheme, pe=args.pe, patch_rope=args.patch_rope,
-                                 branch_stride=None if prefix_sharing else args.branch_stride,
-                                 mask_mode=None if prefix_sharing else args.mask_mode)
+                                 mask_mode=None if prefix_sharing else args.mask_mode)  # the stride: see below
     mask, stride = _decoding_settings(args, loaded)
     gen = ParallelGenerator(loaded.model, loaded.tokenizer, mask_mode=mask, branch_stride=stride,
                             align_to=args.align_to)

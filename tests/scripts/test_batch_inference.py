@@ -173,13 +173,21 @@ def test_adapter_settings_are_reapplied_and_checked(models, tiny_tokenizer, tmp_
     capsys.readouterr()
     for flag, msg in ((["--rope_2d_ratio", 0.5], "trained with rope_2d_ratio=0.25"),
                       (["--mask", "columnar"], "trained with mask_mode='isolated'"),
-                      (["--branch_stride", 128], "trained with branch_stride=64"),
                       (["--lora_rank", 8], "--lora_rank 8"), (["--no_patch_rope"], "patch_rope")):
         assert run_script(*common, "--lora_path", tmp_path / "lora" / "tuned.pth", "--out_path",
                           tmp_path / "x.jsonl", *flag) == 2, flag
         err = capsys.readouterr().err
         assert msg in err and "Traceback" not in err, (flag, err)
     assert not (tmp_path / "x.jsonl").exists()
+    # a different stride is honoured with a warning: the outputs are the engine's at that stride
+    assert run_script(*common, "--lora_path", tmp_path / "lora" / "tuned.pth", "--out_path", tmp_path / "s.jsonl",
+                      "--branch_stride", 96) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "trained with branch_stride=64" in err and "branch stride 96" in err
+    gen96 = ParallelGenerator(loaded.model, loaded.tokenizer, mask_mode="isolated", branch_stride=96)
+    expect96 = [b.text for s in plan.samples for b in gen96.generate(
+        [{**({"main": s.main} if s.main else {}), "branches": s.branches}], max_new_tokens=NEW)[0].branches]
+    assert [o for _, _, o in branch_outputs(read_jsonl(tmp_path / "s.jsonl"))] == expect96
 
 
 def test_adapter_of_a_plain_model_decodes_plainly(models, tiny_tokenizer, tmp_path, capsys):
