@@ -304,3 +304,29 @@ def test_chat_mode_keeps_history_and_resets(models, tmp_path, capsys, monkeypatc
     # the history is in the second prompt; /reset forgets it; /exit ends the session
     assert out == ("chat: type a message, /reset to forget the conversation, /exit to quit\n"
                    f"assistant> {first}\nassistant> {second}\n(conversation reset)\nassistant> {first}\n")
+
+
+def test_seed_003_commands(models, tmp_path, capsys):
+    """The commands of seed 003 as written, with local paths (and --max_new_tokens, to keep the test short)."""
+    make_adapter(models["qwen2"], tmp_path / "out" / "lora" / "qwen2_lora_final.pth", rank=32, ratio=0.5)
+    data = write_jsonl(tmp_path / "test_10k.jsonl", [
+        {"main": "shared main-branch content", "branches": ["branch 1", "branch 2", "branch 3"]},
+        {"main": "the quick fox", "branches": ["seven", "birds"]}, {"branches": ["rivers", "time", "answer"]}])
+    short = ["--max_new_tokens", 4]
+    # the torchrun command's flags, on one process (2 processes == 1: test_two_processes_write_what_one_process_writes)
+    assert run_script("--base_model", models["qwen2"], "--lora_path", tmp_path / "out" / "lora" / "qwen2_lora_final.pth",
+                      "--lora_rank", 32, "--rope_2d_ratio", 0.5, "--data_path", data,
+                      "--out_path", tmp_path / "out" / "results_10k.jsonl", "--batch_size", 8, "--batch_by_samples",
+                      "--max_branches_per_sample", 12, "--min_branches_per_sample", 2, *short) == 0
+    assert "every record is a sample already" in capsys.readouterr().err
+    recs = read_jsonl(tmp_path / "out" / "results_10k.jsonl")
+    assert [len(r["outputs"]) for r in recs] == [3, 2, 3]
+    # single GPU, small data; plain base model, no LoRA, no 2D RoPE
+    assert run_script("--base_model", models["qwen2"], "--lora_path", tmp_path / "out" / "lora" / "qwen2_lora_final.pth",
+                      "--data_path", data, "--out_path", tmp_path / "out" / "results_100.jsonl", "--batch_size", 16,
+                      *short) == 0
+    assert read_jsonl(tmp_path / "out" / "results_100.jsonl") == recs  # the same adapter, settings re-applied
+    assert run_script("--base_model", models["qwen2"], "--data_path", data, "--out_path",
+                      tmp_path / "out" / "results.jsonl", "--no_patch_rope", *short) == 0
+    assert "mask isolated, branch stride 0" in capsys.readouterr().err
+    assert len(read_jsonl(tmp_path / "out" / "results.jsonl")) == 3
