@@ -72,7 +72,7 @@ PINF_OK = ["--base_model", "{d}/dir", "--data_path", "{d}/prompts.jsonl", "--out
 INF = "scripts/inference_hf_lora.py"
 
 CASES = [
-    # --- issue 8 item 9: the CLI cases ---------------------------------------------------------------------
+    # --- flag values and paths: the CLI cases ------------------------------------------------------------
     Case("generate-device-cuda-without-cuda", GEN, [*GEN_OK, "--device", "cuda"],
          ["--device cuda: CUDA is not available"], skip="CUDA is available" if CUDA else None),
     Case("tasks-device-cuda-without-cuda", TASKS, [*TASKS_OK, "--device", "cuda"],
