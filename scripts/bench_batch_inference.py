@@ -14,11 +14,11 @@ command (start-up, model loading and writing included), and the ratios of the me
 ``1proc_1thread``. Every run's output file must be byte-identical to the first one's (a 2-process run
 writes exactly what one process writes), or the benchmark fails.
 
-    python scripts/bench_batch_inference.py --model_path out/models/SmolLM2-135M-Instruct \\
+    python scripts/bench_batch_inference.py --base_model out/models/SmolLM2-135M-Instruct \\
         --out_path out/bench_batch_inference_smollm2.json
-    python scripts/bench_batch_inference.py --model tiny --out_path out/bench_batch_inference_tiny.json
+    python scripts/bench_batch_inference.py --tiny_model --out_path out/bench_batch_inference_tiny.json
     python scripts/bench_batch_inference.py --quick                   # a smoke run (numbers are meaningless)
-    python scripts/bench_batch_inference.py --model_path <folder> --device cuda --rows 1proc_1thread
+    python scripts/bench_batch_inference.py --base_model <folder> --device cuda --setups 1proc_1thread
 """
 
 from __future__ import annotations
@@ -54,20 +54,19 @@ QUICK = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_att
 
 
 def build_parser() -> ArgParser:
+    from evaluation.benchmarking import add_benchmark_args, add_tiny_model_arg
+
     p = make_parser(__doc__, "bench_batch_inference")
+    flags.add_model_source_args(p, checkpoint=False, lora=False, tokenizer=False)
     g = p.add_argument_group("workload")
-    g.add_argument("--model_path", default=None, help="a Hugging Face model folder")
-    g.add_argument("--model", choices=["tiny"], default=None,
-                   help="tiny: a random Llama config with the repo's tokenizer, saved to a temporary folder")
+    add_tiny_model_arg(g, "a random Llama config with the repo's tokenizer (saved to a temporary folder) instead "
+                          "of --base_model")
     g.add_argument("--records", type=flags.positive_int, default=None, help="prompts in the input (default 64)")
-    g.add_argument("--branches_per_sample", type=flags.positive_int, default=4, help="prompts per sample")
-    g.add_argument("--batch_size", type=flags.positive_int, default=None, help="branches per batch (default 8)")
-    g.add_argument("--max_new_tokens", type=flags.positive_int, default=None, help="per branch (default 32)")
-    g.add_argument("--rows", type=_rows, default=list(ROWS), help="comma-separated subset of " + ",".join(ROWS))
-    g.add_argument("--repeats", type=flags.positive_int, default=None, help="runs per row, median (default 3)")
-    g.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run (numbers are meaningless)")
-    flags.add_runtime_args(p, seed=0, dtype=False, device="cpu")
-    flags.add_output_args(p, out_path=True, out_path_help="also write the JSON here (atomically)")
+    flags.add_max_new_tokens_arg(g, None, minimum=1)  # default 32 (--quick: 4)
+    g.add_argument("--setups", dest="rows", type=_rows, default=list(ROWS), help="comma-separated subset of " + ",".join(ROWS))
+    # the script's own grouping and batch flags, passed on to every run
+    flags.add_branch_args(p, default_branches=4, batch_size=8, training=False, inference=True)
+    add_benchmark_args(p, repeats=3, quick_repeats=1, threads=False, seed=0, device="cpu")
     p.add_check(_check)
     return p
 
@@ -81,16 +80,25 @@ def _rows(text: str) -> list[str]:
 
 
 def _check(args) -> None:
-    if args.quick and args.model_path is None:
-        args.model = args.model or "tiny"
-    if (args.model_path is None) == (args.model is None):
-        raise UsageError("give the model: --model_path FOLDER (a Hugging Face model) or --model tiny")
-    if args.model_path is not None and not (Path(args.model_path) / "config.json").is_file():
-        raise UsageError(f"--model_path {args.model_path}: no config.json there (a Hugging Face model folder)")
-    args.records = args.records or (8 if args.quick else 64)
-    args.batch_size = args.batch_size or (4 if args.quick else 8)
+    if args.quick and args.hf_base_model is None:
+        args.tiny_model = True
+    if (args.hf_base_model is None) != args.tiny_model:
+        raise UsageError("give the model: --base_model FOLDER (a Hugging Face model) or --tiny_model")
+    if args.hf_base_model is not None and not (Path(args.hf_base_model) / "config.json").is_file():
+        raise UsageError(f"--base_model {args.hf_base_model}: no config.json there (a Hugging Face model folder)")
+    args.records = args.records or (16 if args.quick else 64)
     args.max_new_tokens = args.max_new_tokens or (4 if args.quick else 32)
-    args.repeats = args.repeats or (1 if args.quick else 3)
+
+
+def grouping_flags(args) -> list[str]:
+    """The grouping and batch flags given to the bench, as flags of parallel_inference_hf_lora.py."""
+    out = ["--batch_size", str(args.batch_size), "--branches_per_sample", str(args.branches_per_sample)]
+    if args.batch_by_samples:
+        out.append("--batch_by_samples")
+    if args.max_branches_per_sample:
+        out += ["--max_branches_per_sample", str(args.max_branches_per_sample),
+                "--min_branches_per_sample", str(args.min_branches_per_sample)]
+    return out
 
 
 def write_inputs(path: Path, n: int) -> None:
@@ -121,8 +129,7 @@ def run_once(args, row: str, model: str, data: Path, out: Path) -> dict:
                                                    "--nproc_per_node", str(procs)]
     cmd = [*launcher, str(ROOT / "scripts" / "parallel_inference_hf_lora.py"), "--base_model", model,
            "--data_path", str(data), "--out_path", str(out), "--overwrite", "--branch_stride", "0",
-           "--branches_per_sample", str(args.branches_per_sample), "--batch_size", str(args.batch_size),
-           "--max_new_tokens", str(args.max_new_tokens), "--seed", str(args.seed), "--device", args.device or "cpu"]
+           *grouping_flags(args), "--max_new_tokens", str(args.max_new_tokens), "--seed", str(args.seed), "--device", args.device or "cpu"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -151,15 +158,15 @@ def main(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench_batch_inference_") as tmp:
         tmp = Path(tmp)
-        model = args.model_path
+        model = args.hf_base_model
         if model is None:
             model = str(tmp / "tiny")
             build_tiny(Path(model), args.quick, args.seed)
         data = tmp / "in.jsonl"
         write_inputs(data, args.records)
-        result = {"config": {"model": args.model_path or f"tiny random Llama {QUICK if args.quick else TINY}",
-                             "records": args.records, "branches_per_sample": args.branches_per_sample,
-                             "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+        result = {"config": {"model": args.hf_base_model or f"tiny random Llama {QUICK if args.quick else TINY}",
+                             "records": args.records, "grouping": grouping_flags(args),
+                             "max_new_tokens": args.max_new_tokens,
                              "repeats": args.repeats, "rows": args.rows, "branch_stride": 0, "mask": "isolated"},
                   "env": environment(args.device or "cpu")}
         runs: dict[str, list[dict]] = {row: [] for row in args.rows}

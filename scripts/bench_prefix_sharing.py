@@ -1,13 +1,13 @@
 """Benchmark prefix sharing and isolated parallel decoding on a Hugging Face model against HF batched `generate`.
 
-Model: a plain (unpatched) HF causal LM folder (--model_path, e.g. out/models/SmolLM2-135M-Instruct),
-or --model tiny: a random Llama config (hidden 256, 4 layers, 8 heads, 2 KV heads, vocab 6400, untied
-head). fp32 on CPU, bf16 on CUDA; greedy; every branch generates exactly --new_tokens tokens (EOS
+Model: a plain (unpatched) HF causal LM folder (--base_model, e.g. out/models/SmolLM2-135M-Instruct),
+or --tiny_model: a random Llama config (hidden 256, 4 layers, 8 heads, 2 KV heads, vocab 6400, untied
+head). fp32 on CPU, bf16 on CUDA; greedy; every branch generates exactly --max_new_tokens tokens (EOS
 disabled: `eos_token_ids=[]` for the engine, `min_new_tokens == max_new_tokens` for `generate`).
 
 Workloads and rows:
 
-* shared context: one --context_tokens context + --questions questions (~12 tokens each).
+* shared context: one --context_tokens context + --num_questions questions (~12 tokens each).
   ``prefix_shared`` = the engine, one sample ``{"main": context, "branches": questions}``, isolated mask,
   branch stride 0: the context is prefilled once and every question continues it with plain 1D
   positions (exactly causal decoding of context + question); ``batched`` = the questions' sequences
@@ -23,9 +23,9 @@ the ratios of the medians of the same run, and ``agreement``: the share of greed
 share (counted up to each branch's first difference: float near-ties can flip a token), which shows
 they compute the same thing. The ``env`` block holds the machine and the load average.
 
-    python scripts/bench_prefix_sharing.py --model_path out/models/SmolLM2-135M-Instruct --threads 1 \\
+    python scripts/bench_prefix_sharing.py --base_model out/models/SmolLM2-135M-Instruct --threads 1 \\
         --out_path out/bench_prefix_sharing_smollm2.json
-    python scripts/bench_prefix_sharing.py --model tiny --threads 1 --out_path out/bench_prefix_sharing_tiny.json
+    python scripts/bench_prefix_sharing.py --tiny_model --threads 1 --out_path out/bench_prefix_sharing_tiny.json
     python scripts/bench_prefix_sharing.py --quick          # a smoke run in seconds (numbers are meaningless)
 """
 
@@ -52,16 +52,16 @@ QUICK = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_att
 
 
 def build_parser() -> ArgParser:
-    from evaluation.benchmarking import add_benchmark_args
+    from evaluation.benchmarking import add_benchmark_args, add_tiny_model_arg
 
     p = make_parser(__doc__, "bench_prefix_sharing")
+    flags.add_model_source_args(p, checkpoint=False, lora=False, tokenizer=False)  # decoded as it is, unpatched
     g = p.add_argument_group("workload")
-    g.add_argument("--model_path", default=None, help="a Hugging Face model folder (decoded as it is, unpatched)")
-    g.add_argument("--model", choices=["tiny"], default=None, help="tiny: a random Llama config instead")
+    add_tiny_model_arg(g, "a random Llama config instead of --base_model")
     flags.add_branch_counts_arg(g, default=[4, 16], help="N of the distinct-prompt workload (comma-separated)")
     g.add_argument("--context_tokens", type=flags.positive_int, default=None, help="shared context (default 512)")
-    g.add_argument("--questions", type=flags.positive_int, default=None, help="questions on it (default 8)")
-    g.add_argument("--new_tokens", type=flags.positive_int, default=None, help="tokens per branch (default 32)")
+    g.add_argument("--num_questions", dest="questions", type=flags.positive_int, default=None, help="questions on it (default 8)")
+    flags.add_max_new_tokens_arg(g, None, minimum=1)  # every branch generates exactly this many (default 32)
     add_benchmark_args(p, repeats=5, quick_repeats=1, seed=0, device="cpu")
     p.add_check(_check)
     return p
@@ -69,15 +69,15 @@ def build_parser() -> ArgParser:
 
 def _check(args) -> None:
     if args.quick:
-        args.model = args.model or ("tiny" if args.model_path is None else None)
-    if (args.model_path is None) == (args.model is None):
-        raise UsageError("give the model: --model_path FOLDER (a Hugging Face model) or --model tiny")
-    if args.model_path is not None and not (Path(args.model_path) / "config.json").is_file():
-        raise UsageError(f"--model_path {args.model_path}: no config.json there (a Hugging Face model folder)")
+        args.tiny_model = args.tiny_model or args.hf_base_model is None
+    if (args.hf_base_model is None) != args.tiny_model:
+        raise UsageError("give the model: --base_model FOLDER (a Hugging Face model) or --tiny_model")
+    if args.hf_base_model is not None and not (Path(args.hf_base_model) / "config.json").is_file():
+        raise UsageError(f"--base_model {args.hf_base_model}: no config.json there (a Hugging Face model folder)")
     small = args.quick
     args.context_tokens = args.context_tokens or (32 if small else 512)
     args.questions = args.questions or (2 if small else 8)
-    args.new_tokens = args.new_tokens or (4 if small else 32)
+    args.max_new_tokens = args.max_new_tokens or (4 if small else 32)
     if small and args.branches == [4, 16]:
         args.branches = [2]
 
@@ -88,12 +88,12 @@ def build_model(args, device, dtype):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    if args.model_path is not None:
+    if args.hf_base_model is not None:
         from model.loading import load_parallel_model
 
-        loaded = load_parallel_model(hf_base_model=args.model_path, patch_rope=False, device=device,
+        loaded = load_parallel_model(hf_base_model=args.hf_base_model, patch_rope=False, device=device,
                                      dtype=str(dtype).replace("torch.", ""))
-        return loaded.model.eval(), args.model_path
+        return loaded.model.eval(), args.hf_base_model
     torch.manual_seed(args.seed)
     cfg = LlamaConfig(**(QUICK if args.quick else TINY), max_position_embeddings=4096, tie_word_embeddings=False)
     return LlamaForCausalLM(cfg).to(device=device, dtype=dtype).eval(), "tiny random Llama " + str(
@@ -188,7 +188,7 @@ def main(args: argparse.Namespace) -> int:
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     model, source = build_model(args, device, dtype)
     gen = ParallelGenerator(model, None, mask_mode="isolated", branch_stride=0)
-    vocab, new = model.config.vocab_size, args.new_tokens
+    vocab, new = model.config.vocab_size, args.max_new_tokens
     result = {"config": {"model": source, "new_tokens": new, "repeats": args.repeats, "branches": args.branches,
                          "context_tokens": args.context_tokens, "questions": args.questions},
               "env": environment(device, dtype), "targets": TARGETS}

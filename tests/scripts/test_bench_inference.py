@@ -40,8 +40,8 @@ def test_bench_prefix_sharing_quick(tmp_path):
 
 @pytest.mark.slow
 def test_bench_batch_inference_quick(tmp_path):
-    res = run("bench_batch_inference.py", "--rows", "1proc_1thread", "--repeats", "2")
+    res = run("bench_batch_inference.py", "--setups", "1proc_1thread", "--repeats", "2")
     row = res["rows"]["1proc_1thread"]
-    assert res["outputs_identical"] and row["records"] == 8 and row["samples"] == 2 and row["batches"] == 2
+    assert res["outputs_identical"] and row["records"] == 16 and row["samples"] == 4 and row["batches"] == 2
     assert len(row["decode_s"]) == len(row["wall_s"]) == 2 and row["samples_per_s"] > 0
     assert row["samples_per_s_vs_1proc_1thread"] == 1.0
