@@ -14,6 +14,7 @@ branch one choice, decoded together in one sample; see serving/work.py).
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any, Literal
@@ -47,6 +48,14 @@ def bad_request(message: str, param: str | None = None, code: str = "invalid_val
 
 
 # --- requests ----------------------------------------------------------------------------------------
+
+class ParamError(ValueError):
+    """A check across fields (a model validator) that names the parameter at fault."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False)
@@ -119,9 +128,9 @@ class _Sampling(_Strict):
     @model_validator(mode="after")
     def _check(self):
         if self.stream_options is not None and not self.stream:
-            raise ValueError("stream_options is only allowed with stream: true")
+            raise ParamError("stream_options", "is only allowed with stream: true")
         if self.parallel is not None and self.n != 1:
-            raise ValueError("n must be 1 with 'parallel' (every branch is one choice)")
+            raise ParamError("n", "must be 1 with 'parallel' (every branch is one choice)")
         return self
 
     @property
@@ -143,12 +152,12 @@ class ChatCompletionRequest(_Sampling):
     @model_validator(mode="after")
     def _check_chat(self):
         if not self.messages and self.parallel is None:
-            raise ValueError("messages must not be empty")
+            raise ParamError("messages", "must not be empty")
         if self.top_logprobs is not None and not self.logprobs:
-            raise ValueError("top_logprobs needs logprobs: true")
+            raise ParamError("top_logprobs", "needs logprobs: true")
         if self.max_completion_tokens is not None:
             if self.max_tokens is not None and self.max_tokens != self.max_completion_tokens:
-                raise ValueError("max_tokens and max_completion_tokens differ; give one")
+                raise ParamError("max_tokens", "and max_completion_tokens differ; give one")
             self.max_tokens = self.max_completion_tokens
         return self
 
@@ -173,11 +182,11 @@ class CompletionRequest(_Sampling):
     @model_validator(mode="after")
     def _check_completion(self):
         if self.best_of is not None and self.best_of != self.n:
-            raise ValueError("best_of other than n is not supported (every sample is returned)")
+            raise ParamError("best_of", "other than n is not supported (every sample is returned)")
         if isinstance(self.prompt, list) and not self.prompt:
-            raise ValueError("prompt must not be empty")
+            raise ParamError("prompt", "must not be empty")
         if self.parallel is not None and not isinstance(self.prompt, str):
-            raise ValueError("with 'parallel' the prompt is the shared main: one string")
+            raise ParamError("prompt", "must be one string with 'parallel' (it is the shared main)")
         return self
 
     @property
@@ -198,6 +207,26 @@ _MESSAGES = {
     "extra_forbidden": "is not a supported parameter",
     "missing": "is required",
 }
+# what a field of several accepted types takes (pydantic reports one error per alternative)
+_EXPECTED = {
+    "prompt": "a string, a list of strings, a list of token ids or a list of lists of token ids",
+    "stop": "a string or a list of strings",
+    "messages.N.content": "a string or a list of parts of type 'text' (only text is supported)",
+    "parallel.branches.N": "a string or a list of token ids",
+}
+_FIELD = re.compile(r"^[a-z_][a-z0-9_]*$")
+_TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _param_of(loc) -> tuple[str | None, bool]:
+    """pydantic's error location -> ("messages.0.content", whether a union alternative was named in it)."""
+    keep, alternative = [], False
+    for x in loc:
+        if isinstance(x, int) or (_FIELD.match(str(x)) and str(x) not in _TYPE_NAMES):
+            keep.append(str(x))
+        else:
+            alternative = True
+    return ".".join(keep) or None, alternative
 
 
 def parse_request(model: type[_Strict], data: Any) -> _Strict:
@@ -209,13 +238,25 @@ def parse_request(model: type[_Strict], data: Any) -> _Strict:
         return model.model_validate(data)
     except ValidationError as e:
         err = e.errors(include_url=False)[0]
-        loc = [str(x) for x in err.get("loc", ()) if not str(x).startswith(("function-", "union[", "list["))]
-        param = ".".join(loc) or None
+        param, alternative = _param_of(err.get("loc", ()))
         kind = err.get("type", "")
         msg = _MESSAGES.get(kind, err.get("msg", "is invalid"))
         msg = msg.removeprefix("Value error, ")
+        if alternative and param is not None:
+            shape = re.sub(r"\.\d+(?=\.|$)", ".N", param)
+            parent = next((k for k in _EXPECTED if shape == k or shape.startswith(k + ".")), None)
+            if parent is not None:
+                param = ".".join(param.split(".")[:parent.count(".") + 1])
+                msg = f"must be {_EXPECTED[parent]}"
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, ParamError):
+            param, msg = cause.param, str(cause)
         code = "unsupported_parameter" if kind == "extra_forbidden" else "invalid_value"
-        text = f"'{param}' {msg}" if param else msg
+        if msg[:1].isupper():  # pydantic's own sentences: "Input should be ..."
+            msg = msg[0].lower() + msg[1:]
+            text = f"'{param}': {msg}" if param else msg
+        else:
+            text = f"'{param}' {msg}" if param else msg
         raise bad_request(text, param=param, code=code) from None
 
 

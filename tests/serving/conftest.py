@@ -30,6 +30,7 @@ class Live:
     key: str | None
     model: str = MODEL
     clients: list = field(default_factory=list)
+    _http: httpx.Client | None = None
 
     @property
     def url(self) -> str:
@@ -58,23 +59,31 @@ class Live:
 
         return openai.AsyncOpenAI(base_url=self.base, api_key=self.key or "none", max_retries=0, timeout=120, **kw)
 
+    @property
+    def http(self) -> httpx.Client:
+        if self._http is None:  # one client: building one costs more than a request
+            self._http = httpx.Client(base_url=self.url, timeout=60)
+        return self._http
+
     def post(self, path: str, json=None, *, content=None, headers=None, timeout: float = 60.0) -> httpx.Response:
         h = {**self.headers(), **(headers or {})}
-        return httpx.post(self.url + path, json=json, content=content, headers=h, timeout=timeout)
+        return self.http.post(path, json=json, content=content, headers=h, timeout=timeout)
 
     def get(self, path: str, *, headers=None) -> httpx.Response:
-        return httpx.get(self.url + path, headers={**self.headers(), **(headers or {})}, timeout=30)
+        return self.http.get(path, headers={**self.headers(), **(headers or {})})
 
     def stop(self) -> None:
         for c in self.clients:
             c.close()
+        if self._http is not None:
+            self._http.close()
         self.running.stop()
         self.server.engine.close()
 
 
 def start_live(loaded, *, key: str | None = KEY, model: str = MODEL, max_concurrent: int = 64, max_running: int = 0,
                web_demo: bool = False, **limits) -> Live:
-    lim = Limits(**{"max_prompt_tokens": 256, "max_tokens": 64, "default_max_tokens": 16, "max_n": 8, **limits})
+    lim = Limits(**{"max_prompt_tokens": 256, "max_tokens": 256, "default_max_tokens": 16, "max_n": 8, **limits})
     config = ServerConfig(model_name=model, api_key=key, max_body_bytes=64 * 1024,
                           max_concurrent_requests=max_concurrent, web_demo=web_demo)
     server = build_server(loaded, config, lim, max_running=max_running)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import openai
 import pytest
+
 from model.parallel_generation import ParallelGenerator
 from parallel.sampling import SamplingParams
 
