@@ -74,7 +74,8 @@ class Chat:
         system = [{"role": "system", "content": self.args.system}] if self.args.system else []
         return [*system, *keep, {"role": "user", "content": question}]
 
-    def ask(self, question: str, out=sys.stdout, err=sys.stderr) -> str:
+    def ask(self, question: str, out=None, err=None) -> str:
+        out, err = out or sys.stdout, err or sys.stderr
         t0 = time.perf_counter()
         msgs = self.messages(question)
         if self.args.stream:

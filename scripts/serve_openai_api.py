@@ -72,7 +72,7 @@ def default_model_name(args) -> str:
 
 @cli_main(build_parser)
 def main(args: argparse.Namespace) -> int:
-    from serving.server import bind
+    from serving.listen import bind
 
     sock = bind(args.host, args.port)  # before the model loads: a busy port or a bad host fails at once
     try:
@@ -87,8 +87,9 @@ def serve(args: argparse.Namespace, sock) -> int:
     from model.device import resolve_device
     from model.loading import legacy_config_factory, load_parallel_model, shape_flags
     from serving.app import ServerConfig
+    from serving.listen import run
     from serving.protocol import now
-    from serving.server import build_server, run
+    from serving.server import build_server
     from serving.work import Limits
 
     if args.threads:

@@ -35,7 +35,7 @@ def build_parser() -> ArgParser:
 @cli_main(build_parser)
 def main(args: argparse.Namespace) -> int:
     from serving.demo import create_demo_app
-    from serving.server import bind, run
+    from serving.listen import bind, run
 
     sock = bind(args.host, args.port)
     try:

@@ -22,13 +22,13 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving.demo import DEMO_PAGE
 from serving.engine import ChoiceDelta, ChoiceResult, Job, JobUpdate, ServingEngine, TokenLogprob
 from serving.protocol import (
     APIError,
@@ -45,7 +45,6 @@ from serving.reasoning import ThinkSplitter, split_reasoning
 from serving.work import Work, WorkBuilder, check_model_name
 
 log = logging.getLogger("parallelmind.serving")
-DEMO_PAGE = Path(__file__).with_name("web_demo.html")
 
 
 @dataclass

@@ -9,15 +9,16 @@ A client that closes its stream closes the forwarded one, so the server cancels 
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import anyio
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from serving.app import DEMO_PAGE
 from serving.protocol import APIError
 
+DEMO_PAGE = Path(__file__).with_name("web_demo.html")
 FORWARDED = ("v1/models", "v1/chat/completions", "v1/completions")
 
 

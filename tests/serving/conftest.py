@@ -16,7 +16,8 @@ from conftest import tiny_minimind
 from model.checkpoint import save_checkpoint
 from model.loading import load_parallel_model
 from serving.app import ServerConfig
-from serving.server import RunningServer, Server, build_server, start_in_thread
+from serving.listen import RunningServer, start_in_thread
+from serving.server import Server, build_server
 from serving.work import Limits
 
 KEY = "sk-test-key"
