@@ -262,18 +262,8 @@ class _EventStream(StreamingResponse):
             self.release()
 
 
-def create_app(engine: ServingEngine, builder: WorkBuilder, config: ServerConfig) -> FastAPI:
-    """The app over a started engine (see the module docstring); the engine is closed on shutdown."""
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
-        yield
-        engine.close()
-
-    app = FastAPI(title="ParallelMind OpenAI-compatible server", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
-    slots = _Slots(config.max_concurrent_requests)
-    app.state.engine, app.state.slots, app.state.config = engine, slots, config
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error, ours or the framework's, answered as one OpenAI error body."""
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
@@ -294,59 +284,42 @@ def create_app(engine: ServingEngine, builder: WorkBuilder, config: ServerConfig
         log.exception("unhandled error in %s %s", request.method, request.url.path)
         return error_response(APIError(500, f"internal error: {type(exc).__name__}", code="internal_error"))
 
-    def authorize(request: Request) -> None:
-        if config.api_key is None:
-            return
-        auth = request.headers.get("authorization", "")
-        scheme, _, given = auth.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), config.api_key.encode()):
-            raise APIError(401, "invalid or missing API key (send 'Authorization: Bearer <key>')",
-                           code="invalid_api_key")
 
-    def model_card() -> dict:
-        return {"id": config.model_name, "object": "model", "created": config.created, "owned_by": "parallelmind"}
+def authorize(request: Request, api_key: str | None) -> None:
+    """401 unless the request carries `Authorization: Bearer <api_key>` (constant-time comparison)."""
+    if api_key is None:
+        return
+    auth = request.headers.get("authorization", "")
+    scheme, _, given = auth.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+        raise APIError(401, "invalid or missing API key (send 'Authorization: Bearer <key>')", code="invalid_api_key")
 
-    @app.get("/health")
-    async def health():
-        if not engine.alive:
-            return error_response(APIError(503, f"the generation engine is not running ({engine.dead or 'stopped'})",
-                                           code="engine_unavailable"))
-        return {"status": "ok", "model": config.model_name, **engine.stats()}
 
-    @app.get("/v1/models")
-    async def models(request: Request):
-        authorize(request)
-        return {"object": "list", "data": [model_card()]}
+class _Generation:
+    """The two generation routes: parse and check a request, submit its job, answer (JSON or a stream)."""
 
-    @app.get("/v1/models/{model_id:path}")
-    async def model(model_id: str, request: Request):
-        authorize(request)
-        check_model_name(model_id, config.model_name)
-        return model_card()
+    def __init__(self, engine: ServingEngine, builder: WorkBuilder, config: ServerConfig, slots: _Slots):
+        self.engine, self.builder, self.config, self.slots = engine, builder, config, slots
 
-    if config.web_demo:
-        @app.get("/demo", response_class=HTMLResponse)
-        async def demo():
-            return HTMLResponse(DEMO_PAGE.read_text(encoding="utf-8"))
+    def _work(self, kind: str, data: dict):
+        if kind == "chat":
+            req = parse_request(ChatCompletionRequest, data)
+            check_model_name(req.model, self.config.model_name)
+            return req, self.builder.chat(req)
+        req = parse_request(CompletionRequest, data)
+        check_model_name(req.model, self.config.model_name)
+        return req, self.builder.completion(req)
 
-    async def generate(request: Request, kind: str):
-        authorize(request)
-        slots.take()
-        release = _Release(engine, slots)
+    async def __call__(self, request: Request, kind: str):
+        authorize(request, self.config.api_key)
+        self.slots.take()
+        release = _Release(self.engine, self.slots)
         try:
-            data = await read_json(request, config.max_body_bytes)
-            if kind == "chat":
-                req = parse_request(ChatCompletionRequest, data)
-                check_model_name(req.model, config.model_name)
-                work = builder.chat(req)
-            else:
-                req = parse_request(CompletionRequest, data)
-                check_model_name(req.model, config.model_name)
-                work = builder.completion(req)
-            responder = _Responder(kind, config.model_name, work, include_usage=req.include_usage,
+            req, work = self._work(kind, await read_json(request, self.config.max_body_bytes))
+            responder = _Responder(kind, self.config.model_name, work, include_usage=req.include_usage,
                                    echo=getattr(req, "echo", False))
             job = release.job = Job(work.parts, stream=req.stream, num_logprobs=req.num_logprobs)
-            engine.submit(job)
+            self.engine.submit(job)
             if req.stream:
                 response = _EventStream(_stream(job, responder, release), release)
                 release = None  # the stream releases the slot when it ends, however it ends
@@ -362,28 +335,71 @@ def create_app(engine: ServingEngine, builder: WorkBuilder, config: ServerConfig
             if release is not None:
                 release()
 
-    async def _stream(job: Job, responder: _Responder, release: _Release) -> AsyncIterator[str]:
-        try:
-            for chunk in responder.opening():
-                yield chunk
-            while True:
-                update = await job.updates.get()
-                if update.error is not None:
-                    release.finished = True
-                    yield f"data: {json.dumps(update.error.body())}\n\n"
-                    yield "data: [DONE]\n\n"
-                    return
-                for d in update.deltas:
-                    chunk = responder.delta(d)
-                    if chunk is not None:
-                        yield chunk
-                if update.results is not None:
-                    release.finished = True
-                    for chunk in responder.closing(update.results):
-                        yield chunk
-                    return
-        finally:  # also when the client disconnects: Starlette cancels the iteration
-            release()
+
+async def _stream(job: Job, responder: _Responder, release: _Release) -> AsyncIterator[str]:
+    try:
+        for chunk in responder.opening():
+            yield chunk
+        while True:
+            update = await job.updates.get()
+            if update.error is not None:
+                release.finished = True
+                yield f"data: {json.dumps(update.error.body())}\n\n"
+                yield "data: [DONE]\n\n"
+                return
+            for d in update.deltas:
+                chunk = responder.delta(d)
+                if chunk is not None:
+                    yield chunk
+            if update.results is not None:
+                release.finished = True
+                for chunk in responder.closing(update.results):
+                    yield chunk
+                return
+    finally:  # also when the client disconnects: Starlette cancels the iteration
+        release()
+
+
+def create_app(engine: ServingEngine, builder: WorkBuilder, config: ServerConfig) -> FastAPI:
+    """The app over a started engine (see the module docstring); the engine is closed on shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        engine.close()
+
+    app = FastAPI(title="ParallelMind OpenAI-compatible server", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    slots = _Slots(config.max_concurrent_requests)
+    app.state.engine, app.state.slots, app.state.config = engine, slots, config
+    _add_error_handlers(app)
+    generate = _Generation(engine, builder, config, slots)
+
+    def model_card() -> dict:
+        return {"id": config.model_name, "object": "model", "created": config.created, "owned_by": "parallelmind"}
+
+    @app.get("/health")
+    async def health():
+        if not engine.alive:
+            return error_response(APIError(503, f"the generation engine is not running ({engine.dead or 'stopped'})",
+                                           code="engine_unavailable"))
+        return {"status": "ok", "model": config.model_name, **engine.stats()}
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        authorize(request, config.api_key)
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str, request: Request):
+        authorize(request, config.api_key)
+        check_model_name(model_id, config.model_name)
+        return model_card()
+
+    if config.web_demo:
+        @app.get("/demo", response_class=HTMLResponse)
+        async def demo():
+            return HTMLResponse(DEMO_PAGE.read_text(encoding="utf-8"))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
