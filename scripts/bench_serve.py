@@ -26,7 +26,7 @@ run in the same process as the server (the GIL is shared, so the HTTP side costs
 
 Usage (from the repo root):
 
-    python scripts/bench_serve.py                                   # tiny MiniMind (random weights), ~2 min
+    python scripts/bench_serve.py --threads 1                       # tiny MiniMind (random weights), minutes
     python scripts/bench_serve.py --quick                           # smoke run in seconds (numbers meaningless)
     python scripts/bench_serve.py --hf_base_model out/models/SmolLM2-135M-Instruct --new_tokens 16 \\
         --repeats 3 --out_path out/bench_serve_smollm2.json       # the real-model row
@@ -190,14 +190,16 @@ def run_all(rows: dict, repeats: int, stream: bool) -> tuple[dict, dict]:
     seconds: dict[str, list[float]] = {n: [] for n in names}
     tokens: dict[str, int] = {}
     texts: dict[str, list] = {}
-    for name in names:
-        url, bodies, c = rows[name]
-        asyncio.run(run_clients(url, bodies, c, stream))
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+    rounds = [("warm-up", names)] + [(f"repeat {r + 1}/{repeats}", names[r % len(names):] + names[:r % len(names)])
+                                     for r in range(repeats)]
+    for label, order in rounds:
+        for name in order:
             url, bodies, c = rows[name]
-            s, tokens[name], texts[name] = asyncio.run(run_clients(url, bodies, c, stream))
-            seconds[name].append(s)
+            s, n, out = asyncio.run(run_clients(url, bodies, c, stream))
+            print(f"bench_serve: {label} {name}: {n} tokens in {s:.2f} s", file=sys.stderr, flush=True)
+            if label != "warm-up":
+                seconds[name].append(s)
+                tokens[name], texts[name] = n, out
     out = {}
     for name in names:
         med = statistics.median(seconds[name])
