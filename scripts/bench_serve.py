@@ -8,7 +8,7 @@ Two servers over the SAME loaded model, each the real app (serving.server.build_
 * ``serial``: the same server with --max_running_requests 1: one request is decoded at a time, the rest
   wait their turn (what the MiniMind / MiniLLM servers do).
 
-Workloads (every request greedy, `ignore_eos`, exactly --new_tokens tokens per choice, distinct token-id
+Workloads (every request greedy, `ignore_eos`, exactly --max_new_tokens tokens per choice, distinct token-id
 prompts of 16-32 tokens sent to /v1/completions):
 
 * concurrency C in --concurrency (default 1, 8, 32): C clients, --requests requests in all, each client
@@ -28,7 +28,7 @@ Usage (from the repo root):
 
     python scripts/bench_serve.py --threads 1                       # tiny MiniMind (random weights), minutes
     python scripts/bench_serve.py --quick                           # smoke run in seconds (numbers meaningless)
-    python scripts/bench_serve.py --hf_base_model out/models/SmolLM2-135M-Instruct --new_tokens 16 \\
+    python scripts/bench_serve.py --hf_base_model out/models/SmolLM2-135M-Instruct --max_new_tokens 16 \\
         --repeats 3 --out_path out/bench_serve_smollm2.json       # the real-model row
     python scripts/bench_serve.py --stream                          # streaming requests (SSE), usage chunk
 """
@@ -172,13 +172,13 @@ def build_rows(args, urls: dict, vocab: int) -> dict:
     prompts = make_prompts(args.requests, 16, 32, vocab, args.seed)
     for c in args.concurrency:
         for server in ("batched", "serial"):
-            rows[f"c{c}_{server}"] = (urls[server], [body(p, args.new_tokens) for p in prompts], c)
+            rows[f"c{c}_{server}"] = (urls[server], [body(p, args.max_new_tokens) for p in prompts], c)
     if args.n:
         long = make_prompts(1, args.n_prompt_tokens, args.n_prompt_tokens, vocab, args.seed + 1)[0]
         sampled = dict(temperature=1.0, top_p=1.0)
-        rows["n_one_request"] = (urls["batched"], [body(long, args.new_tokens, n=args.n, seed=args.seed,
+        rows["n_one_request"] = (urls["batched"], [body(long, args.max_new_tokens, n=args.n, seed=args.seed,
                                                         **sampled)], 1)
-        independent = [body(long, args.new_tokens, seed=args.seed + i, **sampled) for i in range(args.n)]
+        independent = [body(long, args.max_new_tokens, seed=args.seed + i, **sampled) for i in range(args.n)]
         rows["n_independent"] = (urls["batched"], independent, args.n)
         rows["n_serial"] = (urls["serial"], independent, args.n)
     return rows
@@ -237,12 +237,12 @@ def build_parser() -> ArgParser:
                    help="comma-separated numbers of concurrent clients (default 1,8,32; --quick: 1,4)")
     w.add_argument("--requests", type=flags.positive_int, default=None,
                    help="requests per concurrency row (default 32; --quick: 4)")
-    w.add_argument("--new_tokens", type=flags.positive_int, default=None,
-                   help="generated tokens per choice (default 32; --quick: 4)")
+    flags.add_max_new_tokens_arg(w, None, minimum=1, help="generated tokens per choice, exactly (EOS is ignored; "
+                                                          "default 32; --quick: 4)")
     w.add_argument("--n", type=flags.nonneg_int, default=8, help="samples of the n row (0: no n row)")
     w.add_argument("--n_prompt_tokens", type=flags.positive_int, default=None,
                    help="prompt tokens of the n row (default 256; --quick: 32)")
-    w.add_argument("--stream", action="store_true", help="streaming requests (server-sent events)")
+    flags.add_stream_arg(w, False, "streaming requests (server-sent events)")
     p.add_check(_resolve)
     return p
 
@@ -251,7 +251,7 @@ def _resolve(args) -> None:
     q = args.quick
     args.concurrency = args.concurrency or ([1, 4] if q else [1, 8, 32])
     args.requests = args.requests or (4 if q else 32)
-    args.new_tokens = args.new_tokens or (4 if q else 32)
+    args.max_new_tokens = args.max_new_tokens or (4 if q else 32)
     args.n_prompt_tokens = args.n_prompt_tokens or (32 if q else 256)
     if max(args.concurrency) > args.requests:
         raise flags.UsageError(f"--concurrency {max(args.concurrency)} is more than --requests {args.requests}: "
@@ -272,7 +272,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             urls = {name: running.url for name, (_, running) in servers.items()}
             rows = build_rows(args, urls, min(len(loaded.tokenizer), loaded.model.config.vocab_size))
-            result = {"config": {"model": loaded.source, "kind": loaded.kind, "new_tokens": args.new_tokens,
+            result = {"config": {"model": loaded.source, "kind": loaded.kind, "new_tokens": args.max_new_tokens,
                                  "requests": args.requests, "concurrency": args.concurrency, "n": args.n,
                                  "n_prompt_tokens": args.n_prompt_tokens, "prompt_tokens": [16, 32],
                                  "stream": args.stream, "repeats": args.repeats, "warmup": 1, "greedy": True,

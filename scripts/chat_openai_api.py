@@ -36,7 +36,7 @@ def build_parser() -> ArgParser:
     g.add_argument("--system", default=None, help="system message at the start of every conversation")
     g.add_argument("--history_turns", type=flags.nonneg_int, default=0,
                    help="earlier exchanges sent with each question (0 = all of them)")
-    g.add_argument("--stream", action=flags.BoolFlag, default=True, help="stream the answers (--no_stream: wait)")
+    flags.add_stream_arg(g, True, "stream the answers (--no_stream: wait)")
     g.add_argument("--show_speed", action="store_true", help="print tokens and tokens/s after each answer (stderr)")
     flags.add_seed_arg(g, None, "sampling seed (the same conversation gives the same answers)")
     return p

@@ -24,7 +24,7 @@ data are loaded) and stop with one line naming the flag(s). Torch-free on purpos
 * `add_output_args`: --out_path (--output, -o, --out), THE output file; --out_dir, the output folder;
 * serving: `add_server_args` (--host --port --api_key --log_level), `add_server_limit_args` (--max_body_bytes
   --max_prompt_tokens --max_tokens_limit --max_n --max_concurrent_requests --max_running_requests),
-  `add_api_client_args` (--base_url/--api_base --api_key --model_name); the key defaults to
+  `add_api_client_args` (--base_url/--api_base --api_key --model_name), `add_stream_arg`; the key defaults to
   $PARALLELMIND_API_KEY (a key on the command line is visible to every user of the machine);
 * `add_train_args`: --epochs --accumulation_steps --learning_rate --min_lr_ratio --warmup_iters
   --weight_decay --grad_clip --max_steps --stop_after_steps --log_interval --save_interval --resume
@@ -575,6 +575,11 @@ def add_api_client_args(p: ArgParser, *, model: bool = True) -> None:
     if model:
         add_model_name_arg(g, "model to ask for (default: the server's first model)")
     p.add_check(_check_api_key)
+
+
+def add_stream_arg(g, default: bool, help: str) -> None:
+    """--stream / --no_stream: server-sent events instead of one JSON answer."""
+    g.add_argument("--stream", action=BoolFlag, default=default, help=help)
 
 
 def add_model_name_arg(g, help: str) -> None:

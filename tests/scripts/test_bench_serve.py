@@ -17,7 +17,7 @@ def test_bench_serve_quick(tmp_path, capsys, stream):
     threads = torch.get_num_threads()
     try:
         rc = bench_serve.main(["--quick", "--threads", "1", "--concurrency", "1,2", "--requests", "2", "--n", "3",
-                               "--new_tokens", "3", "--n_prompt_tokens", "12", "--out_path", str(out),
+                               "--max_new_tokens", "3", "--n_prompt_tokens", "12", "--out_path", str(out),
                                *(["--stream"] if stream else [])])
     finally:
         torch.set_num_threads(threads)
@@ -28,7 +28,7 @@ def test_bench_serve_quick(tmp_path, capsys, stream):
     assert set(rows) == {"c1_batched", "c1_serial", "c2_batched", "c2_serial", "n_one_request", "n_independent",
                          "n_serial"}
     for name, row in rows.items():
-        want = 3 * (3 if name.startswith("n_") else 2)  # every choice generated exactly --new_tokens tokens
+        want = 3 * (3 if name.startswith("n_") else 2)  # every choice generated exactly --max_new_tokens tokens
         assert row["completion_tokens"] == want and row["tokens_per_s"] > 0 and row["runs"] == 1, name
     assert rows["n_one_request"]["requests"] == 1 and rows["n_independent"]["requests"] == 3
     assert set(result["ratios"]) == {"c1_batched_vs_serial", "c2_batched_vs_serial", "c2_batched_vs_c1_serial",
