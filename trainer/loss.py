@@ -66,9 +66,14 @@ class CrossEntropyLoss(LossFn):
 
     def __call__(self, model: torch.nn.Module, batch: dict) -> LossOutput:
         s, n, out = batch_loss(model, batch, self.mask_mode, minimind=is_minimind(model))
-        aux = getattr(out, "aux_loss", None)
-        moe = getattr(getattr(getattr(model, "module", model), "config", None), "use_moe", False)
-        return LossOutput(s, n, {}, aux if aux is not None and moe else None)
+        return LossOutput(s, n, {}, moe_aux_loss(model, out))
+
+
+def moe_aux_loss(model, out) -> torch.Tensor | None:
+    """The MoE balance loss of a forward's output, for a MoE model (None otherwise)."""
+    aux = getattr(out, "aux_loss", None)
+    moe = getattr(getattr(getattr(model, "module", model), "config", None), "use_moe", False)
+    return aux if aux is not None and moe else None
 
 
 def attention_impl(model) -> str:
@@ -138,13 +143,14 @@ def evaluate_loss(model, batches, device, *, mask_mode: str, amp_dtype: torch.dt
                   max_batches: int = 0, progress=None, loss_fn: LossFn | None = None) -> dict:
     """Target-weighted mean loss over `batches` (this rank's share), summed over all ranks.
 
-    Returns {"loss", "ppl", "tokens", "batches"}; identical on every rank. Raises ValueError when the
+    Returns {"loss", "ppl", "tokens", "batches", "metrics"} ("metrics": the loss hook's metrics, summed
+    and divided by the targets like the loss); identical on every rank. Raises ValueError when the
     batches hold no target at all, or when the loss is not finite: a report never shows nan.
     """
     loss_fn = loss_fn or CrossEntropyLoss(mask_mode)
     was_training = model.training
     model.eval()
-    total, tokens, n_batches = 0.0, 0, 0
+    total, tokens, n_batches, sums = 0.0, 0, 0, {}
     for batch in batches:
         batch = to_device(batch, device)
         with autocast_context(device, amp_dtype):
@@ -152,11 +158,14 @@ def evaluate_loss(model, batches, device, *, mask_mode: str, amp_dtype: torch.dt
         total += float(out.loss)
         tokens += out.targets
         n_batches += 1
+        for k, v in out.metrics.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
         if progress is not None:
             progress(n_batches)
         if max_batches and n_batches >= max_batches:
             break
-    total, tokens, n_batches = all_reduce([total, tokens, n_batches])
+    names = sorted(sums)  # every call of a loss hook returns the same keys, so every rank has the same names
+    total, tokens, n_batches, *values = all_reduce([total, tokens, n_batches, *(sums[k] for k in names)])
     if was_training:
         model.train()
     if not tokens:
@@ -166,4 +175,5 @@ def evaluate_loss(model, batches, device, *, mask_mode: str, amp_dtype: torch.dt
     if not math.isfinite(loss):
         raise ValueError(f"the evaluated loss is {loss} over {int(tokens)} target tokens: the model gives "
                          "non-finite values (diverged or damaged weights)")
-    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": int(tokens), "batches": int(n_batches)}
+    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": int(tokens), "batches": int(n_batches),
+            "metrics": {k: v / tokens for k, v in zip(names, values)}}

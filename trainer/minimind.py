@@ -4,7 +4,8 @@ Model construction from flags, strict warm starts from a checkpoint (its config 
 flag is an error), tokenizer selection (--tokenizer, else the checkpoint's own, else model/) and the
 output stem `{stage}_{hidden}[_moe]`. Each checkpoint file is read once: the stem, the tokenizer and
 the weights all come from the same payload. A front subclasses it, sets `name`, and adds
-`build_dataset` (and `default_init` when it warm-starts by default).
+`build_dataset` (and `default_init` when it warm-starts by default). `load_companion_checkpoint` loads
+a frozen model beside the policy (a DPO reference, a distillation teacher).
 """
 
 from __future__ import annotations
@@ -56,6 +57,15 @@ def _inference_overrides(args) -> dict:
     return {"mask_mode": args.mask_mode, "use_flex_attention": args.use_flex_attention or None}
 
 
+def load_companion_checkpoint(path: str, args, what: str) -> MiniMindForCausalLM:
+    """A MiniMind checkpoint as a frozen companion (a DPO reference, a distillation teacher), on CPU, strict;
+    a missing or unreadable file stops the run with one line naming `what`."""
+    try:
+        return model_from_payload(read_checkpoint(path), source=path, overrides=_inference_overrides(args))
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"cannot load the {what} {path}: {e}") from None
+
+
 class MiniMindStage(Stage):
     """MiniMind model, tokenizer and stem for a front; `build_dataset` comes from the front."""
 
@@ -82,10 +92,14 @@ class MiniMindStage(Stage):
                              "--init_weight none to start from random weights)")
         return init
 
+    def stem_prefix(self, args) -> str:
+        """What the output stem starts with (`{prefix}_{hidden}[_moe]`): the stage name by default."""
+        return self.name
+
     def checkpoint_stem(self, args) -> str:
         init = self._init_checkpoint(args)
         saved = self._payload(init).get("config") if init and Path(init).is_file() else None
-        return stem_from_args(self.name, args, saved)
+        return stem_from_args(self.stem_prefix(args), args, saved)
 
     def _weights_source(self, args, resume: bool) -> str | None:
         if resume:
@@ -132,7 +146,7 @@ class MiniMindStage(Stage):
 
     def _fresh(self, args, tokenizer) -> MiniMindForCausalLM:
         m = resolved_model_args(args)
-        cfg = MiniMindConfig(vocab_size=len(tokenizer), mask_mode=args.mask_mode,
+        cfg = MiniMindConfig(vocab_size=len(tokenizer), mask_mode=args.mask_mode or "columnar",
                              use_flex_attention=args.use_flex_attention,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                              bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 1,
