@@ -4,8 +4,8 @@ Model construction from flags, strict warm starts from a checkpoint (its config 
 flag is an error), tokenizer selection (--tokenizer, else the checkpoint's own, else model/) and the
 output stem `{stage}_{hidden}[_moe]`. Each checkpoint file is read once: the stem, the tokenizer and
 the weights all come from the same payload. A front subclasses it, sets `name`, and adds
-`build_dataset` (and `default_init` when it warm-starts by default). `load_companion_checkpoint` loads
-a frozen model beside the policy (a DPO reference, a distillation teacher).
+`build_dataset` (`sft_dataset` for conversations), and `warm_start_from` when it warm-starts by default.
+`load_companion_checkpoint` loads a frozen model beside the policy (a DPO reference, a teacher).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from pathlib import Path
 from model.checkpoint import model_from_payload, read_checkpoint, tokenizer_from_files
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM
 from model.tokenizer import load_tokenizer
+from parallel_data.parallel_dataset import ParallelSFTDataset
+from parallel_data.prepass import tokenizer_fingerprint
 from trainer.args import MODEL_DEFAULTS
 from trainer.engine.stage import Stage
 
@@ -57,24 +59,45 @@ def _inference_overrides(args) -> dict:
     return {"mask_mode": args.mask_mode, "use_flex_attention": args.use_flex_attention or None}
 
 
-def load_companion_checkpoint(path: str, args, what: str) -> MiniMindForCausalLM:
+def load_companion_checkpoint(path: str, args, what: str, tokenizer=None) -> MiniMindForCausalLM:
     """A MiniMind checkpoint as a frozen companion (a DPO reference, a distillation teacher), on CPU, strict;
-    a missing or unreadable file stops the run with one line naming `what`."""
+    a missing or unreadable file, or (given `tokenizer`) a checkpoint trained with another tokenizer, stops
+    the run with one line naming `what`."""
     try:
-        return model_from_payload(read_checkpoint(path), source=path, overrides=_inference_overrides(args))
+        payload = read_checkpoint(path)
+        model = model_from_payload(payload, source=path, overrides=_inference_overrides(args))
     except (OSError, ValueError) as e:
         raise SystemExit(f"cannot load the {what} {path}: {e}") from None
+    files = payload.get("tokenizer_files")
+    if tokenizer is not None and files and tokenizer_fingerprint(tokenizer_from_files(files)) != \
+            tokenizer_fingerprint(tokenizer):
+        raise SystemExit(f"the {what} {path} was trained with another tokenizer than this run's; token ids would "
+                         "not mean the same to both models")
+    return model
+
+
+def sft_dataset(args, tokenizer, dataset_cls=ParallelSFTDataset, **extra):
+    """The conversation dataset of a front from its data flags (SFT, LoRA, distillation, reasoning)."""
+    return dataset_cls(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset, hf_subset=args.hf_subset,
+                       hf_split=args.hf_split, max_samples=args.max_samples, max_seq_len=args.max_seq_len,
+                       val_samples=args.val_samples, seed=args.seed, fmt=args.format, strict_data=args.strict_data,
+                       **extra)
 
 
 class MiniMindStage(Stage):
     """MiniMind model, tokenizer and stem for a front; `build_dataset` comes from the front."""
+
+    # the stage whose output is the default --init_weight, {out_dir}/{warm_start_from}_{hidden}[_moe].pth
+    warm_start_from: str | None = None
 
     def __init__(self):
         self._payloads: dict[str, dict] = {}
 
     def default_init(self, args) -> str | None:
         """The warm-start checkpoint used when --init_weight is not given (None: from scratch)."""
-        return None
+        if self.warm_start_from is None:
+            return None
+        return str(Path(args.out_dir) / f"{stem_from_args(self.warm_start_from, args)}.pth")
 
     def _payload(self, path: str) -> dict:
         """The checkpoint at `path`, read once per run (kept until the model is built)."""

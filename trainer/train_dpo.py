@@ -54,7 +54,7 @@ if __name__ == "__main__":  # a bad flag is reported before the engine and torch
 from model.device import autocast_dtype  # noqa: E402
 from parallel_data.preference import PreferenceDataset  # noqa: E402
 from trainer.engine import Companion, run  # noqa: E402
-from trainer.minimind import MiniMindStage, init_weight_path, load_companion_checkpoint, stem_from_args  # noqa: E402
+from trainer.minimind import MiniMindStage, init_weight_path, load_companion_checkpoint  # noqa: E402
 from trainer.preference import DPOLoss, pair_batches, precompute_reference  # noqa: E402
 
 log = logging.getLogger("parallelmind")
@@ -64,9 +64,7 @@ class DPOStage(MiniMindStage):
     """The policy from --init_weight, a frozen copy of it as the reference, pairs as the targets."""
 
     name = "dpo"
-
-    def default_init(self, args) -> str | None:
-        return str(Path(args.out_dir) / f"{stem_from_args('full_sft', args)}.pth")
+    warm_start_from = "full_sft"
 
     def build_dataset(self, args, tokenizer):
         self.dataset = PreferenceDataset(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset,
