@@ -48,7 +48,13 @@ class LossOutput:
 
 
 class LossFn:
-    """A training objective: `(model, batch) -> LossOutput`. Subclass it for a new stage's loss."""
+    """A training objective: `(model, batch) -> LossOutput`. Subclass it for a new stage's loss.
+
+    `perplexity_metric`: the metric (a per-target cross-entropy) whose exponential is the reported
+    perplexity, for a loss that is not a plain cross-entropy itself (weighted, mixed with a KL);
+    None: the loss."""
+
+    perplexity_metric: str | None = None
 
     def count_targets(self, batch: dict) -> int:
         """Targets in `batch` before any forward (the normaliser of the step): label tokens by default."""
@@ -144,7 +150,8 @@ def evaluate_loss(model, batches, device, *, mask_mode: str, amp_dtype: torch.dt
     """Target-weighted mean loss over `batches` (this rank's share), summed over all ranks.
 
     Returns {"loss", "ppl", "tokens", "batches", "metrics"} ("metrics": the loss hook's metrics, summed
-    and divided by the targets like the loss); identical on every rank. Raises ValueError when the
+    and divided by the targets like the loss; "ppl": exp of the loss, or of `loss_fn.perplexity_metric`);
+    identical on every rank. Raises ValueError when the
     batches hold no target at all, or when the loss is not finite: a report never shows nan.
     """
     loss_fn = loss_fn or CrossEntropyLoss(mask_mode)
@@ -172,8 +179,10 @@ def evaluate_loss(model, batches, device, *, mask_mode: str, amp_dtype: torch.dt
         raise ValueError(f"no target tokens in the {int(n_batches)} evaluated batches: there is nothing to take a "
                          "loss on (check the data's text field, answer_offset and --max_seq_len)")
     loss = total / tokens
+    metrics = {k: v / tokens for k, v in zip(names, values)}
+    nll = metrics.get(loss_fn.perplexity_metric, loss) if loss_fn.perplexity_metric else loss
     if not math.isfinite(loss):
         raise ValueError(f"the evaluated loss is {loss} over {int(tokens)} target tokens: the model gives "
                          "non-finite values (diverged or damaged weights)")
-    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": int(tokens), "batches": int(n_batches),
-            "metrics": {k: v / tokens for k, v in zip(names, values)}}
+    return {"loss": loss, "ppl": math.exp(min(nll, 50.0)), "tokens": int(tokens), "batches": int(n_batches),
+            "metrics": metrics}
