@@ -69,6 +69,11 @@ TOK = "scripts/train_tokenizer.py"
 TRAIN_OK = ["--data_path", "{d}/data.jsonl", "--out_dir", "{d}/run"]
 DPO = "trainer/train_dpo.py"
 DPO_OK = ["--data_path", "{d}/dpo.jsonl", "--out_dir", "{d}/run"]
+LORA = "trainer/train_lora.py"
+KD = "trainer/train_distillation.py"
+REASON = "trainer/train_distill_reason.py"
+SFT_OK = ["--data_path", "{d}/sft.jsonl", "--out_dir", "{d}/run"]
+KD_OK = [*SFT_OK, "--teacher_path", "{d}/model.pth"]
 GEN_OK = ["--model_path", "{d}/model.pth", "--prompts", "hi"]
 LOSS_OK = ["--model_path", "{d}/model.pth", "--data_path", "{d}/data.jsonl", "--out_path", "{d}/ev.json"]
 TASKS_OK = ["--model_path", "{d}/model.pth", "--tasks", "{d}/tasks.jsonl", "--out_path", "{d}/t.json"]
@@ -239,6 +244,22 @@ CASES = [
          heavy=True, one_line=False),
     Case("dpo-needs-a-reference", DPO, [*DPO_OK, *TINY, "--init_weight", "none"],
          ["DPO needs a starting checkpoint"], heavy=True, one_line=False),
+    Case("lora-name-with-a-folder", LORA, [*SFT_OK, "--lora_name", "../x"],
+         ["--lora_name '../x' must be a plain file name"]),
+    Case("lora-rank-zero", LORA, [*SFT_OK, "--lora_rank", "0"], ["argument --lora_rank", "positive integer", "0"]),
+    Case("lora-dropout-above-one", LORA, [*SFT_OK, "--lora_dropout", "1.5"], ["argument --lora_dropout", "[0, 1]"]),
+    Case("lora-needs-a-base", LORA, [*SFT_OK, *TINY, "--init_weight", "none"], ["LoRA adapts an existing model"],
+         heavy=True, one_line=False),
+    Case("distill-without-teacher", KD, SFT_OK, ["the following arguments are required: --teacher_path"]),
+    Case("distill-teacher-missing", KD, [*SFT_OK, "--teacher_path", "{d}/nope.pth"],
+         ["--teacher_path {d}/nope.pth does not exist"]),
+    Case("distill-alpha-out-of-range", KD, [*KD_OK, "--alpha", "1.5"], ["argument --alpha", "[0, 1]", "1.5"]),
+    Case("distill-temperature-zero", KD, [*KD_OK, "--temperature", "0"], ["argument --temperature", "> 0"]),
+    Case("reason-negative-tag-weight", REASON, [*SFT_OK, "--tag_weight", "-1"], ["argument --tag_weight", ">= 0"]),
+    Case("reason-format-check-without-val", REASON, [*SFT_OK, "--format_eval_samples", "4"],
+         ["--format_eval_samples sets the format check on held-out data, but --val_samples is 0"]),
+    Case("reason-max-new-tokens-zero", REASON, [*SFT_OK, "--val_samples", "2", "--max_new_tokens", "0"],
+         ["argument --max_new_tokens"]),
     # --- benchmarks (they import torch before parsing) ------------------------------------------------------
     Case("bench-columnar-zero-steps", "scripts/bench_columnar.py", ["--steps", "0"], ["argument --steps"], heavy=True),
     Case("bench-generate-bad-branches", "scripts/bench_generate.py", ["--branches", "1,x"], ["argument --branches"],
