@@ -266,6 +266,7 @@ CASES = [
          heavy=True),
     Case("bench-generate-ab-not-a-tree", "scripts/bench_generate_ab.py", ["{d}", "."],
          ["before tree {d}: no model/parallel_generation.py there"]),
+    Case("bench-dpo-zero-pairs", "scripts/bench_dpo.py", ["--pairs", "0"], ["argument --pairs"], heavy=True),
     Case("bench-train-output-is-a-directory", "scripts/bench_train.py", ["--out", "{d}/dir"],
          ["--out_path {d}/dir is a directory"], heavy=True),
     # --- errors from the data and the model, after the heavy imports ----------------------------------------
