@@ -2,6 +2,10 @@
 finite, a precomputed reference equals the live one, and the front resumes exactly."""
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,3 +171,19 @@ def test_precompute_releases_the_reference_and_matches_live_training(files, tmp_
     assert runs["cached"][0].models.companions == {} and runs["cached"][0].models.specs == {}
     for a, b in zip(runs["cached"][1], runs["live"][1]):
         assert abs(a["loss"] - b["loss"]) <= 1e-5 and abs(a["rewards/margins"] - b["rewards/margins"]) <= 1e-4
+
+
+@pytest.mark.slow
+def test_two_ranks_share_the_precomputed_reference(files, tmp_path):
+    """Under torchrun each rank scores a share of the pairs; the merged table covers every rank's batches
+    (a missing pair would be an error), step 1 is still ln 2, and the ranks end with identical weights."""
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "trainer/train_dpo.py", *dpo_argv(files, "--precompute_ref", "--batch_size", "2")(tmp_path), "--max_steps",
+           "2", "--ddp"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "weights identical on all 2 ranks" in r.stderr and "reference log-probabilities of 40 pairs" in r.stderr
+    rows = metric_rows(tmp_path / "dpo_32_metrics.jsonl")
+    assert [x["step"] for x in rows] == [1, 2] and abs(rows[0]["loss"] - math.log(2)) < 1e-4
