@@ -79,7 +79,7 @@ LOSS_OK = ["--model_path", "{d}/model.pth", "--data_path", "{d}/data.jsonl", "--
 TASKS_OK = ["--model_path", "{d}/model.pth", "--tasks", "{d}/tasks.jsonl", "--out_path", "{d}/t.json"]
 
 CASES = [
-    # --- issue 8 item 9: the CLI cases ---------------------------------------------------------------------
+    # --- flag values and paths: the CLI cases ------------------------------------------------------------
     Case("generate-device-cuda-without-cuda", GEN, [*GEN_OK, "--device", "cuda"],
          ["--device cuda: CUDA is not available"], skip="CUDA is available" if CUDA else None),
     Case("tasks-device-cuda-without-cuda", TASKS, [*TASKS_OK, "--device", "cuda"],
