@@ -155,9 +155,10 @@ def main(args: argparse.Namespace) -> int:
     if abs(losses["shared"] - losses["separate"]) > 1e-3 * max(1.0, abs(losses["separate"])):
         raise SystemExit(f"the two layouts disagree: {losses}")
     rates: dict[str, list[float]] = {"shared": [], "separate": []}
-    for _ in range(args.repeats):  # rows alternate, so drifting machine load hits both alike
+    for i in range(args.repeats):  # rows alternate, so drifting machine load hits both alike
         for name in rates:
             rates[name].append(time_row(step, name, args.steps, sync))
+            print(f"run {i + 1}/{args.repeats} {name}: {rates[name][-1]:.3f} steps/s", file=sys.stderr, flush=True)
     res = {name: {"steps_per_s": round(statistics.median(r), 4), "runs": [round(x, 4) for x in r],
                   "rows": int(batches[name]["input_ids"].shape[0]), "seq_len": int(batches[name]["input_ids"].shape[1]),
                   "tokens": int(batches[name]["num_tokens"])} for name, r in rates.items()}
