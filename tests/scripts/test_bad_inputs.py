@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +40,7 @@ CUDA = torch.cuda.is_available()
 class Case:
     id: str
     script: str  # "trainer/train_pretrain.py", "scripts/eval_loss.py", ...
-    args: list[str]  # "{d}" is the case folder
+    args: list[str]  # "{d}" is the case folder, "{port}" a free TCP port
     expect: list[str]  # substrings of the error line
     files: dict[str, str] = field(default_factory=dict)  # name -> text (a name ending in / is a folder)
     heavy: bool = False  # reaches model or data loading (torch imported)
@@ -66,6 +67,8 @@ S2P = "scripts/convert_sft_to_parallel.py"
 S2T = "scripts/convert_sft_to_pretrain.py"
 SPLIT = "scripts/split_pretrain_data.py"
 TOK = "scripts/train_tokenizer.py"
+SERVE = "scripts/serve_openai_api.py"
+SERVE_OK = ["--model_path", "{d}/model.pth"]
 TRAIN_OK = ["--data_path", "{d}/data.jsonl", "--out_dir", "{d}/run"]
 DPO = "trainer/train_dpo.py"
 DPO_OK = ["--data_path", "{d}/dpo.jsonl", "--out_dir", "{d}/run"]
@@ -269,6 +272,29 @@ CASES = [
     Case("bench-dpo-zero-pairs", "scripts/bench_dpo.py", ["--pairs", "0"], ["argument --pairs"], heavy=True),
     Case("bench-train-output-is-a-directory", "scripts/bench_train.py", ["--out", "{d}/dir"],
          ["--out_path {d}/dir is a directory"], heavy=True),
+    # --- serving (issue 11) --------------------------------------------------------------------------------
+    Case("serve-no-model", SERVE, [], ["which model? pass --model_path"]),
+    Case("serve-empty-api-key", SERVE, [*SERVE_OK, "--api_key", ""], ["--api_key is empty"]),
+    Case("serve-port-out-of-range", SERVE, [*SERVE_OK, "--port", "70000"],
+         ["argument --port: expected a port number in 1..65535, got 70000"]),
+    Case("serve-default-max-tokens-above-limit", SERVE, [*SERVE_OK, "--max_new_tokens", "5000"],
+         ["--max_new_tokens 5000 is more than --max_tokens_limit 2048"]),
+    Case("serve-model-missing", SERVE, ["--model_path", "{d}/nope.pth"], ["--model_path {d}/nope.pth does not exist"]),
+    Case("serve-model-is-a-text-file", SERVE, ["--model_path", "{d}/file.txt", "--port", "{port}"],
+         ["file.txt is not a readable"], heavy=True),
+    Case("chat-base-url-not-http", "scripts/chat_openai_api.py", ["--base_url", "ftp://x"],
+         ["argument --base_url/--api_base: expected an http:// or https:// URL"]),
+    Case("chat-server-unreachable", "scripts/chat_openai_api.py", ["--base_url", "http://127.0.0.1:{port}/v1"],
+         ["cannot reach the server at http://127.0.0.1:"]),
+    Case("web-demo-bad-port", "scripts/web_demo.py", ["--port", "0x"], ["argument --port: expected an integer"]),
+    Case("web-demo-base-url-without-scheme", "scripts/web_demo.py", ["--base_url", "localhost:6006"],
+         ["expected an http:// or https:// URL, got 'localhost:6006'"]),
+    Case("bench-serve-more-clients-than-requests", "scripts/bench_serve.py", ["--concurrency", "64"],
+         ["--concurrency 64 is more than --requests 32"]),
+    Case("bench-serve-zero-clients", "scripts/bench_serve.py", ["--concurrency", "0"],
+         ["argument --concurrency: expected comma-separated positive integers"]),
+    Case("bench-serve-model-missing", "scripts/bench_serve.py", ["--model_path", "{d}/nope.pth"],
+         ["--model_path {d}/nope.pth does not exist"]),
     # --- errors from the data and the model, after the heavy imports ----------------------------------------
     Case("pretrain-malformed-record", PRE, [*TRAIN_OK, *TINY, "--data_path", "{d}/bad.jsonl", "--max_steps", "1",
                                             "--num_workers", "0"],
@@ -307,8 +333,15 @@ def _make_case_dir(case: Case, root: Path) -> Path:
     return d
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _run(case: Case, d: Path) -> tuple[subprocess.CompletedProcess, dict, dict]:
-    args = [a.replace("{d}", str(d)) for a in case.args]
+    port = str(_free_port())  # "{port}": a port nobody listens on (servers bind it, clients find no one there)
+    args = [a.replace("{d}", str(d)).replace("{port}", port) for a in case.args]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     env.pop("PARALLELMIND_TRACEBACK", None)
