@@ -39,11 +39,10 @@ def build_parser() -> ArgParser:
     g.add_argument("--mode", choices=["generate", "chat"], default="chat",
                    help="generate: one --prompt; chat: an interactive conversation on stdin")
     g.add_argument("--prompt", default=None, help="the prompt (--mode generate)")
-    g.add_argument("--system", default=None, help="a system message before the conversation")
+    flags.add_conversation_args(g, system_help="a system message before the conversation",
+                                history_help="chat: earlier exchanges kept in the prompt (0 = all)")
     flags.add_chat_template_arg(g, default=True, help="render the prompt / conversation with the tokenizer's chat "
                                                       "template (--no_chat_template: --prompt as raw text)")
-    g.add_argument("--history_turns", type=flags.nonneg_int, default=0,
-                   help="chat: earlier exchanges kept in the prompt (0 = all)")
     flags.add_model_source_args(p)
     flags.add_rope_args(p, stride=False, patch_rope=True)
     flags.add_decoding_args(p, max_new_tokens=512, batch_groups=None)

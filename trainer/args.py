@@ -323,6 +323,12 @@ def add_prompts_arg(g, *, default: list[str] | None = None, nargs: str = "*", he
     g.add_argument("--prompts", nargs=nargs, default=default, help=help)
 
 
+def add_conversation_args(g, *, system_help: str, history_help: str) -> None:
+    """`--system` (a system message opening the conversation) and `--history_turns` (earlier exchanges kept, 0 = all)."""
+    g.add_argument("--system", default=None, help=system_help)
+    g.add_argument("--history_turns", type=nonneg_int, default=0, help=history_help)
+
+
 def add_chat_template_arg(g, *, default: bool | None, help: str) -> None:
     """`--chat_template` / `--no_chat_template`: wrap each prompt as a user turn of the tokenizer's chat template."""
     g.add_argument("--chat_template", action=BoolFlag, default=default, help=help)
