@@ -9,3 +9,7 @@ MASK_MODES = ("columnar", "isolated")  # attention rule between branches (CLI --
 ALIGNMENTS = ("left", "right")  # branch alignment in time (CLI --align_to)
 ROPE_2D_SCHEMES = ("additive", "reference")  # 2D RoPE variant (CLI --rope_2d_scheme)
 PE_TYPES = ("rope", "fpe")  # position encoding of the branch axis (CLI --pe)
+GRPO_LOSS_TYPES = ("grpo", "dapo", "dr_grpo")  # GRPO normalisation (trainer/train_grpo.py --loss_type)
+SCALE_REWARDS = ("group", "batch", "none")  # GRPO advantage scaling (--scale_rewards)
+KL_ESTIMATORS = ("k1", "k2", "k3")  # per-token KL estimators (trainer/rl.py; PPO --kl_estimator)
+CRITIC_MODES = ("separate", "shared")  # PPO critic: its own backbone, or a value head on the actor's (--critic)

@@ -39,12 +39,20 @@ class LossOutput:
     loss: 0-dim tensor, summed over the `targets` (the engine scales it by world size / global targets).
     metrics: extra numbers, summed like the loss; logs show them divided by the targets of the window.
     aux_loss: an optional term added as it is (averaged over the step's micro-batches), e.g. the MoE balance loss.
+    counts: the denominator of a metric that is not a mean over targets (a per-sequence reward when the
+        targets are tokens): logs show `sum(metrics[k]) / sum(counts[k])` over the window for those keys.
     """
 
     loss: torch.Tensor
     targets: int
     metrics: dict[str, float] = field(default_factory=dict)
     aux_loss: torch.Tensor | None = None
+    counts: dict[str, float] = field(default_factory=dict)
+
+
+def metric_means(metrics: dict[str, float], counts: dict[str, float], targets: float) -> dict[str, float]:
+    """Summed metrics -> means: over their own count where one is given, else over the targets."""
+    return {k: v / max(counts.get(k, targets), 1e-12 if k in counts else 1.0) for k, v in metrics.items()}
 
 
 class LossFn:
@@ -135,28 +143,42 @@ def to_device(batch: dict, device: torch.device, non_blocking: bool = False) -> 
 
 @torch.no_grad()
 def evaluate_loss(model, batches, device, *, mask_mode: str, amp_dtype: torch.dtype | None = None,
-                  max_batches: int = 0, progress=None, loss_fn: LossFn | None = None) -> dict:
+                  max_batches: int = 0, progress=None, loss_fn: LossFn | None = None, prepare=None) -> dict:
     """Target-weighted mean loss over `batches` (this rank's share), summed over all ranks.
 
-    Returns {"loss", "ppl", "tokens", "batches"}; identical on every rank. Raises ValueError when the
-    batches hold no target at all, or when the loss is not finite: a report never shows nan.
+    Returns {"loss", "ppl", "tokens", "batches", "metrics"} (the loss hook's metrics as means, see
+    `LossOutput`); identical on every rank. `prepare(k, batch) -> batch` turns the k-th batch into what
+    the loss hook reads first (a rollout stage's held-out prompts -> generated answers). Raises
+    ValueError when the batches hold no target at all, or when the loss is not finite: a report never
+    shows nan.
     """
     loss_fn = loss_fn or CrossEntropyLoss(mask_mode)
     was_training = model.training
     model.eval()
     total, tokens, n_batches = 0.0, 0, 0
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
     for batch in batches:
+        if prepare is not None:
+            batch = prepare(n_batches, batch)
         batch = to_device(batch, device)
         with autocast_context(device, amp_dtype):
             out = loss_fn(model, batch)
         total += float(out.loss)
         tokens += out.targets
+        for k, v in out.metrics.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        for k, v in out.counts.items():
+            counts[k] = counts.get(k, 0.0) + float(v)
         n_batches += 1
         if progress is not None:
             progress(n_batches)
         if max_batches and n_batches >= max_batches:
             break
-    total, tokens, n_batches = all_reduce([total, tokens, n_batches])
+    names, cnames = sorted(sums), sorted(counts)
+    total, tokens, n_batches, *rest = all_reduce([total, tokens, n_batches, *(sums[k] for k in names),
+                                                  *(counts[k] for k in cnames)])
+    sums, counts = dict(zip(names, rest[:len(names)])), dict(zip(cnames, rest[len(names):]))
     if was_training:
         model.train()
     if not tokens:
@@ -166,4 +188,5 @@ def evaluate_loss(model, batches, device, *, mask_mode: str, amp_dtype: torch.dt
     if not math.isfinite(loss):
         raise ValueError(f"the evaluated loss is {loss} over {int(tokens)} target tokens: the model gives "
                          "non-finite values (diverged or damaged weights)")
-    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": int(tokens), "batches": int(n_batches)}
+    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": int(tokens), "batches": int(n_batches),
+            "metrics": metric_means(sums, counts, tokens)}

@@ -56,6 +56,12 @@ def _inference_overrides(args) -> dict:
     return {"mask_mode": args.mask_mode, "use_flex_attention": args.use_flex_attention or None}
 
 
+def checkpoint_overrides(args) -> dict:
+    """What a checkpoint load is given: the model flags (checked against the saved config) and the
+    inference-time settings it may change."""
+    return {**model_overrides(args), **_inference_overrides(args)}
+
+
 class MiniMindStage(Stage):
     """MiniMind model, tokenizer and stem for a front; `build_dataset` comes from the front."""
 
@@ -118,8 +124,7 @@ class MiniMindStage(Stage):
                              "--init_weight none to start from random weights)")
         payload = self._payload(path)
         try:
-            model = model_from_payload(payload, source=path,
-                                       overrides={**model_overrides(args), **_inference_overrides(args)})
+            model = model_from_payload(payload, source=path, overrides=checkpoint_overrides(args))
         except ValueError as e:
             raise SystemExit(f"cannot start from {path}: {e}") from None
         model.train()
