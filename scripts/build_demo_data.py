@@ -5,7 +5,8 @@
     python scripts/build_demo_data.py --train_tokenizer     # also (re)train the tokenizer on the new text
 
 Writes pretrain_demo.jsonl, pretrain_demo_val.jsonl, parallel_demo.jsonl, sft_demo.jsonl, dpo_demo.jsonl,
-eval_tasks_demo.jsonl and eval_prompts_demo.jsonl (formats: `parallel_data/demo/corpus.py`), then prints
+eval_tasks_demo.jsonl, eval_prompts_demo.jsonl (formats: `parallel_data/demo/corpus.py`) and
+rl_prompts_demo.jsonl (`parallel_data/demo/rl_prompts.py`), then prints
 a summary. Also runs as `python -m scripts.build_demo_data`.
 
 Chicken and egg: the default tokenizer (`model/tokenizer.json`) is trained on pretrain_demo.jsonl by
@@ -36,6 +37,7 @@ from parallel_data.demo.corpus import (
     generate_demo_corpus,
     heldout_from_eval,
 )
+from parallel_data.demo.rl_prompts import RL_PROMPTS_FILE, build_rl_prompts
 from parallel_data.io import DataError, iter_jsonl_field, one_line, write_jsonl_atomic
 
 TOKENIZER_FREE = ("pretrain", "val", "sft", "dpo", "eval_tasks", "eval_prompts")  # written before the tokenizer step
@@ -114,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in TOKENIZER_FREE:  # pretrain first: the tokenizer is trained on it
         write_jsonl_atomic(out_dir / FILE_NAMES[name], corpus[name])
         written.append(name)
-    print(f"generated and wrote the text files in {time.time() - t0:.1f}s")
+    rl_prompts = build_rl_prompts(args.seed, held=heldout_from_eval(corpus["eval_tasks"]))  # PPO / GRPO prompts
+    write_jsonl_atomic(out_dir / RL_PROMPTS_FILE, rl_prompts)
+    print(f"generated and wrote the text files in {time.time() - t0:.1f}s ({RL_PROMPTS_FILE}: {len(rl_prompts)} "
+          "verifiable RL prompts)")
     try:
         tok = resolve_tokenizer(args, out_dir / FILE_NAMES["pretrain"])
         parallel = attach_answer_offsets(corpus["parallel"], tok)
