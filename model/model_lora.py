@@ -31,8 +31,9 @@ Files written by `save_lora(model, path)`:
 alpha; without one, scaling 1 as in the seed). It re-applies the saved 2D-RoPE settings to an
 unpatched model and refuses a model patched differently.
 
-For trainers: `lora_parameters` (what trains), `lora_state_dict` / `set_lora_state_dict`
-(checkpoints; a full state dict gathered from FSDP can be passed in), `merge_lora` (export).
+For trainers: `lora_parameters` (what trains), `lora_payload` (the `.pth` dict, for a checkpoint),
+`lora_state_dict` / `set_lora_state_dict` (checkpoints; a full state dict gathered from FSDP can be
+passed in), `merge_lora` (export).
 """
 
 from __future__ import annotations
@@ -286,6 +287,14 @@ def _atomic_folder(folder: Path, write) -> None:
         raise
 
 
+def lora_payload(model: nn.Module, *, state_dict: dict[str, torch.Tensor] | None = None) -> dict:
+    """The `.pth` form of the adapter (see the module docstring), weights on CPU: what `save_lora` writes
+    and what a trainer's checkpoint holds (it may add keys, e.g. "meta"; `read_lora` ignores them)."""
+    sd = {k: v.detach().to("cpu").contiguous().clone() for k, v in lora_state_dict(model, state_dict).items()}
+    return {"format": LORA_FORMAT, "peft_config": _config_dict(lora_config(model)), "adapter_state_dict": sd,
+            "parallelmind": settings_of(model)}
+
+
 def save_lora(model: nn.Module, path: str | Path, *, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
     """Save the adapter: the PEFT folder beside `path`, and `path` itself when it is a .pth/.pt/.safetensors
     file (see the module docstring). `state_dict`: a gathered full state dict (FSDP). Returns the folder."""
@@ -293,10 +302,8 @@ def save_lora(model: nn.Module, path: str | Path, *, state_dict: dict[str, torch
 
     from model.checkpoint import atomic_torch_save
 
-    config = lora_config(model)
-    sd = {k: v.detach().to("cpu").contiguous().clone() for k, v in lora_state_dict(model, state_dict).items()}
-    settings = settings_of(model)
-    cfg_dict = _config_dict(config)
+    payload = lora_payload(model, state_dict=state_dict)
+    sd, settings, cfg_dict = payload["adapter_state_dict"], payload["parallelmind"], payload["peft_config"]
     path, folder = Path(path), folder_for(path)
 
     def write(d: Path) -> None:
@@ -307,8 +314,7 @@ def save_lora(model: nn.Module, path: str | Path, *, state_dict: dict[str, torch
 
     _atomic_folder(folder, write)
     if path.suffix in (".pth", ".pt"):
-        atomic_torch_save({"format": LORA_FORMAT, "peft_config": cfg_dict, "adapter_state_dict": sd,
-                           "parallelmind": settings}, path)
+        atomic_torch_save(payload, path)
     elif path.suffix == ".safetensors":
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
         os.close(fd)

@@ -9,6 +9,7 @@ data are loaded) and stop with one line naming the flag(s). Torch-free on purpos
 * `add_rope_args`: --pe --rope_2d_ratio --rope_2d_scheme --branch_stride (--stride; generation may take
   0 = prefix sharing) (training: --fpe_theta --fpe_max_positions --fpe_learnable);
 * `add_mask_args`: --mask --align_to;
+* `add_pair_batch_args` (preference pairs, instead of the mask and branch flags): --batch_size --pair_layout;
 * `add_branch_args`: --batch_size --batch_by_samples --branches_per_sample, --max/--min_branches_per_sample
   (max 0 = fixed mode), --val_[min_|max_]branches_per_sample, --max_total_tokens,
   --random_time_offset / --no_random_time_offset (training: --random_branch_slots);
@@ -19,7 +20,8 @@ data are loaded) and stop with one line naming the flag(s). Torch-free on purpos
   --offline --max_seq_len --num_workers (training: --val_samples --val_interval[_samples|_tokens]
   --strict_data);
 * `add_model_source_args`: --model_path --hf_base_model (--base_model) --lora_path --lora_rank
-  --tokenizer (--tokenizer_path);
+  --tokenizer (--tokenizer_path); `add_lora_train_args`: --lora_name --lora_rank --lora_alpha --lora_dropout
+  --lora_target_modules (the adapter a LoRA front trains);
 * `add_runtime_args`: --device --dtype --seed (distributed: --ddp --local_rank);
 * `add_output_args`: --out_path (--output, -o, --out), THE output file; --out_dir, the output folder;
 * `add_train_args`: --epochs --accumulation_steps --learning_rate --min_lr_ratio --warmup_iters
@@ -48,7 +50,7 @@ import argparse
 from pathlib import Path
 
 from model.device import DTYPE_ALIASES, DTYPE_NAMES
-from parallel.names import ALIGNMENTS, MASK_MODES, PE_TYPES, ROPE_2D_SCHEMES
+from parallel.names import ALIGNMENTS, MASK_MODES, PAIR_LAYOUTS, PE_TYPES, ROPE_2D_SCHEMES
 from trainer.cli import (  # the value types and path checks are re-exported for the entry points
     ArgParser,
     BoolFlag,
@@ -149,6 +151,30 @@ def add_mask_args(p: ArgParser) -> None:
                    help="left: branches start together; right: their last prompt tokens line up")
 
 
+def add_batch_size_arg(g, default: int, help: str) -> None:
+    g.add_argument("--batch_size", type=positive_int, default=default, help=help)
+
+
+# what the engine reads about grouping, for a stage whose samples are fixed pairs (no branch flags)
+PAIR_BATCH_DEFAULTS = dict(batch_by_samples=True, branches_per_sample=2, min_branches_per_sample=1,
+                           max_branches_per_sample=None, val_branches_per_sample=None, val_min_branches_per_sample=None,
+                           val_max_branches_per_sample=None, max_total_tokens=0, random_time_offset=False,
+                           random_branch_slots=0, align_to="left", mask_mode=None)
+
+
+def add_pair_batch_args(p: ArgParser, *, batch_size: int) -> None:
+    """Batches of preference pairs: `--batch_size` pairs per batch and `--pair_layout` (parallel_data.preference).
+
+    Each pair is one sample (its prompt once, then both responses as isolated branches at coordinate 0),
+    so the branch-grouping, alignment and mask flags do not apply; the checkpoint keeps its own mask rule.
+    """
+    g = p.add_argument_group("preference pairs")
+    add_batch_size_arg(g, batch_size, "preference pairs per batch")
+    g.add_argument("--pair_layout", choices=PAIR_LAYOUTS, default=PAIR_LAYOUTS[0],
+                   help="shared: the prompt once, then both responses (default); separate: two whole sequences")
+    p.set_defaults(**PAIR_BATCH_DEFAULTS)
+
+
 def add_branch_args(p: ArgParser, *, default_branches: int, batch_size: int, training: bool = True) -> None:
     """How texts are grouped into samples of branches, and samples into batches.
 
@@ -158,8 +184,7 @@ def add_branch_args(p: ArgParser, *, default_branches: int, batch_size: int, tra
     counts of validation / evaluation the same way (default: those of training).
     """
     g = p.add_argument_group("branches and batches")
-    g.add_argument("--batch_size", type=positive_int, default=batch_size,
-                   help="texts per batch (samples with --batch_by_samples)")
+    add_batch_size_arg(g, batch_size, "texts per batch (samples with --batch_by_samples)")
     g.add_argument("--batch_by_samples", action="store_true", help="batch_size counts samples, not texts")
     add_branches_per_sample_arg(g, None, f"fixed mode: branches per sample (default {default_branches})")
     g.add_argument("--max_branches_per_sample", type=nonneg_int, default=None,
@@ -267,6 +292,11 @@ def add_sampling_args(g, default: dict | None, temperature_help: str, top_p_help
     g.add_argument("--top_k", type=nonneg_int, default=d.get("top_k"), help=top_k_help)
 
 
+def add_num_generations_arg(g, default: int, help: str) -> None:
+    """`--num_generations`: answers per prompt (G) of a GRPO group (the front, its benchmark)."""
+    g.add_argument("--num_generations", type=positive_int, default=default, help=help)
+
+
 def add_max_new_tokens_arg(g, default: int, minimum: int = 0) -> None:
     g.add_argument("--max_new_tokens", type=positive_int if minimum else nonneg_int, default=default,
                    help="new tokens per branch at most")
@@ -350,13 +380,14 @@ def _check_source_path(args, default_data: str | None, flag: str) -> None:
 
 def add_data_args(p: ArgParser, *, default_data: str, kind: str = "text", training: bool = False,
                   workers: int = 1) -> None:
-    """Training / evaluation data. `kind`: "text" (pretraining texts), "conversations" (SFT) or "prompts"
-    (RL prompts with answers: no text column, packing or conversation format to choose)."""
-    if kind not in ("text", "conversations", "prompts"):
-        raise ValueError(f"kind must be 'text', 'conversations' or 'prompts', got {kind!r}")
-    g = add_source_args(p, default_data=default_data, text_column=kind != "prompts",
+    """Training / evaluation data. `kind`: "text" (pretraining texts), "conversations" (SFT), "pairs"
+    (chosen / rejected preference records) or "prompts" (RL prompts with answers); pairs and prompts have
+    no text column, packing or conversation format to choose."""
+    if kind not in ("text", "conversations", "pairs", "prompts"):
+        raise ValueError(f"kind must be 'text', 'conversations', 'pairs' or 'prompts', got {kind!r}")
+    g = add_source_args(p, default_data=default_data, text_column=kind not in ("pairs", "prompts"),
                         max_samples_help="use at most this many records (chunks when packing; 0 = all)")
-    if kind == "prompts":
+    if kind in ("pairs", "prompts"):
         p.set_defaults(text_column=None, chunk_length=None, format="auto")
     else:
         g.add_argument("--chunk-length", dest="chunk_length", type=positive_int, default=None,
@@ -416,18 +447,51 @@ def add_model_source_args(p: ArgParser, *, checkpoint: bool = True, hf: bool = T
     `--tokenizer` (default: the model's own, else the repo's model/)."""
     g = p.add_argument_group("model source")
     if checkpoint:
-        g.add_argument("--model_path", default=None, help="a .pth checkpoint or a saved model folder")
+        add_model_path_arg(g, "model_path", "a .pth checkpoint or a saved model folder")
     if hf:
         g.add_argument("--hf_base_model", "--base_model", *hf_aliases, dest="hf_base_model", default=None,
                        required=hf_required, help="Hugging Face model folder (or Hub name)")
     if lora:
         g.add_argument("--lora_path", default=None, help="PEFT adapter folder or a model_lora .pth/.safetensors file")
-        g.add_argument("--lora_rank", type=positive_int, default=None, help="checked against the LoRA file")
+        add_lora_rank_arg(g, None, "checked against the LoRA file")
     if tokenizer:
         g.add_argument("--tokenizer", "--tokenizer_path", dest="tokenizer", default=None,
                        help="tokenizer folder (default: the model's own, else the repo's model/)")
     p.add_check(_check_model_source)
     p.add_check(_check_model_source_paths, paths=True)
+
+
+def add_lora_rank_arg(g, default: int | None, help: str) -> None:
+    g.add_argument("--lora_rank", type=positive_int, default=default, help=help)
+
+
+def add_lora_train_args(p: ArgParser, *, name: str | None = None, rank: int = 8) -> None:
+    """The adapter a LoRA training front trains (model/model_lora.py): rank, alpha, dropout, target layers;
+    with `name`, also `--lora_name` (the output is named after it)."""
+    g = p.add_argument_group("LoRA")
+    if name is not None:
+        g.add_argument("--lora_name", default=name,
+                       help=f"adapter name: the output is {{out_dir}}/lora/{{lora_name}}_{{hidden}}.pth (default {name})")
+        p.add_check(_check_lora_name)
+    add_lora_rank_arg(g, rank, f"LoRA rank (default {rank})")
+    g.add_argument("--lora_alpha", type=positive_float, default=None,
+                   help="LoRA alpha: the update is scaled by alpha / rank (default: the rank, scaling 1)")
+    g.add_argument("--lora_dropout", type=ratio, default=0.0, help="dropout on the LoRA input (default 0)")
+    g.add_argument("--lora_target_modules", nargs="+", default=None, metavar="NAME",
+                   help="Linear layers to adapt, by name or name suffix (default: every attention and MLP projection "
+                        "of the decoder blocks)")
+
+
+def _check_lora_name(args) -> None:
+    name = args.lora_name
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise UsageError(f"--lora_name {name!r} must be a plain file name (no folders, not starting with '.')")
+
+
+def add_model_path_arg(g, dest: str, help: str, *names: str) -> None:
+    """`--model_path` (declared here only): the model to load (`dest="model_path"`), or, in a training
+    front, the checkpoint to start from (`names=("--init_weight",)`, `dest="init_weight"`; seed 001)."""
+    g.add_argument(*names, "--model_path", dest=dest, default=None, help=help)
 
 
 def _check_model_source(args) -> None:
@@ -436,8 +500,9 @@ def _check_model_source(args) -> None:
         raise UsageError(f"--model_path {model} and --hf_base_model {base} both name the model; give one")
     lora = getattr(args, "lora_path", None)
     if lora is not None and model is None and base is None:
-        raise UsageError("--lora_path needs the model it adapts: --hf_base_model (or --model_path FOLDER)")
-    if getattr(args, "lora_rank", None) is not None and lora is None:
+        raise UsageError("--lora_path needs the model it adapts: --hf_base_model, or --model_path (a MiniMind .pth "
+                         "checkpoint or a saved folder)")
+    if getattr(args, "lora_rank", None) is not None and lora is None and hasattr(args, "lora_path"):
         raise UsageError("--lora_rank is checked against a LoRA file, but --lora_path was not given")
 
 
@@ -451,8 +516,6 @@ def _check_model_source_paths(args) -> None:
     if lora is not None:
         if not Path(lora).expanduser().exists():
             raise UsageError(f"--lora_path {lora} does not exist")
-        if model is not None and Path(model).is_file():
-            raise UsageError("--lora_path goes with --hf_base_model (or a saved model folder), not a .pth checkpoint")
     if getattr(args, "tokenizer", None) is not None:
         check_local_or_hub(args.tokenizer, "--tokenizer")
 
@@ -526,11 +589,17 @@ def _check_output(args, check_dir: bool, flag: str) -> None:
 
 def add_minimind_train_args(p: ArgParser, *, default_data: str, kind: str, default_branches: int, batch_size: int,
                             epochs: int, lr: float, wandb_project: str) -> None:
-    """Every flag of a MiniMind training front (pretrain, SFT, and the post-training stages on the engine)."""
+    """Every flag of a MiniMind training front (pretrain, SFT, and the post-training stages on the engine).
+
+    kind="pairs" (DPO, reward model): pair batches (`add_pair_batch_args`) instead of the mask and
+    branch-grouping flags."""
     add_model_shape_args(p, training=True)
     add_rope_args(p, training=True)
-    add_mask_args(p)
-    add_branch_args(p, default_branches=default_branches, batch_size=batch_size)
+    if kind == "pairs":
+        add_pair_batch_args(p, batch_size=batch_size)
+    else:
+        add_mask_args(p)
+        add_branch_args(p, default_branches=default_branches, batch_size=batch_size)
     add_data_args(p, default_data=default_data, kind=kind, training=True)
     add_model_source_args(p, checkpoint=False, hf=False, lora=False)
     add_runtime_args(p, seed=1337, distributed=True)
@@ -542,6 +611,16 @@ def add_minimind_train_args(p: ArgParser, *, default_data: str, kind: str, defau
 
 def add_log_interval_arg(g, default: int, help: str) -> None:
     g.add_argument("--log_interval", type=positive_int, default=default, help=help)
+
+
+def add_beta_arg(g, default: float, help: str, zero_ok: bool = False) -> None:
+    """`--beta`: the KL coefficient of a preference or RL objective (DPO; GRPO, where 0 turns the KL term off)."""
+    g.add_argument("--beta", type=nonneg_float if zero_ok else positive_float, default=default, help=help)
+
+
+def add_loss_type_arg(g, choices: tuple[str, ...], help: str) -> None:
+    """`--loss_type`: the variant of a stage's objective (default: the first choice)."""
+    g.add_argument("--loss_type", choices=choices, default=choices[0], help=f"{help} (default {choices[0]})")
 
 
 def add_marker_args(g, help_start: str, help_end: str) -> None:
@@ -588,9 +667,8 @@ def add_train_args(p: ArgParser, *, epochs: int, lr: float, wandb_project: str) 
     g.add_argument("--resume_override", action="append", default=[], metavar="KEY",
                    help="with --resume: accept a changed setting (a flag name, e.g. learning_rate) or changed "
                         "training data ('data'); repeatable, each one logged")
-    g.add_argument("--init_weight", "--model_path", dest="init_weight", default=None,
-                   help="start from these weights (a .pth checkpoint; --model_path is the seeds' name); 'none' "
-                        "trains from scratch")
+    add_model_path_arg(g, "init_weight", "start from these weights (a .pth checkpoint); 'none' trains from scratch "
+                                         "(--model_path is the same flag)", "--init_weight")
     g.add_argument("--use_wandb", action="store_true", help="log to Weights & Biases (WANDB_MODE=offline works)")
     g.add_argument("--wandb_project", default=None, help=f"W&B project (default {wandb_project})")
     g.add_argument("--wandb_run_name", default=None, help="W&B run name (default: W&B's)")
@@ -631,7 +709,7 @@ def add_prompt_batch_args(p: ArgParser, *, batch_size: int, branches: int | None
     Rollouts and training always use the isolated mask, so the mask and alignment flags do not apply (the
     checkpoint keeps its own mask rule for inference)."""
     g = p.add_argument_group("prompt batches")
-    g.add_argument("--batch_size", type=positive_int, default=batch_size, help="prompts per micro-batch")
+    add_batch_size_arg(g, batch_size, "prompts per micro-batch")
     if branches is not None:
         add_branches_per_sample_arg(g, branches, "prompts decoded together as the isolated branches of one sample "
                                                  f"(default {branches})")
@@ -658,10 +736,6 @@ def _check_rollout(args) -> None:
     if args.reward_model_path is not None:
         check_input_file(args.reward_model_path, "--reward_model_path")
         check_not_resume_state(args.reward_model_path, "--reward_model_path")
-
-
-def add_beta_arg(g, default: float, help: str) -> None:
-    g.add_argument("--beta", type=nonneg_float, default=default, help=help)
 
 
 def add_rl_train_args(p: ArgParser, *, default_data: str, batch_size: int, branches: int | None, epochs: int,

@@ -74,9 +74,14 @@ class CrossEntropyLoss(LossFn):
 
     def __call__(self, model: torch.nn.Module, batch: dict) -> LossOutput:
         s, n, out = batch_loss(model, batch, self.mask_mode, minimind=is_minimind(model))
-        aux = getattr(out, "aux_loss", None)
-        moe = getattr(getattr(getattr(model, "module", model), "config", None), "use_moe", False)
-        return LossOutput(s, n, {}, aux if aux is not None and moe else None)
+        return LossOutput(s, n, {}, moe_aux_loss(model, out))
+
+
+def moe_aux_loss(model, out) -> torch.Tensor | None:
+    """The MoE balance loss of a forward's output, for a MoE model (None otherwise)."""
+    aux = getattr(out, "aux_loss", None)
+    moe = getattr(getattr(getattr(model, "module", model), "config", None), "use_moe", False)
+    return aux if aux is not None and moe else None
 
 
 def attention_impl(model) -> str:

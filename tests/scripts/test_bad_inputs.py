@@ -28,6 +28,9 @@ TINY = ["--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_head
 GOOD_TEXT = "".join(json.dumps({"text": f"text number {i} with a few words"}) + "\n" for i in range(6))
 GOOD_SFT = "".join(json.dumps({"conversations": [{"role": "user", "content": f"q{i}"},
                                                  {"role": "assistant", "content": f"a{i}"}]}) + "\n" for i in range(4))
+GOOD_DPO = "".join(json.dumps({"chosen": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "yes"}],
+                               "rejected": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "no"}]})
+                   + "\n" for i in range(4))
 OLD = "old results, must survive\n"
 CUDA = torch.cuda.is_available()
 
@@ -50,7 +53,7 @@ def base_files() -> dict[str, str]:
             "file.txt": "a plain file\n", "ckpt/pretrain_64.pth": "", "ckpt/pretrain_64_resume.pth": "",
             "tasks.jsonl": json.dumps({"id": "a", "kind": "arith", "context": "", "prompt": "1 plus 1 =",
                                        "answer": "2"}) + "\n",
-            "prompts.txt": "one prompt\n"}
+            "prompts.txt": "one prompt\n", "dpo.jsonl": GOOD_DPO}
 
 
 PRE = "trainer/train_pretrain.py"
@@ -64,6 +67,8 @@ S2T = "scripts/convert_sft_to_pretrain.py"
 SPLIT = "scripts/split_pretrain_data.py"
 TOK = "scripts/train_tokenizer.py"
 TRAIN_OK = ["--data_path", "{d}/data.jsonl", "--out_dir", "{d}/run"]
+DPO = "trainer/train_dpo.py"
+DPO_OK = ["--data_path", "{d}/dpo.jsonl", "--out_dir", "{d}/run"]
 GEN_OK = ["--model_path", "{d}/model.pth", "--prompts", "hi"]
 LOSS_OK = ["--model_path", "{d}/model.pth", "--data_path", "{d}/data.jsonl", "--out_path", "{d}/ev.json"]
 TASKS_OK = ["--model_path", "{d}/model.pth", "--tasks", "{d}/tasks.jsonl", "--out_path", "{d}/t.json"]
@@ -223,6 +228,17 @@ CASES = [
          ["not implemented yet"], prefixed=False, heavy=True),  # a placeholder front until the HF trainers land
     Case("run-demo-unknown-flag", "scripts/run_demo.py", ["--out_dir", "{d}/demo", "--bogus"],
          ["unrecognized arguments: --bogus"], one_line=False),  # run_demo keeps argparse's usage line
+    # --- post-training fronts ------------------------------------------------------------------------------
+    Case("dpo-unknown-loss-type", DPO, [*DPO_OK, "--loss_type", "kto"], ["argument --loss_type", "invalid choice"]),
+    Case("dpo-beta-zero", DPO, [*DPO_OK, "--beta", "0"], ["argument --beta", "expected a number > 0"]),
+    Case("dpo-branch-flags-do-not-apply", DPO, [*DPO_OK, "--branches_per_sample", "4"],
+         ["unrecognized arguments: --branches_per_sample 4"]),
+    Case("dpo-mask-does-not-apply", DPO, [*DPO_OK, "--mask", "columnar"], ["unrecognized arguments: --mask"]),
+    Case("dpo-bad-pair-layout", DPO, [*DPO_OK, "--pair_layout", "mixed"], ["argument --pair_layout", "invalid choice"]),
+    Case("dpo-missing-default-init", DPO, DPO_OK, ["initial weights {d}/run/full_sft_512.pth do not exist"],
+         heavy=True, one_line=False),
+    Case("dpo-needs-a-reference", DPO, [*DPO_OK, *TINY, "--init_weight", "none"],
+         ["DPO needs a starting checkpoint"], heavy=True, one_line=False),
     # --- benchmarks (they import torch before parsing) ------------------------------------------------------
     Case("bench-columnar-zero-steps", "scripts/bench_columnar.py", ["--steps", "0"], ["argument --steps"], heavy=True),
     Case("bench-generate-bad-branches", "scripts/bench_generate.py", ["--branches", "1,x"], ["argument --branches"],

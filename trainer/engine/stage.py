@@ -12,7 +12,11 @@ four builders and overrides only the seams its stage changes:
     build_companions(...)     none                                      DPO (reference), KD (teacher), PPO (reward)
     build_loss(args, comp.)   CrossEntropyLoss(args.mask_mode)          DPO, KD, reward model, PPO, GRPO
     build_rollout(args, tok)  none                                      PPO, GRPO
+    evaluate(ctx, dataset)    nothing beyond the held-out loss          reasoning (format accuracy)
     checkpoint_payload(...)   the whole model (model.checkpoint)        LoRA: adapters only
+
+A loss hook that needs a companion only while it is built (a DPO reference whose log-probabilities
+are precomputed) deletes it from the `companions` dict it is given; the engine then lets it go.
 
 `Companion` marks a frozen model; `Rollout` turns a batch of prompts into a training batch by
 generating with the current weights (`RolloutContext.generator()` is the generation engine).
@@ -148,6 +152,11 @@ class Stage:
 
     def build_rollout(self, args, tokenizer) -> Rollout | None:
         return None
+
+    def evaluate(self, ctx: RolloutContext, dataset) -> dict[str, float]:
+        """Extra held-out numbers at each validation, logged as `val_<name>` (e.g. the share of generations in
+        the expected format); runs on every rank under `torch.no_grad()`, model in eval mode. Default: none."""
+        return {}
 
     def checkpoint_payload(self, model: nn.Module, tokenizer, meta: dict) -> dict:
         """What '{stem}.pth' holds (torch.load(weights_only=True)-safe); default: the whole model."""

@@ -158,6 +158,7 @@ class Trainer:
         self.models.wrap()
         self.optim = OptimizerComponent(a, self.models.raw, d.device, self.amp)
         self.loss_fn = self.stage.build_loss(a, self.models.companions)
+        self.models.drop_released_companions()  # e.g. a reference the loss hook precomputed from and let go
         self.rollout = self.stage.build_rollout(a, self.tokenizer)
         self.validator = Validator(a, dataset, self.tokenizer, stride, d, self.amp, self.loss_fn,
                                    rollout=self.rollout is not None) if a.val_samples else None
@@ -342,8 +343,9 @@ class Trainer:
                "epoch": self.data.epoch, "elapsed_s": time.perf_counter() - self.t0}
         rec.update(metric_means(sums, counts, w.targets))
         self.tracker.log(rec, st.step)
-        self.progress.write(f"step {st.step}/{self.total_display} | loss {rec['loss']:.4f} | lr {self.lr:.2e} | "
-                            f"{rec['tokens_per_s']:,.0f} tok/s | {st.targets_seen:,} target tokens")
+        metrics = "".join(f" | {k} {rec[k]:.4g}" for k in names)  # the loss hook's own numbers, per target
+        self.progress.write(f"step {st.step}/{self.total_display} | loss {rec['loss']:.4f}{metrics} | "
+                            f"lr {self.lr:.2e} | {rec['tokens_per_s']:,.0f} tok/s | {st.targets_seen:,} target tokens")
         self.window = LogWindow()
 
     def _diverged(self, loss: float) -> str:
@@ -356,25 +358,29 @@ class Trainer:
             return
         res = self.last_val = self.validate()
         self.validator.schedule_from(self.state)
-        self.tracker.log({"val_loss": res["loss"], **self._val_extra(res), "val_tokens": res["tokens"]},
-                         self.state.step)
+        self.tracker.log({"val_loss": res["loss"], **res["extra"], "val_tokens": res["tokens"]}, self.state.step)
         self.progress.write(f"step {self.state.step}: validation {self._val_text(res)}")
 
     def validate(self) -> dict:
-        """Held-out loss and the loss hook's metrics; a rollout stage validates on rollouts of held-out prompts."""
+        """The held-out loss, plus `extra`: val_ppl (for a cross-entropy loss; a perplexity means nothing for other
+        objectives), the loss hook's metrics and the stage's own evaluation, as val_<name>. A rollout stage
+        validates on rollouts of the held-out prompts (greedy; `RolloutContext.validation`)."""
         prepare = self.validation_rollout if self.rollout is not None else None
-        return self.validator.run(self.models.wrapped, prepare=prepare)
-
-    def _val_extra(self, res: dict) -> dict:
-        """val_ppl for a cross-entropy loss (a perplexity means nothing for other objectives), val_<metric>."""
-        out = {"val_ppl": res["ppl"]} if isinstance(self.loss_fn, CrossEntropyLoss) else {}
-        out.update({f"val_{k}": v for k, v in res.get("metrics", {}).items()})
-        return out
+        res = self.validator.run(self.models.wrapped, prepare=prepare)
+        extra = {"val_ppl": res["ppl"]} if isinstance(self.loss_fn, CrossEntropyLoss) else {}
+        extra.update({f"val_{k}": v for k, v in res.get("metrics", {}).items()})
+        ctx = self.rollout_context(0, validation=True)
+        was_training = self.models.raw.training
+        self.models.raw.eval()
+        with torch.no_grad():
+            extra.update({f"val_{k}": v for k, v in self.stage.evaluate(ctx, self.validator.dataset).items()})
+        self.models.raw.train(was_training)
+        res["extra"] = extra
+        return res
 
     def _val_text(self, res: dict) -> str:
-        extra = "".join(f", {k.removeprefix('val_')} {v:.4g}" for k, v in self._val_extra(res).items()
-                        if k != "val_ppl")
         ce = isinstance(self.loss_fn, CrossEntropyLoss)
+        extra = "".join(f", {k.removeprefix('val_')} {v:.4g}" for k, v in res["extra"].items() if k != "val_ppl")
         ppl = f"ppl {res['ppl']:.2f}, " if ce else ""
         return (f"loss {res['loss']:.4f} ({ppl}{res['tokens']:,} {'tokens' if ce else 'targets'}, "
                 f"{res['samples']} samples){extra}")
@@ -442,7 +448,7 @@ class Trainer:
                         "for those", st.step, st.step - st.total_steps)
         if self.validator is not None and finished:
             res = self.last_val = self.validate()
-            self.tracker.log({"val_loss": res["loss"], **self._val_extra(res), "final": True}, st.step)
+            self.tracker.log({"val_loss": res["loss"], **res["extra"], "final": True}, st.step)
             log.info("final validation %s", self._val_text(res))
         self._check_replicas()
         self._summarize()
@@ -479,6 +485,7 @@ class Trainer:
             summary["batches_without_targets"] = self.skipped_batches
         if self.last_val:
             summary["val_loss"] = self.last_val["loss"]
+            summary.update(self.last_val["extra"])
         self.tracker.summary(summary)
         self.tracker.finish()
         if truncated:
