@@ -8,9 +8,8 @@
   head on the actor's backbone (`shared`: one forward gives both, one model less in memory). Its
   forward returns per-target log-probabilities, entropies and values in one call, so it goes through
   DDP like any policy.
-* `token_logprobs(lm, ...)`: the log-probability of every target token (`labels != -100`, row-major
-  order) under a causal LM, with the output head applied at the target positions only (no `[B, T, V]`
-  logits). The RL reference model and the policy use the same function, so their numbers are comparable.
+The policy's log-probabilities are those of `trainer.logprobs` (the output head at the target
+positions only, float32 log-softmax), so they compare with a reference model's exactly.
 
 Checkpoints stay self-contained (`torch.load(weights_only=True)`): a reward model is a MiniMind
 checkpoint plus `{"head": {"kind": "value", "state_dict": ...}}` (`value_model_payload`); an RL
@@ -58,19 +57,14 @@ def rows_at(h: torch.Tensor, packed: torch.Tensor | None, select: torch.Tensor) 
 
 
 def head_logprobs(lm, states: torch.Tensor, targets: torch.Tensor, entropy: bool):
-    """-> (log p(target) `[N]`, entropy `[N]` or None), in float32, from hidden states `[N, H]`."""
-    logp = F.log_softmax(lm.lm_head(states).float(), dim=-1)
-    picked = logp.gather(-1, targets[:, None]).squeeze(-1)
-    ent = -(logp.exp() * logp).sum(-1) if entropy else None
-    return picked, ent
-
-
-@torch.no_grad()
-def token_logprobs(lm, input_ids, attention_mask, position_ids, token_mask, labels) -> torch.Tensor:
-    """log p(label) `[N]` of every target (`labels != -100`, row-major) under a frozen causal LM."""
-    h, packed, _ = backbone_states(lm, input_ids, attention_mask, position_ids, token_mask)
-    sel = labels != -100
-    return head_logprobs(lm, rows_at(h, packed, sel), labels[sel], entropy=False)[0]
+    """-> (log p(target) `[N]`, entropy `[N]` or None), in float32, from hidden states `[N, H]`; log p is
+    computed as `trainer.logprobs.token_logprobs` does (-cross-entropy), so the numbers are the same."""
+    logits = lm.lm_head(states).float()
+    picked = -F.cross_entropy(logits, targets, reduction="none")
+    if not entropy:
+        return picked, None
+    logp = F.log_softmax(logits, dim=-1)
+    return picked, -(logp.exp() * logp).sum(-1)
 
 
 class ValueModel(nn.Module):

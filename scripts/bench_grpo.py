@@ -2,7 +2,7 @@
 
 Model: MiniMind2-Small shape (hidden 512, 8 layers, 8 heads, 2 KV heads, vocab 6400), random seeded
 weights, fp32 on CPU (bf16 on CUDA). Workload: one prompt of --prompt_len random token ids and
---num_generations answers of exactly --new_tokens tokens each (EOS off), greedy. Rows:
+--num_generations answers of exactly --answer_tokens tokens each (EOS off), greedy. Rows:
 
 * ``shared_prompt``: what trainer/train_grpo.py does: `ParallelGenerator(mask_mode="isolated",
   branch_stride=0)` on `shared_prompt_sample(prompt, G)`: the prompt is prefilled once, the G answers
@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 import torch
 
 from evaluation.benchmarking import add_benchmark_args, alternating_timings, emit_json, environment, loadavg, summary_ms
-from trainer.args import positive_int
+from trainer.args import add_num_generations_arg, positive_int
 from trainer.cli import ArgParser, cli_main, make_parser
 
 SMALL = dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2, vocab_size=6400)
@@ -48,9 +48,10 @@ def build_parser() -> ArgParser:
     p = make_parser(__doc__, "bench_grpo")
     add_benchmark_args(p, repeats=5, quick_repeats=1, seed=0, device="cpu")
     w = p.add_argument_group("workload")
-    w.add_argument("--num_generations", type=positive_int, default=8, help="answers per prompt (G)")
+    add_num_generations_arg(w, 8, "answers per prompt (G)")
     w.add_argument("--prompt_len", type=positive_int, default=None, help="prompt tokens (default 256; --quick: 32)")
-    w.add_argument("--new_tokens", type=positive_int, default=None, help="tokens per answer (default 32; --quick: 4)")
+    w.add_argument("--answer_tokens", type=positive_int, default=None,
+                   help="tokens per answer (default 32; --quick: 4)")
     return p
 
 
@@ -77,16 +78,15 @@ def score_batches(prompt: list[int], answers: list[list[int]], device: torch.dev
 def main(args: argparse.Namespace) -> int:
     from model.device import resolve_device
     from model.parallel_generation import ParallelGenerator
-    from model.value_head import token_logprobs
     from trainer.rl import TargetSegments
-    from trainer.rollouts import forward_args
+    from trainer.rollouts import logprobs
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     G, quick = args.num_generations, args.quick
-    prompt_len, new = args.prompt_len or (32 if quick else 256), args.new_tokens or (4 if quick else 32)
+    prompt_len, new = args.prompt_len or (32 if quick else 256), args.answer_tokens or (4 if quick else 32)
     env = environment(device, dtype)  # its load average is the one at the start
     model = build_model(device, dtype, quick, args.seed)
     rng = random.Random(args.seed)
@@ -106,9 +106,7 @@ def main(args: argparse.Namespace) -> int:
         times, outputs = alternating_timings(rows, args.repeats, sync)
         answers = outputs["separate"]
         shared_b, separate_b = score_batches(prompt, answers, device)
-        score = {"score_shared": lambda: token_logprobs(model, *forward_args(model, shared_b), shared_b["labels"]),
-                 "score_separate": lambda: token_logprobs(model, *forward_args(model, separate_b),
-                                                          separate_b["labels"])}
+        score = {"score_shared": lambda: logprobs(model, shared_b), "score_separate": lambda: logprobs(model, separate_b)}
         s_times, s_out = alternating_timings(score, args.repeats, sync)
     per_answer = {k: TargetSegments(b["labels"], b["branch_ids"]).pack(s_out[f"score_{k}"].float())
                   for k, b in (("shared", shared_b), ("separate", separate_b))}

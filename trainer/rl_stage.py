@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from model.checkpoint import load_checkpoint, read_checkpoint, tokenizer_from_files
 from model.value_head import (
     ValueModel,
     rl_policy_from_payload,
@@ -27,10 +26,9 @@ from model.value_head import (
     with_critic,
 )
 from parallel.sampling import SamplingParams
-from parallel_data.prepass import tokenizer_fingerprint
 from parallel_data.prompt_dataset import PromptDataset
 from trainer.engine.stage import Companion
-from trainer.minimind import MiniMindStage, checkpoint_overrides, stem_from_args
+from trainer.minimind import MiniMindStage, checkpoint_overrides, load_companion_checkpoint
 from trainer.rollouts import RewardModelScore, exact_match
 
 log = logging.getLogger("parallelmind")
@@ -38,6 +36,8 @@ log = logging.getLogger("parallelmind")
 
 class RLStage(MiniMindStage):
     """Policy, companions, prompts and reward of an RL front; the front adds its rollout and loss hook."""
+
+    warm_start_from = "full_sft"
 
     def __init__(self, reward=None):
         """reward: a callable `(ctx, completions) -> [N] tensor` replacing the flag-selected one (tests, toys)."""
@@ -54,9 +54,6 @@ class RLStage(MiniMindStage):
         return False
 
     # --- model --------------------------------------------------------------------------------------------
-    def default_init(self, args) -> str | None:
-        return str(Path(args.out_dir) / f"{stem_from_args('full_sft', args)}.pth")
-
     def _init_checkpoint(self, args) -> str | None:
         init = super()._init_checkpoint(args)
         if init is None:
@@ -67,7 +64,8 @@ class RLStage(MiniMindStage):
     def build_model(self, args, tokenizer, *, resume: bool):
         if not resume:
             actor, info = super().build_model(args, tokenizer, resume=False)
-            init = self._load_reward_model(args) if args.reward_model_path and self.critic_mode(args) else None
+            init = self._load_reward_model(args, tokenizer) if args.reward_model_path and self.critic_mode(args) \
+                else None
             return with_critic(actor, self.critic_mode(args), init).train(), info
         path = str(Path(args.out_dir) / f"{self.checkpoint_stem(args)}.pth")
         try:
@@ -89,33 +87,19 @@ class RLStage(MiniMindStage):
             init = self._init_checkpoint(args)
             if not Path(init).is_file():
                 raise SystemExit(f"the reference model is the starting checkpoint {init}, which does not exist")
-            out["reference"] = Companion(load_checkpoint(init, overrides=checkpoint_overrides(args))[0])
+            out["reference"] = Companion(load_companion_checkpoint(init, args, "reference model", tokenizer))
         if args.reward_model_path and self.custom_reward is None:
             out["reward"] = Companion(self._load_reward_model(args, tokenizer))
         self._reward_model = None
         return out
 
-    def _load_reward_model(self, args, tokenizer=None) -> ValueModel:
-        """The reward model of --reward_model_path (read once per run); its tokenizer must be the policy's."""
-        path = args.reward_model_path
+    def _load_reward_model(self, args, tokenizer) -> ValueModel:
+        """The reward model of --reward_model_path, read once per run (it also starts a separate critic); it
+        reads the policy's token ids, so it must share the policy's tokenizer."""
         if self._reward_model is None:
-            try:
-                payload = read_checkpoint(path)
-                self._reward_model = value_model_from_payload(payload, source=path)
-            except (OSError, ValueError) as e:
-                raise SystemExit(f"--reward_model_path: {e}") from None
-            self._reward_tokenizer = payload.get("tokenizer_files")
-        if tokenizer is not None:
-            self._check_reward_tokenizer(path, tokenizer)
+            self._reward_model = load_companion_checkpoint(args.reward_model_path, args, "reward model", tokenizer,
+                                                           build=value_model_from_payload)
         return self._reward_model
-
-    def _check_reward_tokenizer(self, path: str, tokenizer) -> None:
-        files = self._reward_tokenizer
-        same = tokenizer_fingerprint(tokenizer_from_files(files)) == tokenizer_fingerprint(tokenizer) if files \
-            else self._reward_model.config.vocab_size >= len(tokenizer)
-        if not same:
-            raise SystemExit(f"--reward_model_path {path} was trained with another tokenizer than the policy's; the "
-                             "reward model reads the policy's token ids, so both must share one tokenizer")
 
     # --- data, reward, sampling ---------------------------------------------------------------------------
     def uses_answers(self, args) -> bool:

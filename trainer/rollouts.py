@@ -30,10 +30,11 @@ from dataclasses import dataclass
 import torch
 
 from model.parallel_generation import ParallelGenerator
-from model.value_head import token_logprobs
 from parallel.sampling import SamplingParams
 from parallel_data.parallel_collator import ParallelCollator
+from parallel_data.preference import shared_prompt_positions
 from trainer.engine.stage import Rollout, RolloutContext, samples_from_batch
+from trainer.logprobs import target_logits, token_logprobs
 from trainer.loss import batch_mask, to_device, token_mask
 from trainer.rl import TargetSegments, exact_match_reward, gae, group_advantages, kl_estimate, whiten
 
@@ -74,16 +75,18 @@ def collate(samples: list[dict], tokenizer, stride: int, device: torch.device) -
     index equal to time, so each branch has the positions of its own plain sequence."""
     batch = ParallelCollator(tokenizer, branch_stride=max(stride, 1)).collate(samples)
     if stride == 0:
-        pos = batch["position_ids"].clone()
-        pos[..., 0] = 0
-        pos[..., 2] = batch["time_ids"].clamp_min(0)
-        batch["position_ids"], batch["pos2d"] = pos, pos[..., :2].clone()
+        batch = shared_prompt_positions(batch)
     batch.pop("branch_meta", None)
     return to_device(batch, device)
 
 
+def logprobs(model, batch: dict) -> torch.Tensor:
+    """log p(target) `[N]` of a frozen causal LM (the reference, the rollout's policy) on a rollout batch."""
+    return token_logprobs(*target_logits(model, batch, ROLLOUT_MASK)[:2])
+
+
 def forward_args(model, batch: dict) -> tuple:
-    """The positional inputs of `RLPolicy` / `ValueModel` / `token_logprobs` for a rollout batch."""
+    """The positional inputs of `RLPolicy` / `ValueModel` for a rollout batch."""
     return batch["input_ids"], batch_mask(model, batch, ROLLOUT_MASK), batch["position_ids"], token_mask(batch)
 
 
@@ -143,10 +146,9 @@ class GRPORollout(Rollout):
         train["target_weights"] = seg.per_target(per_seq)
         with ctx.autocast():
             if self.updates > 1 and not ctx.validation:  # one update: the old log-probs are the current ones
-                train["old_logps"] = token_logprobs(actor, *forward_args(actor, train), train["labels"])
+                train["old_logps"] = logprobs(actor, train)
             if self.beta:
-                ref = ctx.companions["reference"]
-                train["ref_logps"] = token_logprobs(ref, *forward_args(ref, train), train["labels"])
+                train["ref_logps"] = logprobs(ctx.companions["reference"], train)
         _rollout_stats(train, flat, rewards)
         std = rewards.std(dim=1) if G > 1 else torch.zeros(len(prompts))
         train.update(group_std_sum=float(std.sum()), zero_std_groups=float((std == 0).sum()),
@@ -177,8 +179,7 @@ class PPORollout(Rollout):
         with ctx.autocast():
             out = policy(*forward_args(policy, train), train["labels"])
             ref = ctx.companions.get("reference")
-            ref_logps = token_logprobs(ref, *forward_args(ref, train), train["labels"]) if ref is not None \
-                else out.logps
+            ref_logps = logprobs(ref, train) if ref is not None else out.logps
         kl = kl_estimate(out.logps, ref_logps, self.kl_estimator)
         seg = TargetSegments(train["labels"], train["branch_ids"])  # one segment per answer, in `flat` order
         rewards = seg.pack(-self.kl_coef * kl)

@@ -30,7 +30,15 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from parallel.names import GRPO_LOSS_TYPES, SCALE_REWARDS
-from trainer.args import add_beta_arg, add_rl_train_args, nonneg_float, positive_float, positive_int
+from trainer.args import (
+    add_beta_arg,
+    add_loss_type_arg,
+    add_num_generations_arg,
+    add_rl_train_args,
+    nonneg_float,
+    positive_float,
+    positive_int,
+)
 from trainer.cli import ArgParser, UsageError, check_flags_first, cli_main, make_parser
 
 
@@ -39,10 +47,10 @@ def build_parser() -> ArgParser:
     add_rl_train_args(p, default_data="dataset/rl_prompts_demo.jsonl", batch_size=4, branches=None, epochs=1,
                       lr=1e-6, max_new_tokens=64, wandb_project="MiniMind-GRPO")
     g = p.add_argument_group("GRPO")
-    g.add_argument("--num_generations", type=positive_int, default=8, help="answers per prompt (G, at least 2)")
-    add_beta_arg(g, 0.04, "weight of the k3 KL to the starting model (0: no reference model is kept)")
-    g.add_argument("--loss_type", choices=GRPO_LOSS_TYPES, default="dapo",
-                   help="normalisation: grpo (per answer), dapo (per token, default), dr_grpo (answers x max_new_tokens)")
+    add_num_generations_arg(g, 8, "answers per prompt (G, at least 2)")
+    add_beta_arg(g, 0.04, "weight of the k3 KL to the starting model (0: no reference model is kept)", zero_ok=True)
+    add_loss_type_arg(g, GRPO_LOSS_TYPES, "normalisation: dapo (per token), grpo (per answer), dr_grpo (answers x "
+                                          "max_new_tokens)")
     g.add_argument("--scale_rewards", choices=SCALE_REWARDS, default="group",
                    help="divide the centred rewards by the std of the group (default), of the batch, or not at all")
     g.add_argument("--epsilon", type=positive_float, default=0.2, help="lower clipping range of the ratio")

@@ -9,14 +9,14 @@ from rl_toys import fit, low_ids_reward, metric_rows, one_thread, prompt_file, s
 
 from model.checkpoint import load_checkpoint
 from model.parallel_generation import ParallelGenerator
-from model.value_head import RLPolicy, token_logprobs
+from model.value_head import RLPolicy
 from parallel.sampling import SamplingParams
 from parallel_data.parallel_collator import ParallelCollator
 from trainer import train_grpo
 from trainer.engine import RolloutContext, samples_from_batch
 from trainer.engine.models import weights_digest
 from trainer.rl import TargetSegments
-from trainer.rollouts import GRPORollout, forward_args
+from trainer.rollouts import GRPORollout, logprobs
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +66,11 @@ def test_group_rollouts_equal_rollouts_one_at_a_time(toy, tiny_tokenizer, sample
         if not sampled:  # greedy: every answer of a group is the same
             assert all(g["branches"][0] == b for g in groups for b in g["branches"])
         # log-probabilities in the shared-prompt layout equal those of each sequence on its own
-        shared = token_logprobs(actor, *forward_args(actor, train), train["labels"])
+        shared = logprobs(actor, train)
         rows = [{"branches": [{"input_ids": g["main"] + b, "answer_offset": len(g["main"]) + 1}]}
                 for g in groups for b in g["branches"]]
         sep = ParallelCollator(tiny_tokenizer, branch_stride=16).collate(rows)
-        alone = token_logprobs(actor, *forward_args(actor, sep), sep["labels"])
+        alone = logprobs(actor, sep)
         per_answer = TargetSegments(train["labels"], train["branch_ids"]).pack(shared)  # time-major -> per answer
         assert torch.allclose(per_answer, TargetSegments(sep["labels"], sep["branch_ids"]).pack(alone), atol=1e-5)
     for key in ("input_ids", "labels", "advantages", "position_ids"):  # the same seed: the same rollout
@@ -108,7 +108,7 @@ def test_grpo_cli_exact_match_with_validation_rollouts(toy, tmp_path):
                                     "--val_interval", "1", "--num_generations", "2", "--beta", "0"))
     assert code == 0
     rows = [json.loads(x) for x in (tmp_path / "grpo_64_metrics.jsonl").read_text().splitlines()]
-    vals = [r for r in rows if "val_reward" in r]
+    vals = [r for r in rows if "val_reward" in r and not r.get("summary")]  # the summary repeats the last
     assert [v["step"] for v in vals] == [1, 2, 2] and all(0.0 <= v["val_reward"] <= 1.0 for v in vals)
     assert all(v["val_completion_length"] <= 6 for v in vals) and "val_ppl" not in vals[0]
     assert all("kl" not in r for r in rows)  # beta 0: no reference model, no KL term
