@@ -117,7 +117,7 @@ def main(args: argparse.Namespace) -> int:
     ratio = res_rows["separate"]["median_ms"] / res_rows["shared_prompt"]["median_ms"]
     result = {
         "env": env, "workload": {"num_generations": G, "prompt_len": prompt_len,
-                                                        "new_tokens": new, "model": QUICK if quick else SMALL,
+                                                        "answer_tokens": new, "model": QUICK if quick else SMALL,
                                                         "repeats": args.repeats, "quick": quick},
         "rows": res_rows,
         "ratios": {"rollout_shared_vs_separate": round(ratio, 2),

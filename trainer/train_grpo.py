@@ -1,6 +1,6 @@
 """GRPO of a MiniMind model: G answers per prompt decoded as the branches of ONE shared-prompt sample.
 
-Run from the repo root (see README.md, "Post-training"):
+Run from the repo root (see docs/RL.md):
 
     python trainer/train_grpo.py --data_path dataset/rl_prompts_demo.jsonl --init_weight out/full_sft_512.pth \\
         --num_generations 8 --max_new_tokens 32 --batch_size 4

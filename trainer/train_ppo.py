@@ -1,6 +1,6 @@
 """PPO of a MiniMind model (RLHF): actor + critic, frozen reference and reward model, rollouts from the parallel engine.
 
-Run from the repo root (see README.md, "Post-training"):
+Run from the repo root (see docs/RL.md):
 
     python trainer/train_ppo.py --data_path dataset/rl_prompts_demo.jsonl --init_weight out/full_sft_512.pth \\
         --reward_model_path out/rm_512.pth --max_new_tokens 32 --batch_size 8 --branches_per_sample 4
