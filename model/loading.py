@@ -74,11 +74,11 @@ def legacy_config_factory(args, vocab_size: int = 6400):
         from model.model_minimind import MiniMindConfig
 
         if getattr(args, "hidden_size", None) is None or getattr(args, "num_hidden_layers", None) is None:
-            raise ValueError("this checkpoint has no config (earlier-implementation format): pass --hidden_size, "
+            raise ValueError("this checkpoint has no config (the original ParallelMind release's format): pass --hidden_size, "
                              "--num_hidden_layers, --num_attention_heads, --num_key_value_heads, --use_moe, --pe, "
                              "--rope_2d_ratio and --branch_stride as it was trained")
         kw = {k: getattr(args, k) for k in LEGACY_SHAPE_FLAGS if getattr(args, k, None) is not None}
-        kw.setdefault("rope_2d_scheme", "reference")  # the earlier implementation's math
+        kw.setdefault("rope_2d_scheme", "reference")  # the original release's rotary math
         return MiniMindConfig(vocab_size=vocab_size, **kw)
     return make
 

@@ -283,17 +283,50 @@ def _label_weights(seg: _Segments, labels: torch.Tensor) -> torch.Tensor | None:
     return torch.where(labels != -100, torch.cat([w[1:], w.new_zeros(1)]), w.new_zeros(()))
 
 
-def _build(tokenizer, samples, pad_to, branch_stride, align_to, random_time_offset, max_tokens,
-           generator) -> BatchLayout:
+def _token_cap(pad_to, max_tokens) -> int | None:
+    """The most tokens a sample may keep: the smaller of `pad_to` and `max_tokens` (None: no limit)."""
+    cap = pad_to if pad_to else None
+    if max_tokens:
+        cap = min(cap, max_tokens) if cap else max_tokens
+    return cap
+
+
+def _time_major_rank(tok_sample, tok_time, tok_bid, nb: int, B: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`[N]` each token's flat index in its sample in time-major order (time, then branch id), and `[B]` the
+    token count of each sample."""
+    N = tok_sample.numel()
+    perm = torch.argsort((tok_sample * (int(tok_time.max()) + 1) + tok_time) * nb + tok_bid)
+    counts = torch.bincount(tok_sample, minlength=B)
+    rank = torch.empty(N, dtype=torch.long)
+    rank[perm] = torch.arange(N) - (torch.cumsum(counts, 0) - counts)[tok_sample[perm]]
+    return rank, counts
+
+
+def _kept_tokens(seg: _Segments, rank, counts, tok_seg, cap, S: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Truncation (explicit, counted, never a whole branch): `[N]` which tokens stay and `[S]` the kept length
+    of each segment."""
+    keep = rank < cap if cap else torch.ones(rank.numel(), dtype=torch.bool)
+    kept_len = torch.bincount(tok_seg[keep], minlength=S)
+    if bool((kept_len == 0).any()):
+        j = int(torch.nonzero(kept_len == 0)[0])
+        raise ValueError(f"sample {seg.sample[j]}: a limit of {cap} tokens per sample would remove {seg.where(j)} "
+                         f"entirely ({int(counts[seg.sample[j]])} tokens in the sample); raise the limit (max_tokens / "
+                         "pad_to; --max_total_tokens on the command line) or shorten the inputs")
+    return keep, kept_len
+
+
+def _check_layout_args(samples, branch_stride: int, align_to: str) -> None:
     if align_to not in ALIGNMENTS:
         raise ValueError(f"align_to must be one of {ALIGNMENTS}, got {align_to!r}")
     if branch_stride < 1:
         raise ValueError(f"branch_stride must be >= 1, got {branch_stride}")
     if not samples:
         raise ValueError("no samples to lay out")
-    cap = pad_to if pad_to else None
-    if max_tokens:
-        cap = min(cap, max_tokens) if cap else max_tokens
+
+
+def _build(tokenizer, samples, pad_to, branch_stride, align_to, random_time_offset, max_tokens,
+           generator) -> BatchLayout:
+    _check_layout_args(samples, branch_stride, align_to)
 
     # 1. segments (main + branches), tokenised; 2. their start times and coordinates
     seg = _collect_segments(tokenizer, samples)
@@ -306,26 +339,15 @@ def _build(tokenizer, samples, pad_to, branch_stride, align_to, random_time_offs
     start = _start_times(seg, seg_len, seg_sample, is_main, B, align_to, random_time_offset, generator)
     coord = torch.tensor(seg.slot, dtype=torch.long) * branch_stride
 
-    # 3. per-token arrays; rank = flat index in time-major order (time, then branch id)
+    # 3. per-token arrays and flat indices; 4. truncation
     ids = _flat_ids(seg)
     N = ids.numel()
     tok_seg = torch.repeat_interleave(torch.arange(S), seg_len)
     tok_order = torch.arange(N) - (torch.cumsum(seg_len, 0) - seg_len)[tok_seg]
     tok_time, tok_sample, tok_bid = start[tok_seg] + tok_order, seg_sample[tok_seg], seg_bid[tok_seg]
     nb = int(seg_bid.max()) + 1
-    perm = torch.argsort((tok_sample * (int(tok_time.max()) + 1) + tok_time) * nb + tok_bid)
-    counts = torch.bincount(tok_sample, minlength=B)
-    rank = torch.empty(N, dtype=torch.long)
-    rank[perm] = torch.arange(N) - (torch.cumsum(counts, 0) - counts)[tok_sample[perm]]
-
-    # 4. truncation (explicit, counted, never a whole branch)
-    keep = rank < cap if cap else torch.ones(N, dtype=torch.bool)
-    kept_len = torch.bincount(tok_seg[keep], minlength=S)
-    if bool((kept_len == 0).any()):
-        j = int(torch.nonzero(kept_len == 0)[0])
-        raise ValueError(f"sample {seg.sample[j]}: a limit of {cap} tokens per sample would remove {seg.where(j)} "
-                         f"entirely ({int(counts[seg.sample[j]])} tokens in the sample); raise the limit (max_tokens / "
-                         "pad_to; --max_total_tokens on the command line) or shorten the inputs")
+    rank, counts = _time_major_rank(tok_sample, tok_time, tok_bid, nb, B)
+    keep, kept_len = _kept_tokens(seg, rank, counts, tok_seg, _token_cap(pad_to, max_tokens), S)
     kept_count = torch.bincount(tok_sample[keep], minlength=B)
     T = int(pad_to) if pad_to else int(kept_count.max())
 

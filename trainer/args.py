@@ -24,6 +24,10 @@ data are loaded) and stop with one line naming the flag(s). Torch-free on purpos
   --lora_target_modules (the adapter a LoRA front trains);
 * `add_runtime_args`: --device --dtype --seed (distributed: --ddp --local_rank);
 * `add_output_args`: --out_path (--output, -o, --out), THE output file; --out_dir, the output folder;
+* serving: `add_server_args` (--host --port --api_key --log_level), `add_server_limit_args` (--max_body_bytes
+  --max_prompt_tokens --max_tokens_limit --max_n --max_concurrent_requests --max_running_requests),
+  `add_api_client_args` (--base_url/--api_base --api_key --model_name), `add_stream_arg`; the key defaults to
+  $PARALLELMIND_API_KEY (a key on the command line is visible to every user of the machine);
 * `add_train_args`: --epochs --accumulation_steps --learning_rate --min_lr_ratio --warmup_iters
   --weight_decay --grad_clip --max_steps --stop_after_steps --log_interval --save_interval --resume
   --overwrite --resume_override --init_weight (--model_path) --use_wandb --wandb_project --wandb_run_name;
@@ -47,6 +51,7 @@ front, e.g. HF LoRA training, is:
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from model.device import DTYPE_ALIASES, DTYPE_NAMES
@@ -63,9 +68,11 @@ from trainer.cli import (  # the value types and path checks are re-exported for
     check_writable_file,
     device_name,
     dtype_name,
+    http_url,
     int_list,
     nonneg_float,
     nonneg_int,
+    port_number,
     positive_float,
     positive_int,
     probability,
@@ -269,10 +276,13 @@ def eval_branch_setting(args) -> dict:
 SAMPLING_DEFAULTS = dict(temperature=0.85, top_p=0.85, top_k=0)
 
 
-def add_decoding_args(p: ArgParser, *, max_new_tokens: int, batch_groups: int, sampling: bool = True) -> None:
+def add_decoding_args(p: ArgParser, *, max_new_tokens: int, batch_groups: int | None, sampling: bool = True,
+                      max_new_tokens_help: str = "new tokens per branch at most") -> None:
+    """`batch_groups=None`: no --batch_groups (a tool that sends its requests one by one)."""
     g = p.add_argument_group("decoding")
-    add_max_new_tokens_arg(g, max_new_tokens)
-    g.add_argument("--batch_groups", type=positive_int, default=batch_groups, help="groups decoded together")
+    add_max_new_tokens_arg(g, max_new_tokens, help=max_new_tokens_help)
+    if batch_groups is not None:
+        g.add_argument("--batch_groups", type=positive_int, default=batch_groups, help="groups decoded together")
     if not sampling:
         return
     g.add_argument("--do_sample", action="store_true", help="sample (default: greedy)")
@@ -297,9 +307,8 @@ def add_num_generations_arg(g, default: int, help: str) -> None:
     g.add_argument("--num_generations", type=positive_int, default=default, help=help)
 
 
-def add_max_new_tokens_arg(g, default: int, minimum: int = 0) -> None:
-    g.add_argument("--max_new_tokens", type=positive_int if minimum else nonneg_int, default=default,
-                   help="new tokens per branch at most")
+def add_max_new_tokens_arg(g, default: int, minimum: int = 0, help: str = "new tokens per branch at most") -> None:
+    g.add_argument("--max_new_tokens", type=positive_int if minimum else nonneg_int, default=default, help=help)
 
 
 def add_prompts_arg(g, *, default: list[str] | None = None, nargs: str = "*", help: str = "prompts") -> None:
@@ -583,6 +592,78 @@ def _check_output(args, check_dir: bool, flag: str) -> None:
             raise UsageError(f"{flag} {path} is the input file; pass another {flag}")
     if check_dir:
         check_writable_dir(args.out_dir, "--out_dir")
+
+
+# --- serving (scripts/serve_openai_api.py, chat_openai_api.py, web_demo.py, bench_serve.py) ----------------
+
+API_KEY_ENV = "PARALLELMIND_API_KEY"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def add_server_args(p: ArgParser, *, port: int, api_key: bool = True) -> None:
+    """--host (default 127.0.0.1: this machine only) --port, and --api_key: the key clients must send."""
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every network "
+                        "interface, so set --api_key)")
+    g.add_argument("--port", type=port_number, default=port, help="TCP port")
+    if api_key:
+        add_api_key_arg(g, f"clients must send 'Authorization: Bearer KEY' on every route but /health (default: "
+                           f"${API_KEY_ENV}; unset: no authentication)")
+        p.add_check(_check_api_key)
+    g.add_argument("--log_level", choices=("critical", "error", "warning", "info", "debug"), default="info",
+                   help="server log level (info: one line per request)")
+
+
+def add_threads_arg(g, help: str = "torch CPU threads (0 = torch's default)") -> None:
+    g.add_argument("--threads", type=nonneg_int, default=0, help=help)
+
+
+def add_api_key_arg(g, help: str) -> None:
+    g.add_argument("--api_key", default=None, help=help)
+
+
+def add_server_limit_args(p: ArgParser) -> None:
+    """What one request may ask for, and how many run at once; each refusal is a 4xx with an OpenAI error body."""
+    g = p.add_argument_group("limits (each refusal is a 4xx with an OpenAI error body)")
+    g.add_argument("--max_body_bytes", type=positive_int, default=1 << 20, help="request body size (413 above)")
+    g.add_argument("--max_prompt_tokens", type=positive_int, default=4096, help="prompt tokens per request (400 above)")
+    g.add_argument("--max_tokens_limit", type=positive_int, default=2048,
+                   help="the largest max_tokens a request may ask for (400 above)")
+    g.add_argument("--max_n", type=positive_int, default=32,
+                   help="choices per request: n x prompts, or the branches of a parallel request (400 above)")
+    g.add_argument("--max_concurrent_requests", type=positive_int, default=64,
+                   help="generation requests in progress at once (429 above)")
+    g.add_argument("--max_running_requests", type=nonneg_int, default=0,
+                   help="requests decoded together in one batch (0 = all of them; the rest wait their turn; 1 = "
+                        "one request at a time)")
+
+
+def add_api_client_args(p: ArgParser, *, model: bool = True) -> None:
+    """Where an OpenAI-compatible server is: --base_url, --api_key (default $PARALLELMIND_API_KEY), --model_name."""
+    g = p.add_argument_group("server to talk to")
+    g.add_argument("--base_url", "--api_base", dest="base_url", type=http_url, default="http://127.0.0.1:6006/v1",
+                   help="the server's /v1 URL")
+    add_api_key_arg(g, f"the server's API key (default: ${API_KEY_ENV})")
+    if model:
+        add_model_name_arg(g, "model to ask for (default: the server's first model)")
+    p.add_check(_check_api_key)
+
+
+def add_stream_arg(g, default: bool, help: str) -> None:
+    """--stream / --no_stream: server-sent events instead of one JSON answer."""
+    g.add_argument("--stream", action=BoolFlag, default=default, help=help)
+
+
+def add_model_name_arg(g, help: str) -> None:
+    g.add_argument("--model_name", default=None, help=help)
+
+
+def _check_api_key(args) -> None:
+    if args.api_key is None:
+        args.api_key = os.environ.get(API_KEY_ENV) or None
+    if args.api_key is not None and not args.api_key.strip():
+        raise UsageError("--api_key is empty; give a key, or leave the flag out for no authentication")
 
 
 # --- presets ---------------------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ def check_teacher(teacher, student) -> None:
 class DistillLoss(LossFn):
     """alpha * CE + (1 - alpha) * T^2 * KL(teacher || student), summed over the target tokens."""
 
+    perplexity_metric = "ce"  # the perplexity of the plain cross-entropy on the labels
+
     def __init__(self, mask_mode: str, teacher, *, alpha: float = 0.5, temperature: float = 1.0):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")

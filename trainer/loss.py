@@ -56,7 +56,13 @@ def metric_means(metrics: dict[str, float], counts: dict[str, float], targets: f
 
 
 class LossFn:
-    """A training objective: `(model, batch) -> LossOutput`. Subclass it for a new stage's loss."""
+    """A training objective: `(model, batch) -> LossOutput`. Subclass it for a new stage's loss.
+
+    `perplexity_metric`: the metric (a per-target cross-entropy) whose exponential is the reported
+    perplexity, for a loss that is not a plain cross-entropy itself (weighted, mixed with a KL);
+    None: the loss."""
+
+    perplexity_metric: str | None = None
 
     def count_targets(self, batch: dict) -> int:
         """Targets in `batch` before any forward (the normaliser of the step): label tokens by default."""
@@ -151,11 +157,12 @@ def evaluate_loss(model, batches, device, *, mask_mode: str, amp_dtype: torch.dt
                   max_batches: int = 0, progress=None, loss_fn: LossFn | None = None, prepare=None) -> dict:
     """Target-weighted mean loss over `batches` (this rank's share), summed over all ranks.
 
-    Returns {"loss", "ppl", "tokens", "batches", "metrics"} (the loss hook's metrics as means, see
-    `LossOutput`); identical on every rank. `prepare(k, batch) -> batch` turns the k-th batch into what
-    the loss hook reads first (a rollout stage's held-out prompts -> generated answers). Raises
-    ValueError when the batches hold no target at all, or when the loss is not finite: a report never
-    shows nan.
+    Returns {"loss", "ppl", "tokens", "batches", "metrics"} ("metrics": the loss hook's metrics as means,
+    over their own counts where `LossOutput.counts` gives them, else over the targets like the loss;
+    "ppl": exp of the loss, or of `loss_fn.perplexity_metric`); identical on every rank.
+    `prepare(k, batch) -> batch` turns the k-th batch into what the loss hook reads first (a rollout
+    stage's held-out prompts -> generated answers). Raises ValueError when the batches hold no target at
+    all, or when the loss is not finite: a report never shows nan.
     """
     loss_fn = loss_fn or CrossEntropyLoss(mask_mode)
     was_training = model.training
@@ -190,8 +197,10 @@ def evaluate_loss(model, batches, device, *, mask_mode: str, amp_dtype: torch.dt
         raise ValueError(f"no target tokens in the {int(n_batches)} evaluated batches: there is nothing to take a "
                          "loss on (check the data's text field, answer_offset and --max_seq_len)")
     loss = total / tokens
+    metrics = metric_means(sums, counts, tokens)
+    nll = metrics.get(loss_fn.perplexity_metric, loss) if loss_fn.perplexity_metric else loss
     if not math.isfinite(loss):
         raise ValueError(f"the evaluated loss is {loss} over {int(tokens)} target tokens: the model gives "
                          "non-finite values (diverged or damaged weights)")
-    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": int(tokens), "batches": int(n_batches),
-            "metrics": metric_means(sums, counts, tokens)}
+    return {"loss": loss, "ppl": math.exp(min(nll, 50.0)), "tokens": int(tokens), "batches": int(n_batches),
+            "metrics": metrics}

@@ -30,6 +30,8 @@ from trainer.loss import LossFn, LossOutput, moe_aux_loss
 class WeightedCrossEntropyLoss(LossFn):
     """Next-token cross-entropy with a weight per target token (`label_weights`, default 1), summed."""
 
+    perplexity_metric = "ce"  # the perplexity of the plain cross-entropy on the labels
+
     def __init__(self, mask_mode: str):
         self.mask_mode = mask_mode
 

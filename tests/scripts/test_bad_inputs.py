@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +40,7 @@ CUDA = torch.cuda.is_available()
 class Case:
     id: str
     script: str  # "trainer/train_pretrain.py", "scripts/eval_loss.py", ...
-    args: list[str]  # "{d}" is the case folder
+    args: list[str]  # "{d}" is the case folder, "{port}" a free TCP port
     expect: list[str]  # substrings of the error line
     files: dict[str, str] = field(default_factory=dict)  # name -> text (a name ending in / is a folder)
     heavy: bool = False  # reaches model or data loading (torch imported)
@@ -67,6 +68,8 @@ S2P = "scripts/convert_sft_to_parallel.py"
 S2T = "scripts/convert_sft_to_pretrain.py"
 SPLIT = "scripts/split_pretrain_data.py"
 TOK = "scripts/train_tokenizer.py"
+SERVE = "scripts/serve_openai_api.py"
+SERVE_OK = ["--model_path", "{d}/model.pth"]
 TRAIN_OK = ["--data_path", "{d}/data.jsonl", "--out_dir", "{d}/run"]
 DPO = "trainer/train_dpo.py"
 DPO_OK = ["--data_path", "{d}/dpo.jsonl", "--out_dir", "{d}/run"]
@@ -74,12 +77,17 @@ GRPO = "trainer/train_grpo.py"
 PPO = "trainer/train_ppo.py"
 RM = "trainer/train_reward_model.py"
 RL_OK = ["--data_path", "{d}/rl.jsonl", "--out_dir", "{d}/run"]
+LORA = "trainer/train_lora.py"
+KD = "trainer/train_distillation.py"
+REASON = "trainer/train_distill_reason.py"
+SFT_OK = ["--data_path", "{d}/sft.jsonl", "--out_dir", "{d}/run"]
+KD_OK = [*SFT_OK, "--teacher_path", "{d}/model.pth"]
 GEN_OK = ["--model_path", "{d}/model.pth", "--prompts", "hi"]
 LOSS_OK = ["--model_path", "{d}/model.pth", "--data_path", "{d}/data.jsonl", "--out_path", "{d}/ev.json"]
 TASKS_OK = ["--model_path", "{d}/model.pth", "--tasks", "{d}/tasks.jsonl", "--out_path", "{d}/t.json"]
 
 CASES = [
-    # --- issue 8 item 9: the CLI cases ---------------------------------------------------------------------
+    # --- flag values and paths: the CLI cases ------------------------------------------------------------
     Case("generate-device-cuda-without-cuda", GEN, [*GEN_OK, "--device", "cuda"],
          ["--device cuda: CUDA is not available"], skip="CUDA is available" if CUDA else None),
     Case("tasks-device-cuda-without-cuda", TASKS, [*TASKS_OK, "--device", "cuda"],
@@ -268,14 +276,54 @@ CASES = [
                                                                  '\n{"chosen": []}\n'}, heavy=True, one_line=False),
     Case("bench-grpo-zero-generations", "scripts/bench_grpo.py", ["--num_generations", "0"],
          ["argument --num_generations"], heavy=True),
+    Case("lora-name-with-a-folder", LORA, [*SFT_OK, "--lora_name", "../x"],
+         ["--lora_name '../x' must be a plain file name"]),
+    Case("lora-rank-zero", LORA, [*SFT_OK, "--lora_rank", "0"], ["argument --lora_rank", "positive integer", "0"]),
+    Case("lora-dropout-above-one", LORA, [*SFT_OK, "--lora_dropout", "1.5"], ["argument --lora_dropout", "[0, 1]"]),
+    Case("lora-needs-a-base", LORA, [*SFT_OK, *TINY, "--init_weight", "none"], ["LoRA adapts an existing model"],
+         heavy=True, one_line=False),
+    Case("distill-without-teacher", KD, SFT_OK, ["the following arguments are required: --teacher_path"]),
+    Case("distill-teacher-missing", KD, [*SFT_OK, "--teacher_path", "{d}/nope.pth"],
+         ["--teacher_path {d}/nope.pth does not exist"]),
+    Case("distill-alpha-out-of-range", KD, [*KD_OK, "--alpha", "1.5"], ["argument --alpha", "[0, 1]", "1.5"]),
+    Case("distill-temperature-zero", KD, [*KD_OK, "--temperature", "0"], ["argument --temperature", "> 0"]),
+    Case("reason-negative-tag-weight", REASON, [*SFT_OK, "--tag_weight", "-1"], ["argument --tag_weight", ">= 0"]),
+    Case("reason-format-check-without-val", REASON, [*SFT_OK, "--format_eval_samples", "4"],
+         ["--format_eval_samples sets the format check on held-out data, but --val_samples is 0"]),
+    Case("reason-max-new-tokens-zero", REASON, [*SFT_OK, "--val_samples", "2", "--max_new_tokens", "0"],
+         ["argument --max_new_tokens"]),
     # --- benchmarks (they import torch before parsing) ------------------------------------------------------
     Case("bench-columnar-zero-steps", "scripts/bench_columnar.py", ["--steps", "0"], ["argument --steps"], heavy=True),
     Case("bench-generate-bad-branches", "scripts/bench_generate.py", ["--branches", "1,x"], ["argument --branches"],
          heavy=True),
     Case("bench-generate-ab-not-a-tree", "scripts/bench_generate_ab.py", ["{d}", "."],
          ["before tree {d}: no model/parallel_generation.py there"]),
+    Case("bench-dpo-zero-pairs", "scripts/bench_dpo.py", ["--pairs", "0"], ["argument --pairs"], heavy=True),
     Case("bench-train-output-is-a-directory", "scripts/bench_train.py", ["--out", "{d}/dir"],
          ["--out_path {d}/dir is a directory"], heavy=True),
+    # --- serving (issue 11) --------------------------------------------------------------------------------
+    Case("serve-no-model", SERVE, [], ["which model? pass --model_path"]),
+    Case("serve-empty-api-key", SERVE, [*SERVE_OK, "--api_key", ""], ["--api_key is empty"]),
+    Case("serve-port-out-of-range", SERVE, [*SERVE_OK, "--port", "70000"],
+         ["argument --port: expected a port number in 1..65535, got 70000"]),
+    Case("serve-default-max-tokens-above-limit", SERVE, [*SERVE_OK, "--max_new_tokens", "5000"],
+         ["--max_new_tokens 5000 is more than --max_tokens_limit 2048"]),
+    Case("serve-model-missing", SERVE, ["--model_path", "{d}/nope.pth"], ["--model_path {d}/nope.pth does not exist"]),
+    Case("serve-model-is-a-text-file", SERVE, ["--model_path", "{d}/file.txt", "--port", "{port}"],
+         ["file.txt is not a readable"], heavy=True),
+    Case("chat-base-url-not-http", "scripts/chat_openai_api.py", ["--base_url", "ftp://x"],
+         ["argument --base_url/--api_base: expected an http:// or https:// URL"]),
+    Case("chat-server-unreachable", "scripts/chat_openai_api.py", ["--base_url", "http://127.0.0.1:{port}/v1"],
+         ["cannot reach the server at http://127.0.0.1:"]),
+    Case("web-demo-bad-port", "scripts/web_demo.py", ["--port", "0x"], ["argument --port: expected an integer"]),
+    Case("web-demo-base-url-without-scheme", "scripts/web_demo.py", ["--base_url", "localhost:6006"],
+         ["expected an http:// or https:// URL, got 'localhost:6006'"]),
+    Case("bench-serve-more-clients-than-requests", "scripts/bench_serve.py", ["--concurrency", "64"],
+         ["--concurrency 64 is more than --requests 32"]),
+    Case("bench-serve-zero-clients", "scripts/bench_serve.py", ["--concurrency", "0"],
+         ["argument --concurrency: expected comma-separated positive integers"]),
+    Case("bench-serve-model-missing", "scripts/bench_serve.py", ["--model_path", "{d}/nope.pth"],
+         ["--model_path {d}/nope.pth does not exist"]),
     # --- errors from the data and the model, after the heavy imports ----------------------------------------
     Case("pretrain-malformed-record", PRE, [*TRAIN_OK, *TINY, "--data_path", "{d}/bad.jsonl", "--max_steps", "1",
                                             "--num_workers", "0"],
@@ -314,8 +362,15 @@ def _make_case_dir(case: Case, root: Path) -> Path:
     return d
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _run(case: Case, d: Path) -> tuple[subprocess.CompletedProcess, dict, dict]:
-    args = [a.replace("{d}", str(d)) for a in case.args]
+    port = str(_free_port())  # "{port}": a port nobody listens on (servers bind it, clients find no one there)
+    args = [a.replace("{d}", str(d)).replace("{port}", port) for a in case.args]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     env.pop("PARALLELMIND_TRACEBACK", None)

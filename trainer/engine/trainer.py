@@ -362,12 +362,12 @@ class Trainer:
         self.progress.write(f"step {self.state.step}: validation {self._val_text(res)}")
 
     def validate(self) -> dict:
-        """The held-out loss, plus `extra`: val_ppl (for a cross-entropy loss; a perplexity means nothing for other
-        objectives), the loss hook's metrics and the stage's own evaluation, as val_<name>. A rollout stage
+        """The held-out loss, plus `extra`: val_ppl (for a cross-entropy loss or a `perplexity_metric`; a perplexity
+        means nothing for other objectives), the loss hook's metrics and the stage's own evaluation, as val_<name>. A rollout stage
         validates on rollouts of the held-out prompts (greedy; `RolloutContext.validation`)."""
         prepare = self.validation_rollout if self.rollout is not None else None
         res = self.validator.run(self.models.wrapped, prepare=prepare)
-        extra = {"val_ppl": res["ppl"]} if isinstance(self.loss_fn, CrossEntropyLoss) else {}
+        extra = {"val_ppl": res["ppl"]} if self._has_ppl() else {}
         extra.update({f"val_{k}": v for k, v in res.get("metrics", {}).items()})
         ctx = self.rollout_context(0, validation=True)
         was_training = self.models.raw.training
@@ -378,8 +378,12 @@ class Trainer:
         res["extra"] = extra
         return res
 
+    def _has_ppl(self) -> bool:
+        """A perplexity means something for a cross-entropy loss or a hook naming its cross-entropy metric."""
+        return isinstance(self.loss_fn, CrossEntropyLoss) or getattr(self.loss_fn, "perplexity_metric", None) is not None
+
     def _val_text(self, res: dict) -> str:
-        ce = isinstance(self.loss_fn, CrossEntropyLoss)
+        ce = self._has_ppl()
         extra = "".join(f", {k.removeprefix('val_')} {v:.4g}" for k, v in res["extra"].items() if k != "val_ppl")
         ppl = f"ppl {res['ppl']:.2f}, " if ce else ""
         return (f"loss {res['loss']:.4f} ({ppl}{res['tokens']:,} {'tokens' if ce else 'targets'}, "
