@@ -1,7 +1,7 @@
 """Benchmark GRPO rollouts: G answers to one prompt as ONE shared-prompt sequence vs G separate sequences.
 
 Model: MiniMind2-Small shape (hidden 512, 8 layers, 8 heads, 2 KV heads, vocab 6400), random seeded
-weights, fp32 on CPU (bf16 on CUDA). Workload: one prompt of --prompt_len random token ids and
+weights, fp32 on CPU (bf16 on CUDA). Workload: one prompt of --prompt_tokens random token ids and
 --num_generations answers of exactly --answer_tokens tokens each (EOS off), greedy. Rows:
 
 * ``shared_prompt``: what trainer/train_grpo.py does: `ParallelGenerator(mask_mode="isolated",
@@ -49,7 +49,7 @@ def build_parser() -> ArgParser:
     add_benchmark_args(p, repeats=5, quick_repeats=1, seed=0, device="cpu")
     w = p.add_argument_group("workload")
     add_num_generations_arg(w, 8, "answers per prompt (G)")
-    w.add_argument("--prompt_len", type=positive_int, default=None, help="prompt tokens (default 256; --quick: 32)")
+    w.add_argument("--prompt_tokens", type=positive_int, default=None, help="prompt tokens (default 256; --quick: 32)")
     w.add_argument("--answer_tokens", type=positive_int, default=None,
                    help="tokens per answer (default 32; --quick: 4)")
     return p
@@ -86,7 +86,7 @@ def main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     G, quick = args.num_generations, args.quick
-    prompt_len, new = args.prompt_len or (32 if quick else 256), args.answer_tokens or (4 if quick else 32)
+    prompt_len, new = args.prompt_tokens or (32 if quick else 256), args.answer_tokens or (4 if quick else 32)
     env = environment(device, dtype)  # its load average is the one at the start
     model = build_model(device, dtype, quick, args.seed)
     rng = random.Random(args.seed)
@@ -116,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
     res_rows.update({name: summary_ms(t) for name, t in s_times.items()})
     ratio = res_rows["separate"]["median_ms"] / res_rows["shared_prompt"]["median_ms"]
     result = {
-        "env": env, "workload": {"num_generations": G, "prompt_len": prompt_len,
+        "env": env, "workload": {"num_generations": G, "prompt_tokens": prompt_len,
                                                         "answer_tokens": new, "model": QUICK if quick else SMALL,
                                                         "repeats": args.repeats, "quick": quick},
         "rows": res_rows,
