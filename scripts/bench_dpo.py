@@ -13,7 +13,8 @@ forward and backward, the frozen reference's forward, an AdamW step, on `--pairs
 
 Both rows compute the same loss (checked before timing). Rows alternate (shared, separate, shared, ...);
 each timed run is `--steps` steps after one warm-up step; the median over `--repeats` runs is reported,
-and the ratio shared / separate is taken within this one run. The model is the MiniMind tiny config
+and the ratio shared / separate is taken within this one run (also per alternated pair of runs,
+`paired_ratios`, which a drifting machine load disturbs less). The model is the MiniMind tiny config
 (hidden 256, 4 layers; --quick: hidden 64, 2 layers), fp32 on CPU, bf16 autocast on CUDA.
 """
 
@@ -115,6 +116,7 @@ def main(args: argparse.Namespace) -> int:
     from trainer.loss import autocast_context, to_device
     from trainer.preference import DPOLoss
 
+    load_start = loadavg()
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -163,10 +165,13 @@ def main(args: argparse.Namespace) -> int:
                   "rows": int(batches[name]["input_ids"].shape[0]), "seq_len": int(batches[name]["input_ids"].shape[1]),
                   "tokens": int(batches[name]["num_tokens"])} for name, r in rates.items()}
     res["ratio_shared_over_separate"] = round(res["shared"]["steps_per_s"] / res["separate"]["steps_per_s"], 3)
+    # each shared run over the separate run right after it: the load drifts less within a pair
+    res["paired_ratios"] = [round(a / b, 3) for a, b in zip(rates["shared"], rates["separate"])]
+    res["token_ratio_separate_over_shared"] = round(res["separate"]["tokens"] / res["shared"]["tokens"], 3)
     res["setting"] = {"prompt_len": args.prompt_len, "response_len": args.response_len, "pairs": args.pairs,
                       "steps": args.steps, "repeats": args.repeats, "model": shape, "dtype": "bf16" if amp else "fp32",
                       "loss_check": losses}
-    res["env"] = {**environment(device), "loadavg_end": loadavg()}
+    res["env"] = {**environment(device), "loadavg_start": load_start, "loadavg_end": loadavg()}
     emit_json(res, args.out_path)
     return 0
 

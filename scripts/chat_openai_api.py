@@ -17,6 +17,7 @@ conversation gives the same answers.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -137,6 +138,8 @@ def pick_model(client, wanted: str | None) -> str:
 def main(args: argparse.Namespace) -> int:
     import openai
 
+    for name in ("httpx", "httpx2", "openai"):  # no per-request log lines between the answers
+        logging.getLogger(name).setLevel(logging.WARNING)
     client = openai.OpenAI(base_url=args.base_url, api_key=args.api_key or "none", max_retries=0, timeout=600)
     chat = Chat(client, pick_model(client, args.model_name), args)
     tty = sys.stdin.isatty()

@@ -32,6 +32,7 @@ from parallel.names import DPO_LOSS_TYPES
 from parallel_data.parallel_collator import ParallelCollator
 from parallel_data.preference import CHOSEN, REJECTED, pair_key, shared_prompt_positions
 from trainer.distributed import broadcast_object, gather_objects, rank_and_world
+from trainer.engine.interrupt import exit_code_for
 from trainer.engine.stage import samples_from_batch
 from trainer.logprobs import per_branch_sum, target_logits, token_logprobs
 from trainer.loss import LossFn, LossOutput, autocast_context, moe_aux_loss, to_device
@@ -114,11 +115,16 @@ def pair_batches(units, tokenizer, batch_size: int):
 
 @torch.no_grad()
 def precompute_reference(reference, batches, *, device: torch.device, amp: torch.dtype | None = None,
-                         progress=None) -> ReferenceTable:
-    """Score every pair of `batches` once with the frozen `reference` (each rank a share, then merged)."""
+                         progress=None, stop=None) -> ReferenceTable:
+    """Score every pair of `batches` once with the frozen `reference` (each rank a share, then merged).
+    `progress(batches_done)` is called after each batch; a `stop` flag (trainer.engine.interrupt.StopFlag)
+    that is set ends the work with SystemExit(130 / 143): nothing is trained or saved yet."""
     rank, world = rank_and_world()
     values: dict[bytes, tuple[float, float]] = {}
     for k, batch in enumerate(batches):
+        if stop is not None and stop.requested:
+            log.warning("stopped while precomputing the reference log-probabilities (nothing was trained)")
+            raise SystemExit(exit_code_for(stop.signum))
         if k % world != rank:
             continue
         batch = to_device(batch, device)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make the repo root importable
@@ -92,9 +93,21 @@ class DPOStage(MiniMindStage):
         log.info("precomputing the reference log-probabilities of every pair (%s)", args.hf_dataset or args.data_path)
         table = precompute_reference(reference, pair_batches(self.dataset.all_units(), self.tokenizer,
                                                              args.batch_size),
-                                     device=device, amp=autocast_dtype(args.dtype, device))
+                                     device=device, amp=autocast_dtype(args.dtype, device),
+                                     progress=_progress_log(), stop=self.stop)
         log.info("reference log-probabilities of %d pairs precomputed; the reference model is released", len(table))
         return table
+
+
+def _progress_log(every_s: float = 30.0):
+    """A progress callback that logs the batches scored so far every `every_s` seconds."""
+    last = [time.monotonic()]
+
+    def report(done: int) -> None:
+        if time.monotonic() - last[0] >= every_s:
+            last[0] = time.monotonic()
+            log.info("reference log-probabilities: %d batches scored", done)
+    return report
 
 
 @cli_main(build_parser)

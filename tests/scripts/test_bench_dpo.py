@@ -26,3 +26,4 @@ def test_bench_dpo_quick(tmp_path):
     check = res["setting"]["loss_check"]  # both layouts give the same DPO loss
     assert abs(check["shared"] - check["separate"]) <= 1e-5
     assert res["ratio_shared_over_separate"] > 0 and res["env"]["threads"] == 1
+    assert len(res["paired_ratios"]) == 2 and res["token_ratio_separate_over_shared"] == round(120 / 75, 3)

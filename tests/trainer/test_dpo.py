@@ -3,6 +3,7 @@ finite, a precomputed reference equals the live one, and the front resumes exact
 
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -187,3 +188,19 @@ def test_two_ranks_share_the_precomputed_reference(files, tmp_path):
     assert "weights identical on all 2 ranks" in r.stderr and "reference log-probabilities of 40 pairs" in r.stderr
     rows = metric_rows(tmp_path / "dpo_32_metrics.jsonl")
     assert [x["step"] for x in rows] == [1, 2] and abs(rows[0]["loss"] - math.log(2)) < 1e-4
+
+
+def test_a_stop_signal_ends_the_precompute_at_once(tok):
+    """SIGTERM during the precompute (nothing trained yet): exit 143 before the next batch, not after all."""
+    from trainer.engine.interrupt import StopFlag
+
+    stop, seen = StopFlag(), []
+
+    def progress(done):
+        seen.append(done)
+        stop.request(signal.SIGTERM)  # the signal arrives while the first batch is scored
+
+    with pytest.raises(SystemExit) as e:
+        precompute_reference(tiny_model(5, tok), pair_batches(pair_units(tok, 6), tok, 2), device=torch.device("cpu"),
+                             progress=progress, stop=stop)
+    assert e.value.code == 143 and seen == [1]

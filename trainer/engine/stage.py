@@ -114,6 +114,9 @@ class Stage:
     name: str = "stage"
     # flags of this stage that never change the loss trajectory (a resume does not compare them)
     run_only_settings: frozenset[str] = frozenset()
+    # the run's stop flag (trainer.engine.interrupt.StopFlag), set by the Trainer: long set-up work in a
+    # builder (e.g. precomputing reference log-probabilities) polls `stop.requested` and exits early
+    stop = None
 
     # --- builders every stage provides ------------------------------------------------------------
     def checkpoint_stem(self, args) -> str:

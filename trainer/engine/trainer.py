@@ -113,6 +113,7 @@ class Trainer:
     def __init__(self, args, stage: Stage):
         self.args, self.stage = args, stage
         self.stop = StopFlag()
+        stage.stop = self.stop  # builders with long set-up work poll it
         self.state = TrainState()
         self.tracker = NullTracker()
         self.checkpointer = None  # type: ignore[assignment]
