@@ -7,6 +7,8 @@ import os
 import platform
 import re
 import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -52,6 +54,26 @@ def summary_ms(seconds: list[float]) -> dict:
     p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
     return {"median_ms": round(statistics.median(ms), 3), "p90_ms": round(p90, 3), "min_ms": round(ms[0], 3),
             "runs": len(ms)}
+
+
+def alternating_timings(rows: dict[str, Callable[[], object]], repeats: int,
+                        sync: Callable[[], None] = lambda: None) -> tuple[dict[str, list[float]], dict[str, object]]:
+    """One warm-up call per row, then `repeats` rounds that time every row once, the order rotating per
+    round (a slow phase of a shared machine then hits every row alike).
+
+    -> ({row: [seconds, one per round]}, {row: the output of its last call})
+    """
+    names = list(rows)
+    outputs = {name: rows[name]() for name in names}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            sync()
+            t0 = time.perf_counter()
+            outputs[name] = rows[name]()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    return times, outputs
 
 
 def emit_json(result: dict, out: str | None) -> None:

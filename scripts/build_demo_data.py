@@ -5,9 +5,9 @@
     python scripts/build_demo_data.py --train_tokenizer     # also (re)train the tokenizer on the new text
 
 Writes pretrain_demo.jsonl, pretrain_demo_val.jsonl, parallel_demo.jsonl, sft_demo.jsonl, dpo_demo.jsonl,
-eval_tasks_demo.jsonl and eval_prompts_demo.jsonl (formats: `parallel_data/demo/corpus.py`) and
-reason_demo.jsonl (`parallel_data/demo/posttrain.py`), then prints a summary. Also runs as
-`python -m scripts.build_demo_data`.
+eval_tasks_demo.jsonl and eval_prompts_demo.jsonl (formats: `parallel_data/demo/corpus.py`),
+reason_demo.jsonl (`parallel_data/demo/posttrain.py`) and rl_prompts_demo.jsonl
+(`parallel_data/demo/rl_prompts.py`), then prints a summary. Also runs as `python -m scripts.build_demo_data`.
 
 Chicken and egg: the default tokenizer (`model/tokenizer.json`) is trained on pretrain_demo.jsonl by
 `scripts/train_tokenizer.py`, while parallel_demo.jsonl stores `answer_offset`s counted in tokens of
@@ -38,6 +38,7 @@ from parallel_data.demo.corpus import (
     heldout_from_eval,
 )
 from parallel_data.demo.posttrain import DEFAULT_SIZES, POSTTRAIN_FILES, build_posttrain
+from parallel_data.demo.rl_prompts import RL_PROMPTS_FILE, build_rl_prompts
 from parallel_data.io import DataError, iter_jsonl_field, one_line, write_jsonl_atomic
 
 TOKENIZER_FREE = ("pretrain", "val", "sft", "dpo", "eval_tasks", "eval_prompts")  # written before the tokenizer step
@@ -97,7 +98,7 @@ def resolve_tokenizer(args: argparse.Namespace, pretrain_path: Path):
 
 def _summary(out_dir: Path, written: list[str]) -> None:
     print(f"{'file':<28}{'lines':>9}{'MB':>9}")
-    names = {**FILE_NAMES, **POSTTRAIN_FILES}
+    names = {**FILE_NAMES, **POSTTRAIN_FILES, "rl_prompts": RL_PROMPTS_FILE}
     for name in written:
         path = out_dir / names[name]
         with open(path, "rb") as f:
@@ -123,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                                          {"reason": args.n_reason}).items():  # parallel_data/demo/posttrain.py
         write_jsonl_atomic(out_dir / POSTTRAIN_FILES[name], records)
         written.append(name)
+    write_jsonl_atomic(out_dir / RL_PROMPTS_FILE, build_rl_prompts(args.seed, held=heldout_from_eval(
+        corpus["eval_tasks"])))  # verifiable PPO / GRPO prompts (parallel_data/demo/rl_prompts.py)
+    written.append("rl_prompts")
     print(f"generated and wrote the text files in {time.time() - t0:.1f}s")
     try:
         tok = resolve_tokenizer(args, out_dir / FILE_NAMES["pretrain"])

@@ -30,7 +30,7 @@ data are loaded) and stop with one line naming the flag(s). Torch-free on purpos
   $PARALLELMIND_API_KEY (a key on the command line is visible to every user of the machine);
 * `add_train_args`: --epochs --accumulation_steps --learning_rate --min_lr_ratio --warmup_iters
   --weight_decay --grad_clip --max_steps --stop_after_steps --log_interval --save_interval --resume
-  --overwrite --resume_override --init_weight --use_wandb --wandb_project --wandb_run_name;
+  --overwrite --resume_override --init_weight (--model_path) --use_wandb --wandb_project --wandb_run_name;
 * `add_minimind_train_args`: the whole set of a MiniMind training front.
 
 Every long flag also works with `-` for `_` and back; the seeds' spellings are the declared ones.
@@ -304,15 +304,25 @@ def add_decoding_args(p: ArgParser, *, max_new_tokens: int, batch_groups: int | 
     if not sampling:
         return
     g.add_argument("--do_sample", action="store_true", help="sample (default: greedy)")
-    g.add_argument("--temperature", type=nonneg_float, default=None,
-                   help=f"with --do_sample (default {SAMPLING_DEFAULTS['temperature']})")
-    g.add_argument("--top_p", type=probability, default=None,
-                   help=f"with --do_sample (default {SAMPLING_DEFAULTS['top_p']})")
-    g.add_argument("--top_k", type=nonneg_int, default=None, help="with --do_sample (default 0: off)")
+    add_sampling_args(g, None, f"with --do_sample (default {SAMPLING_DEFAULTS['temperature']})",
+                      f"with --do_sample (default {SAMPLING_DEFAULTS['top_p']})", "with --do_sample (default 0: off)")
     g.add_argument("--repetition_penalty", type=positive_float, default=1.0,
                    help="CTRL penalty on seen tokens (1 = off)")
     g.add_argument("--stop", nargs="*", default=[], help="stop strings")
     p.add_check(_check_sampling)
+
+
+def add_sampling_args(g, default: dict | None, temperature_help: str, top_p_help: str, top_k_help: str) -> None:
+    """--temperature --top_p --top_k; `default` None: unset (the decoding group fills them in with --do_sample)."""
+    d = default or {}
+    g.add_argument("--temperature", type=nonneg_float, default=d.get("temperature"), help=temperature_help)
+    g.add_argument("--top_p", type=probability, default=d.get("top_p"), help=top_p_help)
+    g.add_argument("--top_k", type=nonneg_int, default=d.get("top_k"), help=top_k_help)
+
+
+def add_num_generations_arg(g, default: int, help: str) -> None:
+    """`--num_generations`: answers per prompt (G) of a GRPO group (the front, its benchmark)."""
+    g.add_argument("--num_generations", type=positive_int, default=default, help=help)
 
 
 def add_max_new_tokens_arg(g, default: int, minimum: int = 0, help: str = "new tokens per branch at most") -> None:
@@ -408,13 +418,14 @@ def _check_source_path(args, default_data: str | None, flag: str) -> None:
 
 def add_data_args(p: ArgParser, *, default_data: str, kind: str = "text", training: bool = False,
                   workers: int = 1) -> None:
-    """Training / evaluation data. `kind`: "text" (pretraining texts), "conversations" (SFT) or "pairs"
-    (chosen / rejected preference records: no text column, packing or conversation format to choose)."""
-    if kind not in ("text", "conversations", "pairs"):
-        raise ValueError(f"kind must be 'text', 'conversations' or 'pairs', got {kind!r}")
-    g = add_source_args(p, default_data=default_data, text_column=kind != "pairs",
+    """Training / evaluation data. `kind`: "text" (pretraining texts), "conversations" (SFT), "pairs"
+    (chosen / rejected preference records) or "prompts" (RL prompts with answers); pairs and prompts have
+    no text column, packing or conversation format to choose."""
+    if kind not in ("text", "conversations", "pairs", "prompts"):
+        raise ValueError(f"kind must be 'text', 'conversations', 'pairs' or 'prompts', got {kind!r}")
+    g = add_source_args(p, default_data=default_data, text_column=kind not in ("pairs", "prompts"),
                         max_samples_help="use at most this many records (chunks when packing; 0 = all)")
-    if kind == "pairs":
+    if kind in ("pairs", "prompts"):
         p.set_defaults(text_column=None, chunk_length=None, format="auto")
     else:
         g.add_argument("--chunk-length", dest="chunk_length", type=positive_int, default=None,
@@ -424,7 +435,8 @@ def add_data_args(p: ArgParser, *, default_data: str, kind: str = "text", traini
         p.add_check(_check_conversation_data)
     g.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
     g.add_argument("--max_seq_len", type=positive_int, default=512,
-                   help="tokens per branch: longer pretraining texts are split, longer conversations cut (counted)")
+                   help="tokens per branch: longer pretraining texts are split, longer conversations cut (counted); "
+                        "RL prompts longer than this are errors")
     g.add_argument("--num_workers", type=nonneg_int, default=workers, help="DataLoader workers per rank")
     if training:
         g.add_argument("--val_samples", type=nonneg_int, default=0,
@@ -711,9 +723,9 @@ def add_log_interval_arg(g, default: int, help: str) -> None:
     g.add_argument("--log_interval", type=positive_int, default=default, help=help)
 
 
-def add_beta_arg(g, default: float, help: str) -> None:
-    """`--beta`: the KL coefficient of a preference or RL objective (DPO, GRPO)."""
-    g.add_argument("--beta", type=positive_float, default=default, help=help)
+def add_beta_arg(g, default: float, help: str, zero_ok: bool = False) -> None:
+    """`--beta`: the KL coefficient of a preference or RL objective (DPO; GRPO, where 0 turns the KL term off)."""
+    g.add_argument("--beta", type=nonneg_float if zero_ok else positive_float, default=default, help=help)
 
 
 def add_loss_type_arg(g, choices: tuple[str, ...], help: str) -> None:
@@ -790,3 +802,61 @@ def _check_train(args) -> None:
         if not Path(init).exists():
             raise UsageError(f"--init_weight {init} does not exist (pass a .pth checkpoint, or --init_weight none "
                              "to start from random weights)")
+
+
+# --- RL stages (PPO, GRPO): prompt batches, rollouts, rewards -------------------------------------------
+
+# what the engine reads about grouping, for a stage whose data are prompts (RL): no branch-layout flags
+PROMPT_BATCH_DEFAULTS = dict(batch_by_samples=False, min_branches_per_sample=1, max_branches_per_sample=None,
+                             val_branches_per_sample=None, val_min_branches_per_sample=None,
+                             val_max_branches_per_sample=None, max_total_tokens=0, random_time_offset=False,
+                             random_branch_slots=0, align_to="left", mask_mode=None)
+
+
+def add_prompt_batch_args(p: ArgParser, *, batch_size: int, branches: int | None) -> None:
+    """Batches of RL prompts: `--batch_size` prompts per micro-batch; with `branches`, also
+    `--branches_per_sample` (prompts decoded together as the isolated branches of one sample; PPO).
+    Rollouts and training always use the isolated mask, so the mask and alignment flags do not apply (the
+    checkpoint keeps its own mask rule for inference)."""
+    g = p.add_argument_group("prompt batches")
+    add_batch_size_arg(g, batch_size, "prompts per micro-batch")
+    if branches is not None:
+        add_branches_per_sample_arg(g, branches, "prompts decoded together as the isolated branches of one sample "
+                                                 f"(default {branches})")
+    else:
+        p.set_defaults(branches_per_sample=1)
+    p.set_defaults(**PROMPT_BATCH_DEFAULTS)
+
+
+def add_rollout_args(p: ArgParser, *, max_new_tokens: int) -> None:
+    """How a rollout generates (always sampling; validation rollouts decode greedily) and what it is scored by."""
+    g = p.add_argument_group("rollouts")
+    add_max_new_tokens_arg(g, max_new_tokens, minimum=1)
+    add_sampling_args(g, {"temperature": 1.0, "top_p": 1.0, "top_k": 0}, "sampling temperature (default 1.0)",
+                      "nucleus sampling (default 1.0: off)", "top-k sampling (default 0: off)")
+    g.add_argument("--reward_model_path", default=None,
+                   help="reward model checkpoint (trainer/train_reward_model.py) scoring each answer (default: exact "
+                        "match of the answer with the record's 'answer')")
+    p.add_check(_check_rollout, paths=True)
+
+
+def _check_rollout(args) -> None:
+    if args.temperature == 0:
+        raise UsageError("--temperature 0 would decode greedily: RL rollouts sample (use a small positive value)")
+    if args.reward_model_path is not None:
+        check_input_file(args.reward_model_path, "--reward_model_path")
+        check_not_resume_state(args.reward_model_path, "--reward_model_path")
+
+
+def add_rl_train_args(p: ArgParser, *, default_data: str, batch_size: int, branches: int | None, epochs: int,
+                      lr: float, max_new_tokens: int, wandb_project: str) -> None:
+    """Every flag of an RL front (PPO, GRPO) on a MiniMind checkpoint, the stage's own ones aside."""
+    add_model_shape_args(p, training=True)
+    add_rope_args(p, training=True)
+    add_prompt_batch_args(p, batch_size=batch_size, branches=branches)
+    add_data_args(p, default_data=default_data, kind="prompts", training=True)
+    add_model_source_args(p, checkpoint=False, hf=False, lora=False)
+    add_runtime_args(p, seed=1337, distributed=True)
+    add_output_args(p, out_dir="out", out_dir_help="checkpoints, resume state and metrics go here")
+    add_train_args(p, epochs=epochs, lr=lr, wandb_project=wandb_project)
+    add_rollout_args(p, max_new_tokens=max_new_tokens)

@@ -39,12 +39,20 @@ class LossOutput:
     loss: 0-dim tensor, summed over the `targets` (the engine scales it by world size / global targets).
     metrics: extra numbers, summed like the loss; logs show them divided by the targets of the window.
     aux_loss: an optional term added as it is (averaged over the step's micro-batches), e.g. the MoE balance loss.
+    counts: the denominator of a metric that is not a mean over targets (a per-sequence reward when the
+        targets are tokens): logs show `sum(metrics[k]) / sum(counts[k])` over the window for those keys.
     """
 
     loss: torch.Tensor
     targets: int
     metrics: dict[str, float] = field(default_factory=dict)
     aux_loss: torch.Tensor | None = None
+    counts: dict[str, float] = field(default_factory=dict)
+
+
+def metric_means(metrics: dict[str, float], counts: dict[str, float], targets: float) -> dict[str, float]:
+    """Summed metrics -> means: over their own count where one is given, else over the targets."""
+    return {k: v / max(counts.get(k, targets), 1e-12 if k in counts else 1.0) for k, v in metrics.items()}
 
 
 class LossFn:
@@ -146,40 +154,50 @@ def to_device(batch: dict, device: torch.device, non_blocking: bool = False) -> 
 
 @torch.no_grad()
 def evaluate_loss(model, batches, device, *, mask_mode: str, amp_dtype: torch.dtype | None = None,
-                  max_batches: int = 0, progress=None, loss_fn: LossFn | None = None) -> dict:
+                  max_batches: int = 0, progress=None, loss_fn: LossFn | None = None, prepare=None) -> dict:
     """Target-weighted mean loss over `batches` (this rank's share), summed over all ranks.
 
-    Returns {"loss", "ppl", "tokens", "batches", "metrics"} ("metrics": the loss hook's metrics, summed
-    and divided by the targets like the loss; "ppl": exp of the loss, or of `loss_fn.perplexity_metric`);
-    identical on every rank. Raises ValueError when the
-    batches hold no target at all, or when the loss is not finite: a report never shows nan.
+    Returns {"loss", "ppl", "tokens", "batches", "metrics"} ("metrics": the loss hook's metrics as means,
+    over their own counts where `LossOutput.counts` gives them, else over the targets like the loss;
+    "ppl": exp of the loss, or of `loss_fn.perplexity_metric`); identical on every rank.
+    `prepare(k, batch) -> batch` turns the k-th batch into what the loss hook reads first (a rollout
+    stage's held-out prompts -> generated answers). Raises ValueError when the batches hold no target at
+    all, or when the loss is not finite: a report never shows nan.
     """
     loss_fn = loss_fn or CrossEntropyLoss(mask_mode)
     was_training = model.training
     model.eval()
-    total, tokens, n_batches, sums = 0.0, 0, 0, {}
+    total, tokens, n_batches = 0.0, 0, 0
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
     for batch in batches:
+        if prepare is not None:
+            batch = prepare(n_batches, batch)
         batch = to_device(batch, device)
         with autocast_context(device, amp_dtype):
             out = loss_fn(model, batch)
         total += float(out.loss)
         tokens += out.targets
-        n_batches += 1
         for k, v in out.metrics.items():
             sums[k] = sums.get(k, 0.0) + float(v)
+        for k, v in out.counts.items():
+            counts[k] = counts.get(k, 0.0) + float(v)
+        n_batches += 1
         if progress is not None:
             progress(n_batches)
         if max_batches and n_batches >= max_batches:
             break
-    names = sorted(sums)  # every call of a loss hook returns the same keys, so every rank has the same names
-    total, tokens, n_batches, *values = all_reduce([total, tokens, n_batches, *(sums[k] for k in names)])
+    names, cnames = sorted(sums), sorted(counts)
+    total, tokens, n_batches, *rest = all_reduce([total, tokens, n_batches, *(sums[k] for k in names),
+                                                  *(counts[k] for k in cnames)])
+    sums, counts = dict(zip(names, rest[:len(names)])), dict(zip(cnames, rest[len(names):]))
     if was_training:
         model.train()
     if not tokens:
         raise ValueError(f"no target tokens in the {int(n_batches)} evaluated batches: there is nothing to take a "
                          "loss on (check the data's text field, answer_offset and --max_seq_len)")
     loss = total / tokens
-    metrics = {k: v / tokens for k, v in zip(names, values)}
+    metrics = metric_means(sums, counts, tokens)
     nll = metrics.get(loss_fn.perplexity_metric, loss) if loss_fn.perplexity_metric else loss
     if not math.isfinite(loss):
         raise ValueError(f"the evaluated loss is {loss} over {int(tokens)} target tokens: the model gives "

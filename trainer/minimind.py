@@ -59,13 +59,20 @@ def _inference_overrides(args) -> dict:
     return {"mask_mode": args.mask_mode, "use_flex_attention": args.use_flex_attention or None}
 
 
-def load_companion_checkpoint(path: str, args, what: str, tokenizer=None) -> MiniMindForCausalLM:
-    """A MiniMind checkpoint as a frozen companion (a DPO reference, a distillation teacher), on CPU, strict;
-    a missing or unreadable file, or (given `tokenizer`) a checkpoint trained with another tokenizer, stops
-    the run with one line naming `what`."""
+def checkpoint_overrides(args) -> dict:
+    """What a checkpoint load is given: the model flags (checked against the saved config) and the
+    inference-time settings it may change."""
+    return {**model_overrides(args), **_inference_overrides(args)}
+
+
+def load_companion_checkpoint(path: str, args, what: str, tokenizer=None, build=model_from_payload):
+    """A MiniMind checkpoint as a frozen companion (a DPO reference, a distillation teacher, a reward model), on
+    CPU, strict; a missing or unreadable file, or (given `tokenizer`) a checkpoint trained with another
+    tokenizer, stops the run with one line naming `what`. `build(payload, source=, overrides=)` makes the
+    model (default: a `MiniMindForCausalLM`; `model.value_head.value_model_from_payload` for a reward model)."""
     try:
         payload = read_checkpoint(path)
-        model = model_from_payload(payload, source=path, overrides=_inference_overrides(args))
+        model = build(payload, source=path, overrides=_inference_overrides(args))
     except (OSError, ValueError) as e:
         raise SystemExit(f"cannot load the {what} {path}: {e}") from None
     files = payload.get("tokenizer_files")
@@ -155,8 +162,7 @@ class MiniMindStage(Stage):
                              "--init_weight none to start from random weights)")
         payload = self._payload(path)
         try:
-            model = model_from_payload(payload, source=path,
-                                       overrides={**model_overrides(args), **_inference_overrides(args)})
+            model = model_from_payload(payload, source=path, overrides=checkpoint_overrides(args))
         except ValueError as e:
             raise SystemExit(f"cannot start from {path}: {e}") from None
         model.train()

@@ -54,7 +54,8 @@ def base_files() -> dict[str, str]:
             "file.txt": "a plain file\n", "ckpt/pretrain_64.pth": "", "ckpt/pretrain_64_resume.pth": "",
             "tasks.jsonl": json.dumps({"id": "a", "kind": "arith", "context": "", "prompt": "1 plus 1 =",
                                        "answer": "2"}) + "\n",
-            "prompts.txt": "one prompt\n", "prompts.jsonl": '{"text": "one prompt"}\n', "dpo.jsonl": GOOD_DPO}
+            "prompts.txt": "one prompt\n", "prompts.jsonl": '{"text": "one prompt"}\n', "dpo.jsonl": GOOD_DPO,
+            "rl.jsonl": json.dumps({"prompt": "1 plus 1", "answer": "2"}) + "\n"}
 
 
 PRE = "trainer/train_pretrain.py"
@@ -72,6 +73,10 @@ SERVE_OK = ["--model_path", "{d}/model.pth"]
 TRAIN_OK = ["--data_path", "{d}/data.jsonl", "--out_dir", "{d}/run"]
 DPO = "trainer/train_dpo.py"
 DPO_OK = ["--data_path", "{d}/dpo.jsonl", "--out_dir", "{d}/run"]
+GRPO = "trainer/train_grpo.py"
+PPO = "trainer/train_ppo.py"
+RM = "trainer/train_reward_model.py"
+RL_OK = ["--data_path", "{d}/rl.jsonl", "--out_dir", "{d}/run"]
 LORA = "trainer/train_lora.py"
 KD = "trainer/train_distillation.py"
 REASON = "trainer/train_distill_reason.py"
@@ -293,6 +298,30 @@ CASES = [
          heavy=True, one_line=False),
     Case("dpo-needs-a-reference", DPO, [*DPO_OK, *TINY, "--init_weight", "none"],
          ["DPO needs a starting checkpoint"], heavy=True, one_line=False),
+    # --- RL fronts and the reward model ----------------------------------------------------------------------
+    Case("grpo-one-generation", GRPO, [*RL_OK, "--num_generations", "1"], ["--num_generations 1", "at least 2"]),
+    Case("grpo-temperature-zero", GRPO, [*RL_OK, "--temperature", "0"], ["--temperature 0 would decode greedily"]),
+    Case("grpo-bad-scale-rewards", GRPO, [*RL_OK, "--scale_rewards", "std"], ["argument --scale_rewards"]),
+    Case("grpo-bad-loss-type", GRPO, [*RL_OK, "--loss_type", "ppo"], ["argument --loss_type", "invalid choice"]),
+    Case("grpo-missing-reward-model", GRPO, [*RL_OK, "--reward_model_path", "{d}/nope.pth"],
+         ["--reward_model_path {d}/nope.pth does not exist"]),
+    Case("grpo-mask-does-not-apply", GRPO, [*RL_OK, "--mask", "columnar"], ["unrecognized arguments: --mask"]),
+    Case("grpo-from-random-weights", GRPO, [*RL_OK, *TINY, "--init_weight", "none"],
+         ["grpo starts from a trained model"], heavy=True, one_line=False),
+    Case("ppo-bad-critic", PPO, [*RL_OK, "--critic", "both"], ["argument --critic", "invalid choice"]),
+    Case("ppo-negative-kl-coef", PPO, [*RL_OK, "--kl_coef", "-1"], ["argument --kl_coef", ">= 0"]),
+    Case("ppo-lam-above-one", PPO, [*RL_OK, "--lam", "2"], ["argument --lam", "[0, 1]"]),
+    Case("ppo-from-random-weights", PPO, [*RL_OK, *TINY, "--init_weight", "none"],
+         ["ppo_actor starts from a trained model"], heavy=True, one_line=False),
+    Case("rm-negative-center-coef", RM, [*DPO_OK, "--center_coef", "-1"], ["argument --center_coef", ">= 0"]),
+    Case("rm-branch-flags-do-not-apply", RM, [*DPO_OK, "--branches_per_sample", "4"],
+         ["unrecognized arguments: --branches_per_sample 4"]),
+    Case("rm-pair-without-rejected", RM, [*DPO_OK[:2], "--data_path", "{d}/bad.jsonl", "--out_dir", "{d}/run", *TINY,
+                                          "--init_weight", "none", "--max_steps", "1", "--num_workers", "0"],
+         ["bad.jsonl:2", "field 'rejected'", "missing"], files={"bad.jsonl": GOOD_DPO.splitlines()[0] +
+                                                                 '\n{"chosen": []}\n'}, heavy=True, one_line=False),
+    Case("bench-grpo-zero-generations", "scripts/bench_grpo.py", ["--num_generations", "0"],
+         ["argument --num_generations"], heavy=True),
     Case("lora-name-with-a-folder", LORA, [*SFT_OK, "--lora_name", "../x"],
          ["--lora_name '../x' must be a plain file name"]),
     Case("lora-rank-zero", LORA, [*SFT_OK, "--lora_rank", "0"], ["argument --lora_rank", "positive integer", "0"]),

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from model.checkpoint import checkpoint_payload
-from trainer.loss import CrossEntropyLoss, LossFn, token_mask
+from trainer.loss import CrossEntropyLoss, LossFn, autocast_context, token_mask
 
 
 @dataclass
@@ -58,7 +58,14 @@ class RolloutContext:
     branch_stride: int
     step: int  # the optimizer step the rollout feeds (0-based)
     seed: int  # derived from (--seed, rank, step, micro-batch)
+    device: torch.device = torch.device("cpu")  # where the policy is
+    amp: torch.dtype | None = None  # the training forward's autocast dtype (None: float32)
+    validation: bool = False  # a rollout of held-out prompts for validation (decode greedily, no update follows)
     extra: dict = field(default_factory=dict)
+
+    def autocast(self):
+        """The training forward's autocast: scoring passes under it give the log-probabilities the loss sees."""
+        return autocast_context(self.device, self.amp)
 
     def generator(self, **kwargs):
         """The generation engine over the current weights (`model.parallel_generation.ParallelGenerator`)."""
@@ -74,7 +81,13 @@ class Rollout:
     Called under `torch.no_grad()` before the step's forward/backward, once per micro-batch. The
     training batch must hold what the stage's `LossFn` reads, including what `count_targets` counts
     (`num_label_tokens` for the default); `num_tokens`, `num_samples`, `num_texts` feed the counters.
+    `updates` optimizer updates are taken on each step's rollout batches (PPO epochs, GRPO
+    iterations): one step is one rollout followed by that many forward/backward/optimizer updates.
+    With a validation set, held-out prompt batches go through the rollout too (`ctx.validation`) and
+    the loss hook's metrics on them are the validation metrics.
     """
+
+    updates: int = 1
 
     def __call__(self, ctx: RolloutContext, batch: dict) -> dict:
         raise NotImplementedError

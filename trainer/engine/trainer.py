@@ -42,7 +42,7 @@ from trainer.engine.resume import capture_rng, check_resume_identity, jsonable, 
 from trainer.engine.stage import RolloutContext, Stage
 from trainer.engine.state import TrainState
 from trainer.engine.validator import Validator
-from trainer.loss import autocast_context, to_device
+from trainer.loss import CrossEntropyLoss, autocast_context, metric_means, to_device
 from trainer.tracking import NullTracker, Progress, build_tracker, check_wandb_ready, setup_logging
 
 log = logging.getLogger("parallelmind")
@@ -79,14 +79,17 @@ class LogWindow:
     targets: float = 0.0
     tokens: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
+    metric_counts: dict[str, float] = field(default_factory=dict)  # own denominators (LossOutput.counts)
     t0: float = field(default_factory=time.perf_counter)
 
-    def add(self, loss: float, counts: StepCounts, metrics: dict[str, float]) -> None:
+    def add(self, loss: float, counts: StepCounts, metrics: dict[str, float], metric_counts: dict[str, float]) -> None:
         self.loss += loss
         self.targets += counts.targets
         self.tokens += counts.tokens
         for k, v in metrics.items():
             self.metrics[k] = self.metrics.get(k, 0.0) + v
+        for k, v in metric_counts.items():
+            self.metric_counts[k] = self.metric_counts.get(k, 0.0) + v
 
 
 def seed_everything(seed: int) -> None:
@@ -158,8 +161,8 @@ class Trainer:
         self.loss_fn = self.stage.build_loss(a, self.models.companions)
         self.models.drop_released_companions()  # e.g. a reference the loss hook precomputed from and let go
         self.rollout = self.stage.build_rollout(a, self.tokenizer)
-        self.validator = Validator(a, dataset, self.tokenizer, stride, d, self.amp, self.loss_fn) \
-            if a.val_samples else None
+        self.validator = Validator(a, dataset, self.tokenizer, stride, d, self.amp, self.loss_fn,
+                                   rollout=self.rollout is not None) if a.val_samples else None
         if saved is not None:
             self._restore(saved)
         if self.validator is not None:
@@ -239,15 +242,29 @@ class Trainer:
         if not c.targets:
             self._skip(len(micro))
             return Outcome.SKIPPED
-        step_loss, metrics = self.forward_backward(micro, c.targets)
-        self.optim.step()
+        step_loss, metrics, metric_counts = self.update(micro, c.targets)
         self.state.advance(tokens=int(c.tokens), targets=int(c.targets), samples=int(c.samples), texts=int(c.texts))
         self.steps_this_run += 1
         self.nonfinite_steps += not math.isfinite(step_loss)
-        self.window.add(step_loss, c, metrics)
+        self.window.add(step_loss, c, metrics, metric_counts)
         local_targets = sum(self.loss_fn.count_targets(b) for b in micro)
         self.step_stats = (step_loss, local_targets, c.tokens, time.perf_counter() - t0)
         return Outcome.TRAINED
+
+    def update(self, micro: list[dict], global_targets: float) -> tuple[float, dict[str, float], dict[str, float]]:
+        """The step's optimizer updates on its batches: one, or the rollout's `updates` (PPO epochs, GRPO
+        iterations) on the same rollout -> (loss, metrics, metric counts), averaged over the updates."""
+        n = self.rollout.updates if self.rollout is not None else 1
+        loss, metrics, counts = 0.0, {}, {}
+        for _ in range(n):
+            step_loss, step_metrics, step_counts = self.forward_backward(micro, global_targets)
+            self.optim.step()
+            loss += step_loss / n
+            for k, v in step_metrics.items():
+                metrics[k] = metrics.get(k, 0.0) + v / n
+            for k, v in step_counts.items():
+                counts[k] = counts.get(k, 0.0) + v / n
+        return loss, metrics, counts
 
     def global_counts(self, micro: list[dict]) -> StepCounts:
         sig = self.stop.signum
@@ -256,23 +273,28 @@ class Trainer:
                  1.0 if micro else 0.0, float(sig == signal.SIGINT), float(sig is not None and sig != signal.SIGINT)]
         return StepCounts(*all_reduce(local))
 
+    def rollout_context(self, micro: int, *, validation: bool = False) -> RolloutContext:
+        """What the rollout of micro-batch `micro` sees; validation rollouts use step -1 in their seed."""
+        a, step = self.args, -1 if validation else self.state.step
+        return RolloutContext(policy=self.models.raw, tokenizer=self.tokenizer, companions=self.models.companions,
+                              mask_mode=a.mask_mode, branch_stride=self.branch_stride, step=self.state.step,
+                              seed=rollout_seed(a.seed, self.dist.rank, step, micro), device=self.dist.device,
+                              amp=self.amp, validation=validation)
+
     def roll_out(self, batches: list[dict]) -> list[dict]:
         """The rollout phase: each data batch -> a training batch generated from the current weights."""
-        a, raw = self.args, self.models.raw
-        out = []
         with torch.no_grad():
-            for i, batch in enumerate(batches):
-                ctx = RolloutContext(policy=raw, tokenizer=self.tokenizer, companions=self.models.companions,
-                                     mask_mode=a.mask_mode, branch_stride=self.branch_stride,
-                                     step=self.state.step, seed=rollout_seed(a.seed, self.dist.rank, self.state.step, i))
-                out.append(self.rollout(ctx, batch))
-        return out
+            return [self.rollout(self.rollout_context(i), batch) for i, batch in enumerate(batches)]
 
-    def forward_backward(self, micro: list[dict], global_targets: float) -> tuple[float, dict[str, float]]:
-        """Backward of every micro-batch's loss scaled by world size / global targets -> (summed loss, metrics)."""
+    def validation_rollout(self, k: int, batch: dict) -> dict:
+        return self.rollout(self.rollout_context(k, validation=True), batch)
+
+    def forward_backward(self, micro: list[dict], global_targets: float) -> tuple[float, dict, dict]:
+        """Backward of every micro-batch's loss scaled by world size / global targets
+        -> (summed loss, summed metrics, summed metric counts)."""
         d, model = self.dist, self.models.wrapped
         scale = d.world_size / max(global_targets, 1.0)
-        step_loss, metrics = 0.0, {}
+        step_loss, metrics, counts = 0.0, {}, {}
         for i, batch in enumerate(micro):
             batch = to_device(batch, d.device, non_blocking=True)
             sync = contextlib.nullcontext() if (not d.enabled or i == len(micro) - 1) else model.no_sync()
@@ -289,7 +311,9 @@ class Trainer:
             step_loss += float(out.loss.detach())
             for k, v in out.metrics.items():
                 metrics[k] = metrics.get(k, 0.0) + float(v)
-        return step_loss, metrics
+            for k, v in out.counts.items():
+                counts[k] = counts.get(k, 0.0) + float(v)
+        return step_loss, metrics, counts
 
     def _skip(self, n_batches: int) -> None:
         if not self.skipped_batches:
@@ -309,15 +333,16 @@ class Trainer:
 
     def _log_window(self) -> None:
         st, w = self.state, self.window
-        names = sorted(w.metrics)
-        loss, *sums = all_reduce([w.loss, *(w.metrics[k] for k in names)])
+        names, cnames = sorted(w.metrics), sorted(w.metric_counts)
+        loss, *rest = all_reduce([w.loss, *(w.metrics[k] for k in names), *(w.metric_counts[k] for k in cnames)])
+        sums, counts = dict(zip(names, rest[:len(names)])), dict(zip(cnames, rest[len(names):]))
         if not math.isfinite(loss):
             raise SystemExit(self._diverged(loss))
         rec = {"loss": loss / max(w.targets, 1.0), "lr": self.lr,
                "tokens_per_s": w.tokens / max(time.perf_counter() - w.t0, 1e-9), "tokens_seen": st.tokens_seen,
                "targets_seen": st.targets_seen, "samples_seen": st.samples_seen, "texts_seen": st.texts_seen,
                "epoch": self.data.epoch, "elapsed_s": time.perf_counter() - self.t0}
-        rec.update({k: v / max(w.targets, 1.0) for k, v in zip(names, sums)})
+        rec.update(metric_means(sums, counts, w.targets))
         self.tracker.log(rec, st.step)
         metrics = "".join(f" | {k} {rec[k]:.4g}" for k in names)  # the loss hook's own numbers, per target
         self.progress.write(f"step {st.step}/{self.total_display} | loss {rec['loss']:.4f}{metrics} | "
@@ -334,19 +359,18 @@ class Trainer:
             return
         res = self.last_val = self.validate()
         self.validator.schedule_from(self.state)
-        self.tracker.log({"val_loss": res["loss"], "val_ppl": res["ppl"], "val_tokens": res["tokens"],
-                          **res["extra"]}, self.state.step)
-        extra = "".join(f", {k} {v:.4g}" for k, v in res["extra"].items())
-        self.progress.write(f"step {self.state.step}: validation loss {res['loss']:.4f} (ppl {res['ppl']:.2f}, "
-                            f"{res['tokens']:,} tokens, {res['samples']} samples{extra})")
+        self.tracker.log({"val_loss": res["loss"], **res["extra"], "val_tokens": res["tokens"]}, self.state.step)
+        self.progress.write(f"step {self.state.step}: validation {self._val_text(res)}")
 
     def validate(self) -> dict:
-        """The held-out loss, plus `extra`: the loss hook's metrics and the stage's own evaluation, as val_<name>."""
-        res = self.validator.run(self.models.wrapped)
-        extra = {f"val_{k}": v for k, v in res.get("metrics", {}).items()}
-        ctx = RolloutContext(policy=self.models.raw, tokenizer=self.tokenizer, companions=self.models.companions,
-                             mask_mode=self.args.mask_mode, branch_stride=self.branch_stride, step=self.state.step,
-                             seed=rollout_seed(self.args.seed, -1, self.state.step, 0))
+        """The held-out loss, plus `extra`: val_ppl (for a cross-entropy loss or a `perplexity_metric`; a perplexity
+        means nothing for other objectives), the loss hook's metrics and the stage's own evaluation, as val_<name>. A rollout stage
+        validates on rollouts of the held-out prompts (greedy; `RolloutContext.validation`)."""
+        prepare = self.validation_rollout if self.rollout is not None else None
+        res = self.validator.run(self.models.wrapped, prepare=prepare)
+        extra = {"val_ppl": res["ppl"]} if self._has_ppl() else {}
+        extra.update({f"val_{k}": v for k, v in res.get("metrics", {}).items()})
+        ctx = self.rollout_context(0, validation=True)
         was_training = self.models.raw.training
         self.models.raw.eval()
         with torch.no_grad():
@@ -354,6 +378,17 @@ class Trainer:
         self.models.raw.train(was_training)
         res["extra"] = extra
         return res
+
+    def _has_ppl(self) -> bool:
+        """A perplexity means something for a cross-entropy loss or a hook naming its cross-entropy metric."""
+        return isinstance(self.loss_fn, CrossEntropyLoss) or getattr(self.loss_fn, "perplexity_metric", None) is not None
+
+    def _val_text(self, res: dict) -> str:
+        ce = self._has_ppl()
+        extra = "".join(f", {k.removeprefix('val_')} {v:.4g}" for k, v in res["extra"].items() if k != "val_ppl")
+        ppl = f"ppl {res['ppl']:.2f}, " if ce else ""
+        return (f"loss {res['loss']:.4f} ({ppl}{res['tokens']:,} {'tokens' if ce else 'targets'}, "
+                f"{res['samples']} samples){extra}")
 
     def maybe_save_and_stop(self, outcome: Outcome) -> bool:
         """Save every --save_interval steps and when stopping; True when the run stops here."""
@@ -418,10 +453,8 @@ class Trainer:
                         "for those", st.step, st.step - st.total_steps)
         if self.validator is not None and finished:
             res = self.last_val = self.validate()
-            self.tracker.log({"val_loss": res["loss"], "val_ppl": res["ppl"], **res["extra"], "final": True}, st.step)
-            extra = "".join(f", {k} {v:.4g}" for k, v in res["extra"].items())
-            log.info("final validation loss %.4f (ppl %.2f) over %s tokens%s", res["loss"], res["ppl"],
-                     f"{res['tokens']:,}", extra)
+            self.tracker.log({"val_loss": res["loss"], **res["extra"], "final": True}, st.step)
+            log.info("final validation %s", self._val_text(res))
         self._check_replicas()
         self._summarize()
         if self.stopping and self.counts.stop:
