@@ -90,6 +90,11 @@ def emit_json(result: dict, out: str | None) -> None:
         os.replace(tmp, path)
 
 
+def add_tiny_model_arg(g, help: str) -> None:
+    """`--tiny_model`: a benchmark measures a random tiny config instead of a given model folder."""
+    g.add_argument("--tiny_model", action="store_true", help=help)
+
+
 def add_benchmark_args(p, *, repeats: int, quick_repeats: int, steps: int | None = None,
                        quick_steps: int | None = None, steps_help: str = "training steps per run",
                        threads: bool = True, seed: int | None = None, device: str | None = None) -> None:

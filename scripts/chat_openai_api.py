@@ -34,9 +34,8 @@ def build_parser() -> ArgParser:
     flags.add_api_client_args(p)
     flags.add_decoding_args(p, max_new_tokens=256, batch_groups=None, max_new_tokens_help="max_tokens per answer")
     g = p.add_argument_group("conversation")
-    g.add_argument("--system", default=None, help="system message at the start of every conversation")
-    g.add_argument("--history_turns", type=flags.nonneg_int, default=0,
-                   help="earlier exchanges sent with each question (0 = all of them)")
+    flags.add_conversation_args(g, system_help="system message at the start of every conversation",
+                                history_help="earlier exchanges sent with each question (0 = all of them)")
     flags.add_stream_arg(g, True, "stream the answers (--no_stream: wait)")
     g.add_argument("--show_speed", action="store_true", help="print tokens and tokens/s after each answer (stderr)")
     flags.add_seed_arg(g, None, "sampling seed (the same conversation gives the same answers)")

@@ -48,8 +48,8 @@ def build_parser() -> ArgParser:
                    help="pretrain: plain completion; sft: chat template on (unless --no_chat_template)")
     flags.add_prompts_arg(g, help="prompts; in pretrain mode 'a||b' is one sample")
     flags.add_branches_per_sample_arg(g, 4, "single prompts per sample")
-    g.add_argument("--chat_template", action=flags.BoolFlag, default=None,
-                   help="wrap each prompt as a user turn (ChatML); default: on in sft mode, off in pretrain mode")
+    flags.add_chat_template_arg(g, default=None, help="wrap each prompt as a user turn (ChatML); default: on in sft "
+                                                      "mode, off in pretrain mode")
     g.add_argument("--max_prompt_length", type=flags.positive_int, default=2048,
                    help="longest prompt (tokens) accepted; longer prompts are an error, never cut silently")
     flags.add_source_args(p, hf=False, text_column=False, max_samples=False, data_aliases=("--prompts_file",),

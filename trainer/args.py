@@ -111,13 +111,20 @@ def _check_heads(args) -> None:
 
 
 def add_rope_args(p: ArgParser, *, training: bool = False, prefix_sharing: bool = False, stride: bool = True,
-                  schemes: tuple[str, ...] = ROPE_2D_SCHEMES, ratio_default: float | None = None) -> None:
+                  schemes: tuple[str, ...] = ROPE_2D_SCHEMES, ratio_default: float | None = None,
+                  patch_rope: bool = False) -> None:
     """`prefix_sharing`: accept `--branch_stride 0` (every branch at coordinate 0; generation only).
 
     `stride=False` (no --pe / --branch_stride) and `schemes` narrow the group for a tool that patches a
-    Hugging Face model itself; `ratio_default` is then its ratio.
+    Hugging Face model itself; `ratio_default` is then its ratio. `patch_rope`: `--patch_rope` /
+    `--no_patch_rope` (a Hugging Face model with 2D RoPE, the default, or its own rotary module; None
+    when neither is given, so a setting saved with an adapter decides).
     """
     g = p.add_argument_group("2D RoPE (a checkpoint's own settings win; a contradicting flag is an error)")
+    if patch_rope:
+        g.add_argument("--patch_rope", action=BoolFlag, default=None,
+                       help="Hugging Face models: 2D RoPE (default; an adapter's saved setting decides when neither "
+                            "is given); --no_patch_rope keeps the model's own rotary module (plain 1D positions)")
     if stride:
         g.add_argument("--pe", choices=PE_TYPES, default=None, help="2D RoPE (default) or Fourier branch embedding")
     g.add_argument("--rope_2d_ratio", type=ratio, default=ratio_default,
@@ -143,6 +150,8 @@ def add_rope_args(p: ArgParser, *, training: bool = False, prefix_sharing: bool 
 
 
 def _check_prefix_sharing(args) -> None:
+    if args.branch_stride == 0 and getattr(args, "mask_mode", "isolated") is None:
+        args.mask_mode = "isolated"  # a tool whose mask defaults to the model's: prefix sharing is isolated
     if args.branch_stride == 0 and getattr(args, "mask_mode", "isolated") != "isolated":
         raise UsageError("--branch_stride 0 (prefix sharing) needs --mask isolated: with the columnar mask, branches "
                          "at one coordinate could not be told apart")
@@ -150,10 +159,12 @@ def _check_prefix_sharing(args) -> None:
 
 # --- mask and branches ---------------------------------------------------------------------------------
 
-def add_mask_args(p: ArgParser) -> None:
+def add_mask_args(p: ArgParser, *, default: str | None = MASK_MODES[0]) -> None:
+    """`default=None`: the mask the model was trained with (saved with it) decides when --mask is not given."""
     g = p.add_argument_group("attention and alignment")
-    g.add_argument("--mask", choices=MASK_MODES, default=MASK_MODES[0], dest="mask_mode",
-                   help="columnar: branches see each other's earlier tokens; isolated: own branch + main only")
+    g.add_argument("--mask", choices=MASK_MODES, default=default, dest="mask_mode",
+                   help="columnar: branches see each other's earlier tokens; isolated: own branch + main only"
+                        + ("" if default else " (default: the mask the model was trained with, else columnar)"))
     g.add_argument("--align_to", choices=ALIGNMENTS, default=ALIGNMENTS[0],
                    help="left: branches start together; right: their last prompt tokens line up")
 
@@ -182,13 +193,15 @@ def add_pair_batch_args(p: ArgParser, *, batch_size: int) -> None:
     p.set_defaults(**PAIR_BATCH_DEFAULTS)
 
 
-def add_branch_args(p: ArgParser, *, default_branches: int, batch_size: int, training: bool = True) -> None:
+def add_branch_args(p: ArgParser, *, default_branches: int, batch_size: int, training: bool = True,
+                    inference: bool = False) -> None:
     """How texts are grouped into samples of branches, and samples into batches.
 
     Fixed mode: `--branches_per_sample N`. Dynamic mode: `--max_branches_per_sample M` (with
     `--min_branches_per_sample`, default 1): a seeded random count in [min, max] per sample;
     `--max_branches_per_sample 0` means fixed mode (seed 002). The `--val_*` flags set the branch
-    counts of validation / evaluation the same way (default: those of training).
+    counts of validation / evaluation the same way (default: those of training). `inference=True`:
+    only the grouping and batch flags (batch inference has no validation, token cap or time offsets).
     """
     g = p.add_argument_group("branches and batches")
     add_batch_size_arg(g, batch_size, "texts per batch (samples with --batch_by_samples)")
@@ -198,6 +211,9 @@ def add_branch_args(p: ArgParser, *, default_branches: int, batch_size: int, tra
                    help="dynamic mode: a seeded random count in [min, max] per sample (0 = fixed mode)")
     g.add_argument("--min_branches_per_sample", type=positive_int, default=None,
                    help="dynamic mode: smallest count (default 1)")
+    if inference:
+        p.add_check(lambda a: _check_branches(a, default_branches))
+        return
     g.add_argument("--val_branches_per_sample", type=positive_int, default=None,
                    help="validation / evaluation: a fixed count")
     g.add_argument("--val_max_branches_per_sample", type=nonneg_int, default=None,
@@ -225,7 +241,7 @@ def _check_branches(args, default_branches: int) -> None:
             raise UsageError("--min_branches_per_sample goes with dynamic mode, but --max_branches_per_sample 0 "
                              "is fixed mode")
         args.max_branches_per_sample = None
-    if args.val_max_branches_per_sample == 0:
+    if getattr(args, "val_max_branches_per_sample", None) == 0:
         args.val_max_branches_per_sample = None
     lo, hi = args.min_branches_per_sample, args.max_branches_per_sample
     if hi is None:
@@ -242,6 +258,8 @@ def _check_branches(args, default_branches: int) -> None:
         if lo > hi:
             raise UsageError(f"--min_branches_per_sample {lo} is more than --max_branches_per_sample {hi}")
         args.branches_per_sample = hi  # the largest sample: batch sizes counted in texts use it
+    if not hasattr(args, "val_branches_per_sample"):  # inference: no validation flags
+        return
     vlo, vhi = args.val_min_branches_per_sample, args.val_max_branches_per_sample
     if args.val_branches_per_sample is not None and (vlo is not None or vhi is not None):
         raise UsageError("--val_branches_per_sample (a fixed count) and --val_min/--val_max_branches_per_sample "
@@ -313,6 +331,17 @@ def add_max_new_tokens_arg(g, default: int, minimum: int = 0, help: str = "new t
 
 def add_prompts_arg(g, *, default: list[str] | None = None, nargs: str = "*", help: str = "prompts") -> None:
     g.add_argument("--prompts", nargs=nargs, default=default, help=help)
+
+
+def add_conversation_args(g, *, system_help: str, history_help: str) -> None:
+    """`--system` (a system message opening the conversation) and `--history_turns` (earlier exchanges kept, 0 = all)."""
+    g.add_argument("--system", default=None, help=system_help)
+    g.add_argument("--history_turns", type=nonneg_int, default=0, help=history_help)
+
+
+def add_chat_template_arg(g, *, default: bool | None, help: str) -> None:
+    """`--chat_template` / `--no_chat_template`: wrap each prompt as a user turn of the tokenizer's chat template."""
+    g.add_argument("--chat_template", action=BoolFlag, default=default, help=help)
 
 
 def _check_sampling(args) -> None:

@@ -54,7 +54,7 @@ def base_files() -> dict[str, str]:
             "file.txt": "a plain file\n", "ckpt/pretrain_64.pth": "", "ckpt/pretrain_64_resume.pth": "",
             "tasks.jsonl": json.dumps({"id": "a", "kind": "arith", "context": "", "prompt": "1 plus 1 =",
                                        "answer": "2"}) + "\n",
-            "prompts.txt": "one prompt\n", "dpo.jsonl": GOOD_DPO,
+            "prompts.txt": "one prompt\n", "prompts.jsonl": '{"text": "one prompt"}\n', "dpo.jsonl": GOOD_DPO,
             "rl.jsonl": json.dumps({"prompt": "1 plus 1", "answer": "2"}) + "\n"}
 
 
@@ -85,6 +85,9 @@ KD_OK = [*SFT_OK, "--teacher_path", "{d}/model.pth"]
 GEN_OK = ["--model_path", "{d}/model.pth", "--prompts", "hi"]
 LOSS_OK = ["--model_path", "{d}/model.pth", "--data_path", "{d}/data.jsonl", "--out_path", "{d}/ev.json"]
 TASKS_OK = ["--model_path", "{d}/model.pth", "--tasks", "{d}/tasks.jsonl", "--out_path", "{d}/t.json"]
+PINF = "scripts/parallel_inference_hf_lora.py"
+PINF_OK = ["--base_model", "{d}/dir", "--data_path", "{d}/prompts.jsonl", "--out_path", "{d}/results.jsonl"]
+INF = "scripts/inference_hf_lora.py"
 
 CASES = [
     # --- flag values and paths: the CLI cases ------------------------------------------------------------
@@ -241,6 +244,49 @@ CASES = [
          ["not implemented yet"], prefixed=False, heavy=True),  # a placeholder front until the HF trainers land
     Case("run-demo-unknown-flag", "scripts/run_demo.py", ["--out_dir", "{d}/demo", "--bogus"],
          ["unrecognized arguments: --bogus"], one_line=False),  # run_demo keeps argparse's usage line
+    # --- batch inference and single-prompt inference (HF + LoRA) ---------------------------------------------
+    Case("pinf-prefix-sharing-needs-isolated", PINF, [*PINF_OK, "--branch_stride", "0", "--mask", "columnar"],
+         ["--branch_stride 0", "--mask isolated"]),
+    Case("pinf-no-patch-rope-columnar", PINF, [*PINF_OK, "--no_patch_rope", "--mask", "columnar"],
+         ["--no_patch_rope", "--mask columnar"]),
+    Case("pinf-no-patch-rope-stride", PINF, [*PINF_OK, "--no_patch_rope", "--branch_stride", "128"],
+         ["--branch_stride 128 needs 2D RoPE"]),
+    Case("pinf-no-patch-rope-ratio-ignored", PINF, [*PINF_OK, "--no_patch_rope", "--rope_2d_ratio", "0.5"],
+         ["--rope_2d_ratio would be ignored"]),
+    Case("pinf-patch-rope-with-minimind-checkpoint", PINF, [*PINF_OK[2:], "--model_path", "{d}/model.pth",
+                                                            "--patch_rope"], ["--patch_rope/--no_patch_rope apply"]),
+    Case("pinf-output-exists", PINF, [*PINF_OK[:-1], "{d}/out.jsonl"], ["--out_path {d}/out.jsonl already exists",
+                                                                         "--overwrite"]),
+    Case("pinf-output-under-a-file", PINF, [*PINF_OK[:-1], "{d}/file.txt/r.jsonl"], ["--out_path", "is a file"]),
+    Case("pinf-output-is-the-input", PINF, [*PINF_OK[:-1], "{d}/prompts.jsonl", "--overwrite"],
+         ["is the input file"]),
+    Case("pinf-no-model", PINF, PINF_OK[2:], ["give the model: --base_model"]),
+    Case("pinf-no-data", PINF, [*PINF_OK[:2], *PINF_OK[4:]], ["give the data: --data_path"]),
+    Case("pinf-missing-base-model", PINF, ["--base_model", "{d}/nope", *PINF_OK[2:]],
+         ["--hf_base_model {d}/nope does not exist"]),
+    Case("pinf-min-more-than-max", PINF, [*PINF_OK, "--max_branches_per_sample", "2", "--min_branches_per_sample",
+                                          "3"], ["--min_branches_per_sample 3 is more than --max_branches_per_sample 2"]),
+    Case("pinf-val-flags-are-unknown", PINF, [*PINF_OK, "--val_samples", "3"],
+         ["unrecognized arguments: --val_samples"]),
+    Case("pinf-top-k-without-do-sample", PINF, [*PINF_OK, "--top_k", "5"], ["--top_k", "add --do_sample"]),
+    Case("pinf-malformed-record", PINF, [*PINF_OK[:2], "--data_path", "{d}/bad.jsonl", *PINF_OK[4:]],
+         ["bad.jsonl:2", "malformed JSON"], files={"bad.jsonl": '{"text": "ok"}\n{oops\n'}),
+    Case("pinf-empty-branches", PINF, [*PINF_OK[:2], "--data_path", "{d}/bad.jsonl", *PINF_OK[4:]],
+         ["bad.jsonl:2", "field 'branches'", "non-empty list"], files={"bad.jsonl": '{"text": "ok"}\n{"branches": []}\n'}),
+    Case("pinf-output-field-in-input", PINF, [*PINF_OK[:2], "--data_path", "{d}/bad.jsonl", *PINF_OK[4:]],
+         ["bad.jsonl:1", "field 'output'", "rename it"], files={"bad.jsonl": '{"text": "q", "output": "ref"}\n'}),
+    Case("pinf-model-is-a-text-file", PINF, ["--model_path", "{d}/file.txt", *PINF_OK[2:]], ["file.txt"],
+         heavy=True, one_line=False),
+    Case("inf-generate-without-prompt", INF, ["--base_model", "{d}/dir", "--mode", "generate"],
+         ["--mode generate needs --prompt"]),
+    Case("inf-prompt-in-chat-mode", INF, ["--base_model", "{d}/dir", "--prompt", "hi"],
+         ["--prompt goes with --mode generate"]),
+    Case("inf-chat-without-template", INF, ["--base_model", "{d}/dir", "--no_chat_template"],
+         ["--mode chat needs the chat template"]),
+    Case("inf-no-model", INF, ["--mode", "generate", "--prompt", "hi"], ["give the model"]),
+    Case("inf-missing-lora", INF, ["--base_model", "{d}/dir", "--lora_path", "{d}/nope.pth"],
+         ["--lora_path {d}/nope.pth does not exist"]),
+    Case("inf-bad-mode", INF, ["--base_model", "{d}/dir", "--mode", "serve"], ["argument --mode", "invalid choice"]),
     # --- post-training fronts ------------------------------------------------------------------------------
     Case("dpo-unknown-loss-type", DPO, [*DPO_OK, "--loss_type", "kto"], ["argument --loss_type", "invalid choice"]),
     Case("dpo-beta-zero", DPO, [*DPO_OK, "--beta", "0"], ["argument --beta", "expected a number > 0"]),
@@ -298,6 +344,16 @@ CASES = [
          heavy=True),
     Case("bench-generate-ab-not-a-tree", "scripts/bench_generate_ab.py", ["{d}", "."],
          ["before tree {d}: no model/parallel_generation.py there"]),
+    Case("bench-prefix-sharing-no-model", "scripts/bench_prefix_sharing.py", [], ["give the model: --base_model"],
+         heavy=True),
+    Case("bench-prefix-sharing-not-a-model", "scripts/bench_prefix_sharing.py", ["--base_model", "{d}/dir"],
+         ["--base_model {d}/dir: no config.json there"], heavy=True),
+    Case("bench-batch-inference-bad-row", "scripts/bench_batch_inference.py", ["--tiny_model", "--setups", "4proc"],
+         ["argument --setups", "unknown row(s)"]),
+    Case("bench-batch-inference-two-models", "scripts/bench_batch_inference.py",
+         ["--tiny_model", "--base_model", "{d}/dir"], ["give the model"], heavy=True),
+    Case("bench-batch-inference-min-without-max", "scripts/bench_batch_inference.py",
+         ["--tiny_model", "--min_branches_per_sample", "2"], ["--min_branches_per_sample 2 needs"], heavy=True),
     Case("bench-dpo-zero-pairs", "scripts/bench_dpo.py", ["--pairs", "0"], ["argument --pairs"], heavy=True),
     Case("bench-train-output-is-a-directory", "scripts/bench_train.py", ["--out", "{d}/dir"],
          ["--out_path {d}/dir is a directory"], heavy=True),
