@@ -89,8 +89,12 @@ def add_model_shape_args(p: ArgParser, *, training: bool = False) -> None:
                    help="mixture of experts (4 routed + 1 shared, top-2); `--use_moe` or `--use_moe false`")
     if training:
         g.add_argument("--use_flex_attention", action="store_true", help="FlexAttention BlockMask on CUDA")
-        g.add_argument("--gradient_checkpointing", action="store_true", help="recompute activations in backward")
+        add_gradient_checkpointing_arg(g)
     p.add_check(_check_heads)
+
+
+def add_gradient_checkpointing_arg(g) -> None:
+    g.add_argument("--gradient_checkpointing", action="store_true", help="recompute activations in backward")
 
 
 def _check_heads(args) -> None:
@@ -102,14 +106,16 @@ def _check_heads(args) -> None:
 
 
 def add_rope_args(p: ArgParser, *, training: bool = False, prefix_sharing: bool = False, stride: bool = True,
-                  schemes: tuple[str, ...] = ROPE_2D_SCHEMES, ratio_default: float | None = None) -> None:
+                  schemes: tuple[str, ...] = ROPE_2D_SCHEMES, ratio_default: float | None = None,
+                  pe: bool = True) -> None:
     """`prefix_sharing`: accept `--branch_stride 0` (every branch at coordinate 0; generation only).
 
     `stride=False` (no --pe / --branch_stride) and `schemes` narrow the group for a tool that patches a
-    Hugging Face model itself; `ratio_default` is then its ratio.
+    Hugging Face model itself; `ratio_default` is then its ratio. `pe=False` drops --pe (Hugging Face
+    models always use 2D RoPE).
     """
     g = p.add_argument_group("2D RoPE (a checkpoint's own settings win; a contradicting flag is an error)")
-    if stride:
+    if stride and pe:
         g.add_argument("--pe", choices=PE_TYPES, default=None, help="2D RoPE (default) or Fourier branch embedding")
     g.add_argument("--rope_2d_ratio", type=ratio, default=ratio_default,
                    help="share of rotary pairs that carry the branch coordinate"
@@ -149,7 +155,8 @@ def add_mask_args(p: ArgParser) -> None:
                    help="left: branches start together; right: their last prompt tokens line up")
 
 
-def add_branch_args(p: ArgParser, *, default_branches: int, batch_size: int, training: bool = True) -> None:
+def add_branch_args(p: ArgParser, *, default_branches: int, batch_size: int, training: bool = True,
+                    random_time_offset: bool | None = None) -> None:
     """How texts are grouped into samples of branches, and samples into batches.
 
     Fixed mode: `--branches_per_sample N`. Dynamic mode: `--max_branches_per_sample M` (with
@@ -174,7 +181,8 @@ def add_branch_args(p: ArgParser, *, default_branches: int, batch_size: int, tra
                    help="validation / evaluation: smallest count (alone: a fixed count)")
     g.add_argument("--max_total_tokens", type=nonneg_int, default=0,
                    help="cap on tokens per sample (0 = off); longer samples lose every branch's tail, counted")
-    g.add_argument("--random_time_offset", action=BoolFlag, default=training,
+    g.add_argument("--random_time_offset", action=BoolFlag,
+                   default=training if random_time_offset is None else random_time_offset,
                    help="seeded random start offset per branch (training samples only)")
     if training:
         g.add_argument("--random_branch_slots", type=nonneg_int, default=0,
@@ -343,17 +351,20 @@ def _check_source_path(args, default_data: str | None, flag: str) -> None:
     check_input_file(args.data_path, flag)
 
 
-def add_data_args(p: ArgParser, *, default_data: str, kind: str = "text", training: bool = False,
-                  workers: int = 1) -> None:
-    """Training / evaluation data. `kind`: "text" (pretraining texts) or "conversations" (SFT)."""
-    if kind not in ("text", "conversations"):
-        raise ValueError(f"kind must be 'text' or 'conversations', got {kind!r}")
-    g = add_source_args(p, default_data=default_data,
+def add_data_args(p: ArgParser, *, default_data: str | None, kind: str = "text", training: bool = False,
+                  workers: int = 1, required: bool = False) -> None:
+    """Training / evaluation data. `kind`: "text" (pretraining texts), "conversations" (SFT), or "either"
+    (chosen per run by `--data_mode`, see `add_data_mode_args`). `required`: with no default, the data
+    must be given."""
+    if kind not in ("text", "conversations", "either"):
+        raise ValueError(f"kind must be 'text', 'conversations' or 'either', got {kind!r}")
+    g = add_source_args(p, default_data=default_data, required=required,
                         max_samples_help="use at most this many records (chunks when packing; 0 = all)")
     g.add_argument("--chunk-length", dest="chunk_length", type=positive_int, default=None,
                    help="pack token ids into exact pieces of this many tokens (text data)")
-    if kind == "conversations":
+    if kind != "text":
         add_format_arg(g)
+    if kind == "conversations":
         p.add_check(_check_conversation_data)
     g.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
     g.add_argument("--max_seq_len", type=positive_int, default=512,
@@ -386,6 +397,55 @@ def add_format_arg(g) -> None:
                    help="conversation format of the records (auto: detected per record)")
 
 
+DATA_MODES = ("parallel", "parallel_sft")
+
+
+def add_data_mode_args(p: ArgParser, *, default_mode: str = "parallel") -> None:
+    """What the records are (`--data_mode`) and where their tokenised form is cached; goes with
+    `add_data_args(kind="either")`.
+
+    parallel: pretraining-style records (`{"text"}`, `{"text", "answer_offset"}`, `{"input_ids"}`,
+    grouped `{"main", "branches"}`), loss on every token after the answer offset; parallel_sft:
+    conversations, loss on the assistant turns only.
+    """
+    g = p.add_argument_group("data mode and cache")
+    g.add_argument("--data_mode", choices=DATA_MODES, default=default_mode,
+                   help="parallel: text / grouped records; parallel_sft: conversations (loss on the answers only)")
+    g.add_argument("--parallel_cache_dir", default=None,
+                   help="keep the tokenised records and their step counts here, so a second run with the same "
+                        "data, tokenizer and settings starts at once (anything changed: rebuilt)")
+    g.add_argument("--rebuild_parallel_cache", action="store_true",
+                   help="tokenise again even when --parallel_cache_dir holds a valid cache")
+    g.add_argument("--use_streaming", action="store_true",
+                   help="--hf-dataset: stream the rows instead of loading the dataset first (needs --max-samples "
+                        "or --max_steps for the schedule when the dataset is an endless Hub stream)")
+    p.add_check(_check_data_mode)
+    p.add_check(_check_cache_dir, paths=True)
+
+
+def _check_data_mode(args) -> None:
+    if args.data_mode == "parallel_sft":
+        _check_conversation_data(args)
+    elif args.format != "auto":
+        raise UsageError(f"--format {args.format} is the layout of conversations, but --data_mode parallel reads "
+                         "text records (use --data_mode parallel_sft for conversations)")
+    if args.rebuild_parallel_cache and not args.parallel_cache_dir:
+        raise UsageError("--rebuild_parallel_cache rebuilds the cache in --parallel_cache_dir, which was not given")
+    if args.parallel_cache_dir and args.chunk_length:
+        raise UsageError("--parallel_cache_dir caches records one by one; --chunk-length packs tokens across "
+                         "records, which is not cached (drop one of them)")
+    if args.parallel_cache_dir and args.hf_dataset:
+        raise UsageError("--parallel_cache_dir caches a local --data_path file; a --hf-dataset is read as a stream "
+                         "(drop one of them)")
+    if args.use_streaming and not args.hf_dataset:
+        raise UsageError("--use_streaming goes with --hf-dataset (a local --data_path is always read in blocks)")
+
+
+def _check_cache_dir(args) -> None:
+    if args.parallel_cache_dir:
+        check_writable_dir(args.parallel_cache_dir, "--parallel_cache_dir")
+
+
 def _check_validation(args) -> None:
     given = [f"--{k}" for k in ("val_interval", "val_interval_samples", "val_interval_tokens",
                                 "val_branches_per_sample", "val_min_branches_per_sample", "val_max_branches_per_sample")
@@ -412,12 +472,16 @@ def add_model_source_args(p: ArgParser, *, checkpoint: bool = True, hf: bool = T
                        required=hf_required, help="Hugging Face model folder (or Hub name)")
     if lora:
         g.add_argument("--lora_path", default=None, help="PEFT adapter folder or a model_lora .pth/.safetensors file")
-        g.add_argument("--lora_rank", type=positive_int, default=None, help="checked against the LoRA file")
+        add_lora_rank_arg(g, "checked against the LoRA file")
     if tokenizer:
         g.add_argument("--tokenizer", "--tokenizer_path", dest="tokenizer", default=None,
                        help="tokenizer folder (default: the model's own, else the repo's model/)")
     p.add_check(_check_model_source)
     p.add_check(_check_model_source_paths, paths=True)
+
+
+def add_lora_rank_arg(g, help: str) -> None:
+    g.add_argument("--lora_rank", type=positive_int, default=None, help=help)
 
 
 def _check_model_source(args) -> None:
@@ -528,6 +592,55 @@ def add_minimind_train_args(p: ArgParser, *, default_data: str, kind: str, defau
     add_train_args(p, epochs=epochs, lr=lr, wandb_project=wandb_project)
 
 
+def add_patch_rope_arg(g, help: str = "replace the model's rotary module with 2D RoPE (--no_patch_rope: keep the "
+                                          "plain model and 1D positions)") -> None:
+    """`--patch_rope` (default) / `--no_patch_rope`."""
+    g.add_argument("--patch_rope", action=BoolFlag, default=True, help=help)
+
+
+def add_hf_model_args(p: ArgParser, *, lora: bool, lora_name: str = "hf_lora", model_tag: str = "hf",
+                      fsdp: bool = True) -> None:
+    """A Hugging Face model to fine-tune: 2D-RoPE patching, LoRA (when `lora`), output naming, FSDP."""
+    g = p.add_argument_group("Hugging Face model")
+    add_patch_rope_arg(g)
+    g.add_argument("--model_tag", default=model_tag,
+                   help="part of the output names" + (" ({lora_name}_{model_tag}...)" if lora else
+                                                      " (full_{model_tag}...)"))
+    if lora:
+        add_lora_rank_arg(g, "LoRA rank (default 8; with --load_lora, the adapter's own)")
+        g.add_argument("--lora_name", default=lora_name, help="adapter name: out_dir/lora/{lora_name}_{model_tag}...")
+        g.add_argument("--load_lora", default=None,
+                       help="continue from this adapter (a .pth file or a PEFT folder written by a LoRA run)")
+        p.add_check(_check_load_lora, paths=True)
+    if fsdp:
+        g.add_argument("--fsdp", action="store_true",
+                       help="shard parameters, gradients and optimizer state over the ranks (FSDP2 fully_shard; "
+                            "launch with torchrun); checkpoints are gathered whole")
+
+
+def _check_load_lora(args) -> None:
+    if args.load_lora is not None and not Path(args.load_lora).expanduser().exists():
+        raise UsageError(f"--load_lora {args.load_lora} does not exist")
+
+
+def add_hf_train_args(p: ArgParser, *, lora: bool, data_mode: str = "parallel", lora_name: str = "hf_lora",
+                      model_tag: str = "hf", epochs: int, batch_size: int = 16, lr: float, wandb_project: str) -> None:
+    """Every flag of a Hugging Face fine-tuning front (trainer/train_hf_lora.py, train_hf_full.py,
+    train_hf_parallel_lora.py): the seeds' flags, with their defaults."""
+    add_model_source_args(p, checkpoint=False, lora=False, hf_required=True)
+    add_hf_model_args(p, lora=lora, lora_name=lora_name, model_tag=model_tag)
+    add_rope_args(p, pe=False)
+    add_mask_args(p)
+    add_branch_args(p, default_branches=8, batch_size=batch_size, random_time_offset=False)
+    add_data_args(p, default_data=None, kind="either", training=True, required=True)
+    add_data_mode_args(p, default_mode=data_mode)
+    add_runtime_args(p, seed=1337, distributed=True)
+    add_output_args(p, out_dir="out", out_dir_help="lora/ or full/ (checkpoints, resume state, metrics) go here")
+    add_train_args(p, epochs=epochs, lr=lr, wandb_project=wandb_project, init_weight=False, log_interval=50,
+                   save_interval=500)
+    add_gradient_checkpointing_arg(p.add_argument_group("memory"))
+
+
 # --- single flags shared by a few tools -----------------------------------------------------------------
 
 def add_log_interval_arg(g, default: int, help: str) -> None:
@@ -557,7 +670,9 @@ def add_branch_counts_arg(g, *, default: list[int] | None, help: str = "comma-se
 
 # --- training ------------------------------------------------------------------------------------------
 
-def add_train_args(p: ArgParser, *, epochs: int, lr: float, wandb_project: str) -> None:
+def add_train_args(p: ArgParser, *, epochs: int, lr: float, wandb_project: str, init_weight: bool = True,
+                   log_interval: int = 100, save_interval: int = 100) -> None:
+    """`init_weight=False` for stages whose starting weights are named otherwise (--base_model)."""
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the data")
     g.add_argument("--accumulation_steps", type=positive_int, default=1, help="micro-batches per optimizer step")
@@ -571,15 +686,17 @@ def add_train_args(p: ArgParser, *, epochs: int, lr: float, wandb_project: str) 
     g.add_argument("--stop_after_steps", type=nonneg_int, default=0,
                    help="save and exit after this many optimizer steps of this run (the schedule is unchanged); "
                         "for preemptible or time-sliced jobs, continue with --resume")
-    add_log_interval_arg(g, 100, "optimizer steps between log lines")
-    g.add_argument("--save_interval", type=positive_int, default=100, help="optimizer steps between checkpoints")
+    add_log_interval_arg(g, log_interval, "optimizer steps between log lines")
+    g.add_argument("--save_interval", type=positive_int, default=save_interval,
+                   help="optimizer steps between checkpoints")
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint + resume state in out_dir")
     add_overwrite_arg(g, "replace this stage's checkpoint in out_dir (without it, an existing one stops the run)")
     g.add_argument("--resume_override", action="append", default=[], metavar="KEY",
                    help="with --resume: accept a changed setting (a flag name, e.g. learning_rate) or changed "
                         "training data ('data'); repeatable, each one logged")
-    g.add_argument("--init_weight", default=None,
-                   help="start from these weights (a .pth checkpoint); 'none' trains from scratch")
+    if init_weight:
+        g.add_argument("--init_weight", default=None,
+                       help="start from these weights (a .pth checkpoint); 'none' trains from scratch")
     g.add_argument("--use_wandb", action="store_true", help="log to Weights & Biases (WANDB_MODE=offline works)")
     g.add_argument("--wandb_project", default=None, help=f"W&B project (default {wandb_project})")
     g.add_argument("--wandb_run_name", default=None, help="W&B run name (default: W&B's)")
@@ -595,7 +712,7 @@ def _check_wandb(args, default_project: str) -> None:
 
 
 def _check_train(args) -> None:
-    init = args.init_weight
+    init = getattr(args, "init_weight", None)
     if init is not None and init.lower() not in ("none", "scratch", ""):
         check_not_resume_state(init, "--init_weight")
         if Path(init).is_dir():

@@ -27,8 +27,10 @@ def _next_multiple(value: int, interval: int) -> float:
 
 
 class Validator:
-    def __init__(self, args, dataset, tokenizer, branch_stride: int, dist: DistInfo, amp, loss_fn: LossFn):
+    def __init__(self, args, dataset, tokenizer, branch_stride: int, dist: DistInfo, amp, loss_fn: LossFn, *,
+                 sharded: bool = False):
         self.args, self.dataset, self.dist, self.amp, self.loss_fn = args, dataset, dist, amp, loss_fn
+        self.sharded = sharded  # every rank must run the same number of forwards
         self.collator_kwargs = collator_kwargs(args, tokenizer, branch_stride, training=False)
         self.settings = eval_branch_setting(args)  # --val_*_branches_per_sample, else the training ones
         self._cache: list | None = None
@@ -74,6 +76,6 @@ class Validator:
         """{"loss", "ppl", "tokens", "batches", "samples", "texts", "leftover_texts"}, the same on every rank."""
         batches, info = self._batches()
         res = evaluate_loss(model, batches, self.dist.device, mask_mode=self.args.mask_mode, amp_dtype=self.amp,
-                            loss_fn=self.loss_fn)
+                            loss_fn=self.loss_fn, same_count=self.sharded)
         res.update({k: info[k] for k in ("samples", "texts", "leftover_texts")})
         return res
