@@ -491,7 +491,7 @@ def _check_model_source(args) -> None:
     lora = getattr(args, "lora_path", None)
     if lora is not None and model is None and base is None:
         raise UsageError("--lora_path needs the model it adapts: --hf_base_model (or --model_path FOLDER)")
-    if getattr(args, "lora_rank", None) is not None and lora is None:
+    if getattr(args, "lora_rank", None) is not None and lora is None and hasattr(args, "lora_path"):
         raise UsageError("--lora_rank is checked against a LoRA file, but --lora_path was not given")
 
 
