@@ -6,7 +6,6 @@ model and contradicting flags are refused, unsupported architectures are refused
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
