@@ -45,6 +45,7 @@ front, e.g. HF LoRA training, is:
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from model.device import DTYPE_ALIASES, DTYPE_NAMES
@@ -616,6 +617,13 @@ def add_hf_model_args(p: ArgParser, *, lora: bool, lora_name: str = "hf_lora", m
         g.add_argument("--fsdp", action="store_true",
                        help="shard parameters, gradients and optimizer state over the ranks (FSDP2 fully_shard; "
                             "launch with torchrun); checkpoints are gathered whole")
+        p.add_check(_check_fsdp)
+
+
+def _check_fsdp(args) -> None:
+    if args.fsdp and int(os.environ.get("WORLD_SIZE", "1") or 1) < 2:
+        raise UsageError("--fsdp shards the model over the ranks of a torchrun launch, but this is a single process "
+                         "(launch with: torchrun --nproc_per_node N ... --ddp --fsdp)")
 
 
 def _check_load_lora(args) -> None:
