@@ -166,8 +166,7 @@ def add_branch_args(p: ArgParser, *, default_branches: int, batch_size: int, tra
     counts of validation / evaluation the same way (default: those of training).
     """
     g = p.add_argument_group("branches and batches")
-    g.add_argument("--batch_size", type=positive_int, default=batch_size,
-                   help="texts per batch (samples with --batch_by_samples)")
+    add_batch_size_arg(g, batch_size, "texts per batch (samples with --batch_by_samples)")
     g.add_argument("--batch_by_samples", action="store_true", help="batch_size counts samples, not texts")
     add_branches_per_sample_arg(g, None, f"fixed mode: branches per sample (default {default_branches})")
     g.add_argument("--max_branches_per_sample", type=nonneg_int, default=None,
@@ -274,6 +273,18 @@ def add_decoding_args(p: ArgParser, *, max_new_tokens: int, batch_groups: int, s
 def add_max_new_tokens_arg(g, default: int, minimum: int = 0) -> None:
     g.add_argument("--max_new_tokens", type=positive_int if minimum else nonneg_int, default=default,
                    help="new tokens per branch at most")
+
+
+def add_batch_size_arg(g, default: int, help: str) -> None:
+    g.add_argument("--batch_size", type=positive_int, default=default, help=help)
+
+
+def add_epochs_arg(g, default: int, help: str = "passes over the data") -> None:
+    g.add_argument("--epochs", type=positive_int, default=default, help=help)
+
+
+def add_learning_rate_arg(g, default: float, help: str = "peak learning rate (AdamW)") -> None:
+    g.add_argument("--learning_rate", type=nonneg_float, default=default, help=help)
 
 
 def add_prompts_arg(g, *, default: list[str] | None = None, nargs: str = "*", help: str = "prompts") -> None:
@@ -682,9 +693,9 @@ def add_train_args(p: ArgParser, *, epochs: int, lr: float, wandb_project: str, 
                    log_interval: int = 100, save_interval: int = 100) -> None:
     """`init_weight=False` for stages whose starting weights are named otherwise (--base_model)."""
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the data")
+    add_epochs_arg(g, epochs)
     g.add_argument("--accumulation_steps", type=positive_int, default=1, help="micro-batches per optimizer step")
-    g.add_argument("--learning_rate", type=nonneg_float, default=lr, help="peak learning rate (AdamW)")
+    add_learning_rate_arg(g, lr)
     g.add_argument("--min_lr_ratio", type=ratio, default=0.1, help="cosine floor as a share of the peak LR")
     g.add_argument("--warmup_iters", type=nonneg_int, default=0, help="linear warm-up optimizer steps")
     g.add_argument("--weight_decay", type=nonneg_float, default=0.01, help="AdamW weight decay (matrices only)")
