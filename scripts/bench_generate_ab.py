@@ -11,7 +11,7 @@ after / before and the ratio of the mins. Each worker also checks that every cal
 warm-up output.
 
     git archive <old commit> | tar -x -C /tmp/before     # a tree to compare against
-    python scripts/bench_generate_ab.py /tmp/before . --repeats 12 --out out/bench_generate_ab.json
+    python scripts/bench_generate_ab.py /tmp/before . --repeats 12 --out_path out/bench_generate_ab.json
 """
 
 from __future__ import annotations
@@ -23,6 +23,13 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evaluation.benchmarking import emit_json
+from trainer import args as flags
+from trainer.cli import ArgParser, UsageError, cli_main, make_parser
 
 WORKER = r'''
 import json, sys, time
@@ -65,14 +72,27 @@ def loadavg() -> list[str]:
         return []
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> ArgParser:
+    p = make_parser(__doc__, "bench_generate_ab")
     p.add_argument("before", help="source tree measured first (e.g. an exported older commit)")
     p.add_argument("after", help="source tree compared against it")
-    p.add_argument("--repeats", type=int, default=12)
+    p.add_argument("--repeats", type=flags.positive_int, default=12, help="paired calls per row")
     p.add_argument("--rows", default=None, help="comma-separated subset of the rows")
-    p.add_argument("--out", default=None, help="also write the JSON here")
-    args = p.parse_args(argv)
+    flags.add_output_args(p, out_path=True, out_path_help="also write the JSON here (atomically)")
+    p.add_check(_check_trees, paths=True)
+    return p
+
+
+def _check_trees(args) -> None:
+    for name in ("before", "after"):
+        tree = Path(getattr(args, name))
+        if not (tree / "model" / "parallel_generation.py").is_file():
+            raise UsageError(f"{name} tree {tree}: no model/parallel_generation.py there (pass a ParallelMind "
+                             "source tree)")
+
+
+@cli_main(build_parser)
+def main(args: argparse.Namespace) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     trees = {"before": args.before, "after": args.after}
     procs = {k: subprocess.Popen([sys.executable, "-c", WORKER, args.rows or ""], cwd=d, stdin=subprocess.PIPE,
@@ -99,11 +119,7 @@ def main(argv=None) -> int:
                           "before_min_s": round(min(b), 4), "after_min_s": round(min(a), 4),
                           "after_over_before_paired_median": round(statistics.median(y / x for x, y in zip(b, a)), 3),
                           "after_over_before_min": round(min(a) / min(b), 3)}
-    text = json.dumps(res, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit_json(res, args.out_path)
     return 0
 
 

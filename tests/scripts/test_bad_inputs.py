@@ -250,6 +250,8 @@ CASES = [
     Case("bench-columnar-zero-steps", "scripts/bench_columnar.py", ["--steps", "0"], ["argument --steps"], heavy=True),
     Case("bench-generate-bad-branches", "scripts/bench_generate.py", ["--branches", "1,x"], ["argument --branches"],
          heavy=True),
+    Case("bench-generate-ab-not-a-tree", "scripts/bench_generate_ab.py", ["{d}", "."],
+         ["before tree {d}: no model/parallel_generation.py there"]),
     Case("bench-train-output-is-a-directory", "scripts/bench_train.py", ["--out", "{d}/dir"],
          ["--out_path {d}/dir is a directory"], heavy=True),
     # --- errors from the data and the model, after the heavy imports ----------------------------------------

@@ -82,7 +82,7 @@ def test_generate_prefix_sharing_with_branch_stride_zero(ckpt, tmp_path, capsys)
     rows = [ln.split() for ln in capsys.readouterr().out.splitlines() if re.match(r"\s*\d+\s+\d+\s+\d+\s+\d+\s", ln)]
     assert len(rows) > 4 and {r[2] for r in rows} == {"0"}  # the printed layout: every coordinate is 0
     assert parallel_generate.main(argv) == 2  # columnar (the default): branches would be indistinguishable
-    assert "needs the isolated mask" in capsys.readouterr().err
+    assert "needs --mask isolated" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,msg", [
