@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer import args as flags
-from trainer.cli import ArgParser, check_flags_first, cli_main, make_parser, positive_int
+from trainer.cli import ArgParser, UsageError, check_flags_first, cli_main, make_parser, positive_int
 
 DEFAULT_MODEL = "out/models/SmolLM2-135M-Instruct"
 
@@ -59,10 +59,8 @@ def build_parser() -> ArgParser:
 
 def _check(args) -> None:
     if not (Path(args.hf_base_model) / "config.json").is_file():
-        raise SystemExit(f"--model {args.hf_base_model}: no config.json there (fetch SmolLM2 with "
+        raise UsageError(f"--model {args.hf_base_model}: no config.json there (fetch SmolLM2 with "
                          "`python scripts/fetch_smollm2.py`)")
-    if Path(args.out_dir).is_file():
-        raise SystemExit(f"--out_dir {args.out_dir} is a file")
 
 
 if __name__ == "__main__":  # a bad flag is reported before torch is imported
