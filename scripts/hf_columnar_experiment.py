@@ -104,9 +104,10 @@ def distil(args, out: Path) -> tuple[Path, Path]:
                                                    branch_stride=args.branch_stride)
     prompts = chat_prompts(args.n_train + args.n_eval, seed=args.seed)
     records, t0 = [], time.time()
-    for group in chunks(prompts, 8):
-        res = gen.generate([{"branches": [prompt_ids(tok, p) for p in group]}], max_new_tokens=args.max_new_tokens)
-        for p, b in zip(group, res[0].branches):
+    for group in chunks(prompts, 64):  # 8 samples of 8 isolated branches per call, each sample a row
+        res = gen.generate([{"branches": [prompt_ids(tok, p) for p in g]} for g in chunks(group, 8)],
+                           max_new_tokens=args.max_new_tokens)
+        for p, b in zip(group, [b for r in res for b in r.branches]):
             records.append({"conversations": [{"role": "user", "content": p},
                                               {"role": "assistant", "content": b.text.strip()}]})
         log(f"distillation: {len(records)}/{len(prompts)} answers ({time.time() - t0:.0f} s)")
@@ -139,13 +140,12 @@ def evaluate(args, model, tok, held: Path) -> dict:
     out, alone = {}, None
     for n in sorted(args.branches):
         total, targets = 0.0, 0
-        for group in chunks(units, n):
-            o = loss_fn(model, collate([{"branches": group}]))
+        samples = [{"branches": group} for group in chunks(units, n)]
+        for batch in chunks(samples, max(1, 8 // n)):  # a batch of samples == its samples one by one (tested)
+            o = loss_fn(model, collate(batch))
             total, targets = total + float(o.loss), targets + o.targets
-        answers = []
-        for group in chunks(prompts, n):
-            res = gen.generate([{"branches": group}], max_new_tokens=args.max_new_tokens)
-            answers += [b.token_ids for b in res[0].branches]
+        res = gen.generate([{"branches": group} for group in chunks(prompts, n)], max_new_tokens=args.max_new_tokens)
+        answers = [b.token_ids for r in res for b in r.branches]  # every sample a row of its own
         alone = answers if n == 1 else alone
         row = {"nll": total / targets}
         if alone is not None:
