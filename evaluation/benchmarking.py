@@ -82,7 +82,7 @@ def add_benchmark_args(p, *, repeats: int, quick_repeats: int, steps: int | None
         flags.add_steps_arg(g, None, f"{steps_help} (default {steps}; --quick: {quick_steps})")
     g.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in seconds (numbers are meaningless)")
     if threads:
-        g.add_argument("--threads", type=flags.nonneg_int, default=0, help="torch CPU threads (0 = torch's default)")
+        flags.add_threads_arg(g)
     flags.add_runtime_args(p, seed=seed, dtype=False, device=device)
     flags.add_output_args(p, out_path=True, out_path_help="also write the JSON here (atomically)")
 

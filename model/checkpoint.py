@@ -265,7 +265,7 @@ def _config_from(payload: dict, path: str | Path, config):
         raise ValueError(f"{path} is a training resume state (optimizer, RNG and data position), not a model; load "
                          "the model checkpoint written next to it ({stem}.pth for {stem}_resume.pth)")
     if config is None:
-        raise ValueError(f"{path} has no config (it was written by the earlier implementation or is a bare "
+        raise ValueError(f"{path} has no config (it is in the original ParallelMind release's format or is a bare "
                          "state dict); pass the model settings explicitly (--hidden_size, --num_hidden_layers, "
                          "--num_attention_heads, --num_key_value_heads, --use_moe, --pe, --rope_2d_ratio, ...)")
     return config

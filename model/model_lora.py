@@ -31,8 +31,9 @@ Files written by `save_lora(model, path)`:
 alpha; without one, scaling 1 as in the seed). It re-applies the saved 2D-RoPE settings to an
 unpatched model and refuses a model patched differently.
 
-For trainers: `lora_parameters` (what trains), `lora_state_dict` / `set_lora_state_dict`
-(checkpoints; a full state dict gathered from FSDP can be passed in), `merge_lora` (export).
+For trainers: `lora_parameters` (what trains), `lora_payload` (the `.pth` dict, for a checkpoint),
+`lora_state_dict` / `set_lora_state_dict` (checkpoints; a full state dict gathered from FSDP can be
+passed in), `merge_lora` (export).
 """
 
 from __future__ import annotations

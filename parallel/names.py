@@ -1,4 +1,4 @@
-"""The names of the layout, attention and position-encoding options, importable without torch.
+"""The names of the layout, attention, position-encoding and objective options, importable without torch.
 
 Command-line parsers (trainer/args.py) take their choices from here, so a bad value is refused before
 torch is imported; `parallel.masks`, `parallel.layout`, `parallel.rope2d` and `model.model_minimind`
@@ -9,3 +9,5 @@ MASK_MODES = ("columnar", "isolated")  # attention rule between branches (CLI --
 ALIGNMENTS = ("left", "right")  # branch alignment in time (CLI --align_to)
 ROPE_2D_SCHEMES = ("additive", "reference")  # 2D RoPE variant (CLI --rope_2d_scheme)
 PE_TYPES = ("rope", "fpe")  # position encoding of the branch axis (CLI --pe)
+PAIR_LAYOUTS = ("shared", "separate")  # preference pairs: prompt once + two branches, or two sequences (--pair_layout)
+DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")  # DPO objective (trainer/train_dpo.py --loss_type)

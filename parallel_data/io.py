@@ -40,6 +40,7 @@ import functools
 import itertools
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -107,6 +108,12 @@ class ReadStats:
 
     def summary(self) -> str:
         return f"read {self.read} records, skipped {self.skipped_bad} bad, {self.blank} blank"
+
+    def report(self, line: str) -> None:
+        """Print a converter's summary line, then the remembered messages of skipped records on stderr."""
+        print(line)
+        for msg in self.errors:
+            print(f"  skipped: {msg}", file=sys.stderr)
 
 
 def one_line(exc: BaseException | str) -> str:

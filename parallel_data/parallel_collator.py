@@ -9,7 +9,8 @@ are samples already and pass through whole.
 
 `ParallelCollator.collate(samples)` lays a batch out with `build_flat_linear_layout` (vectorised)
 and returns tensors: input_ids, token_mask `[B, T]` (bool, True = real token), labels (next token of
-the same branch), pos2d `[B, T, 2]`, time_ids, branch_ids, position_ids `[B, T, 3]`, plus counts.
+the same branch), pos2d `[B, T, 2]`, time_ids, branch_ids, position_ids `[B, T, 3]`, plus counts, and
+label_weights `[B, T]` (float) when units carry a per-token `loss_weight`.
 
 `ParallelPretrainCollator` / `ParallelSFTCollator` have the seed's call style (a list of records in,
 a batch out) on top of the same two pieces.
@@ -161,7 +162,7 @@ class ParallelCollator:
                                           max_tokens=self.max_total_tokens, generator=self.generator)
         if self.pad_id is not None and self.pad_id != layout.pad_id:
             layout.input_ids[~layout.token_mask] = self.pad_id
-        return {
+        batch = {
             "input_ids": layout.input_ids, "token_mask": layout.token_mask, "labels": layout.labels,
             "pos2d": layout.pos2d, "time_ids": layout.time_ids, "branch_ids": layout.branch_ids,
             "position_ids": layout.position_ids(), "branch_counts": layout.branch_counts,
@@ -169,6 +170,9 @@ class ParallelCollator:
             "truncated_tokens": layout.num_truncated, "num_samples": len(samples),
             "num_texts": int(layout.branch_counts.sum()),
         }
+        if layout.label_weights is not None:  # units with a per-token loss_weight
+            batch["label_weights"] = layout.label_weights
+        return batch
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

@@ -259,7 +259,13 @@ class SFTUnits:
         if sum(mask[1:]) == 0:
             raise DataError(f"no assistant token within max_seq_len={self.max_seq_len}", path=self.path, line=line)
         self.stats.units += 1
-        return [{"input_ids": ids, "answer_offset": 0, "time_offset": 0, "loss_mask": mask}]
+        return [{"input_ids": ids, "answer_offset": 0, "time_offset": 0, "loss_mask": mask,
+                 **self.unit_extras(full_text, len(ids))}]
+
+    def unit_extras(self, text: str, n_tokens: int) -> dict:
+        """Extra per-token fields of the unit made from `text` (its first `n_tokens` tokens are kept), e.g. a
+        `loss_weight` (parallel_data/reasoning.py); none here."""
+        return {}
 
     def flush(self) -> list[dict]:
         return []

@@ -8,7 +8,7 @@ Prints ONE JSON object on stdout (and writes it to --out if given) with four sec
 * ``mask_memory``: peak extra RSS to build the boolean [4, 1, 4096, 4096] mask with
   `build_attention_mask`, measured in a fresh subprocess (peak RSS reset through
   /proc/self/clear_refs, else getrusage), plus build time; on CUDA also a compiled FlexAttention
-  BlockMask (torch.cuda.max_memory_allocated delta). The earlier implementation peaked at 621 MB.
+  BlockMask (torch.cuda.max_memory_allocated delta). The original public ParallelMind release peaks at 621 MB.
 * ``train_step``: the tiny MiniMind config (hidden 256, 4 layers, 8 heads, 2 KV heads, vocab 6400;
   fp32 on CPU, bf16 autocast on CUDA) on 4 samples x 4 branches x 256 tokens, AdamW,
   forward + loss + backward + step; rows (a) columnar mask + 2D positions (mask construction inside
@@ -26,6 +26,7 @@ Usage (from the repo root):
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -48,7 +49,7 @@ from trainer.cli import ArgParser, cli_main, make_parser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# Numbers of the earlier public implementation on the same kind of 2-core machine (from the issue).
+# Numbers of the original public ParallelMind release, measured on the same kind of 2-core machine.
 REFERENCE = {
     "layout_ms": 176.0,
     "layout_samples_per_s": 45.0,
@@ -296,18 +297,65 @@ def _cuda_flex_mask_memory(batch: int, n_branches: int, length: int, device: tor
 
 # --- 3. training step --------------------------------------------------------------------------------
 
+def _step_kwargs(kind: str, batch: dict) -> dict:
+    """The forward's mask and label arguments for one row (the mask is built inside the timed step)."""
+    from parallel.columnar import build_attention_mask, build_flex_block_mask
+
+    lay = batch["layout"]
+    if kind == "causal":
+        return dict(attention_mask=None, labels=batch["flat_labels"])
+    build = build_attention_mask if kind == "columnar" else build_flex_block_mask
+    return dict(attention_mask=build(lay.time_ids, lay.branch_ids, "columnar"), position_ids=batch["position_ids"],
+                labels=lay.labels, token_mask=lay.token_mask)
+
+
+def _timed_train_step(model, opt, kind: str, batch: dict, n_targets: int, device: torch.device,
+                      amp_dtype) -> tuple[float, float, float]:
+    """One optimizer step as trainer/loss.batch_loss computes it (summed CE at the targets only, token-weighted)
+    -> (step seconds, mask-build seconds, loss)."""
+    t0 = time.perf_counter()
+    kw = _step_kwargs(kind, batch)
+    _sync(device)
+    t_mask = time.perf_counter() - t0
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        out = model(batch["ids"], use_cache=False, compute_logits=False, loss_reduction="sum", **kw)
+        loss = out.loss / n_targets
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    _sync(device)
+    return time.perf_counter() - t0, t_mask, float(loss.detach())
+
+
+def _step_rows(times: dict[str, list], tokens_per_step: int) -> dict:
+    """Median / p90 step time, tokens/s, last loss and mask-build time of each row."""
+    res_rows = {}
+    for name, rs in times.items():
+        step_s = statistics.median(r[0] for r in rs)
+        res_rows[name] = {"median_step_ms": round(step_s * 1e3, 1),
+                          "p90_step_ms": summary_ms([r[0] for r in rs])["p90_ms"],
+                          "median_tokens_per_s": round(tokens_per_step / step_s, 1),
+                          "last_loss": round(rs[-1][2], 4), "steps": len(rs)}
+        if name != "causal_sdpa":
+            res_rows[name]["median_mask_build_ms"] = round(statistics.median(r[1] for r in rs) * 1e3, 2)
+    return res_rows
+
+
+def _train_bench_shape(quick: bool) -> tuple[dict, tuple[int, int, int, int]]:
+    """The model config and (samples, branches, tokens per branch, warm-up steps) of the training row."""
+    if quick:
+        return (dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                     vocab_size=512, query_chunk_size=32), (2, 2, 32, 1))
+    return (dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
+                 vocab_size=6400), (4, 4, 256, 2))
+
+
 def bench_train_step(args, device: torch.device) -> dict:
     from model.model_minimind import MiniMindConfig, MiniMindForCausalLM
-    from parallel.columnar import build_attention_mask, build_flat_linear_layout, build_flex_block_mask
+    from parallel.columnar import build_flat_linear_layout
 
-    if args.quick:
-        cfg_kw = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      vocab_size=512, query_chunk_size=32)
-        n_samples, n_branches, length, steps, warmup = 2, 2, 32, args.steps, 1
-    else:
-        cfg_kw = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
-                      vocab_size=6400)
-        n_samples, n_branches, length, steps, warmup = 4, 4, 256, args.steps, 2
+    cfg_kw, (n_samples, n_branches, length, warmup) = _train_bench_shape(args.quick)
+    steps = args.steps
     cuda = device.type == "cuda"
     amp_dtype = torch.bfloat16 if cuda else None
 
@@ -323,53 +371,23 @@ def bench_train_step(args, device: torch.device) -> dict:
     n_targets = {"columnar": int((lay.labels != -100).sum()), "causal": int((flat_labels != -100).sum())}
     n_targets["flex"] = n_targets["columnar"]
 
-    def make(**extra):
+    def step(kind: str, **extra):
         torch.manual_seed(0)
         model = MiniMindForCausalLM(MiniMindConfig(**cfg_kw, **extra)).to(device).train()
-        return model, torch.optim.AdamW(model.parameters(), lr=1e-4)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        batch = {"ids": ids, "layout": lay, "position_ids": pos, "flat_labels": flat_labels}
+        return functools.partial(_timed_train_step, model, opt, kind, batch, n_targets[kind], device, amp_dtype)
 
-    def step_fn(model, opt, kind):
-        def run() -> tuple[float, float]:
-            t0 = time.perf_counter()
-            # the call trainer/loss.batch_loss makes: summed CE at the targets only, token-weighted
-            if kind == "columnar":
-                mask = build_attention_mask(lay.time_ids, lay.branch_ids, "columnar")
-                kw = dict(attention_mask=mask, position_ids=pos, labels=lay.labels, token_mask=lay.token_mask)
-            elif kind == "flex":
-                mask = build_flex_block_mask(lay.time_ids, lay.branch_ids, "columnar")
-                kw = dict(attention_mask=mask, position_ids=pos, labels=lay.labels, token_mask=lay.token_mask)
-            else:
-                kw = dict(attention_mask=None, labels=flat_labels)
-            _sync(device)
-            t_mask = time.perf_counter() - t0
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                out = model(ids, use_cache=False, compute_logits=False, loss_reduction="sum", **kw)
-                loss = out.loss / n_targets[kind]
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            _sync(device)
-            return time.perf_counter() - t0, t_mask, float(loss.detach())
-        return run
-
-    rows = {"columnar": step_fn(*make(), "columnar"), "causal_sdpa": step_fn(*make(), "causal")}
+    rows = {"columnar": step("columnar"), "causal_sdpa": step("causal")}
     if cuda:
-        rows["flex"] = step_fn(*make(use_flex_attention=True), "flex")
+        rows["flex"] = step("flex", use_flex_attention=True)
     times: dict[str, list] = {k: [] for k in rows}
     for i in range(warmup + steps):
         for name, fn in rows.items():  # alternate a, b, (c), a, b, ...
             r = fn()
             if i >= warmup:
                 times[name].append(r)
-    res_rows = {}
-    for name, rs in times.items():
-        step_s = statistics.median(r[0] for r in rs)
-        res_rows[name] = {"median_step_ms": round(step_s * 1e3, 1),
-                          "p90_step_ms": summary_ms([r[0] for r in rs])["p90_ms"],
-                          "median_tokens_per_s": round(B * T / step_s, 1),
-                          "last_loss": round(rs[-1][2], 4), "steps": len(rs)}
-        if name != "causal_sdpa":
-            res_rows[name]["median_mask_build_ms"] = round(statistics.median(r[1] for r in rs) * 1e3, 2)
+    res_rows = _step_rows(times, B * T)
     if not cuda:
         res_rows["flex"] = {"skipped": "CUDA only (FlexAttention is compiled for GPUs; on CPU it is a slow reference)"}
     ratio = res_rows["columnar"]["median_tokens_per_s"] / res_rows["causal_sdpa"]["median_tokens_per_s"]

@@ -155,9 +155,7 @@ def main(args: argparse.Namespace) -> int:
     stats, written = convert(args)
     src = args.data_path if args.data_path is not None else args.hf_dataset
     limit = f" (stopped at --max-samples {args.max_samples})" if args.max_samples and written >= args.max_samples else ""
-    print(f"{src}: {stats.summary()}; wrote {written} {args.mode} records to {args.out_path}{limit}")
-    for msg in stats.errors:
-        print(f"  skipped: {msg}", file=sys.stderr)
+    stats.report(f"{src}: {stats.summary()}; wrote {written} {args.mode} records to {args.out_path}{limit}")
     return 0
 
 

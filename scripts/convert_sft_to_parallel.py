@@ -104,10 +104,8 @@ def main(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(args.tokenizer)
     stats, conversations, branches = convert(args, tokenizer)
     if not args.quiet:
-        print(f"{args.data_path}: {stats.summary()}; wrote {branches} branches from {conversations} conversations "
+        stats.report(f"{args.data_path}: {stats.summary()}; wrote {branches} branches from {conversations} conversations "
               f"to {args.out_path}")
-        for msg in stats.errors:
-            print(f"  skipped: {msg}", file=sys.stderr)
     return 0
 
 

@@ -86,9 +86,7 @@ def convert(args: argparse.Namespace, output: Path) -> tuple[ReadStats, int]:
 def main(args: argparse.Namespace) -> int:
     output = Path(args.out_path)
     stats, written = convert(args, output)
-    print(f"{args.data_path}: {stats.summary()}; wrote {written} records to {output}")
-    for msg in stats.errors:
-        print(f"  skipped: {msg}", file=sys.stderr)
+    stats.report(f"{args.data_path}: {stats.summary()}; wrote {written} records to {output}")
     return 0
 
 

@@ -127,6 +127,22 @@ def write_outputs(prefix: Path, report: dict) -> list[str]:
     return files
 
 
+def _common_units(units: list[dict], settings: list[dict]) -> tuple[list[dict], int]:
+    """The texts every branch count evaluates (a multiple of each count), and how many are left out."""
+    counts = [s["branches"] for s in settings if "branches" in s]
+    grouped = sum("branches" in u for u in units)
+    if grouped and counts:
+        raise ValueError("--eval_branches regroups single texts; this data holds grouped {main, branches} records")
+    if not counts or grouped:
+        return units, 0
+    common = math.lcm(*counts)
+    usable = len(units) // common * common
+    if usable == 0:
+        raise ValueError(f"{len(units)} texts cannot fill one sample at every count in {counts} "
+                         f"(need a multiple of {common}); evaluate more texts or fewer branches")
+    return units[:usable], len(units) - usable  # the same texts at every branch count
+
+
 def evaluate(args, dist) -> dict:
     import torch
 
@@ -149,22 +165,7 @@ def evaluate(args, dist) -> dict:
                                  max_seq_len=args.max_seq_len, shuffle=False)
     t0 = time.perf_counter()
     units = list(ds.all_units())  # tokenised once, reused for every branch count
-    if args.eval_texts:
-        units = units[: args.eval_texts]
-    counts = [s["branches"] for s in settings if "branches" in s]
-    grouped = sum("branches" in u for u in units)
-    if grouped and counts:
-        raise ValueError("--eval_branches regroups single texts; this data holds grouped {main, branches} records")
-    if counts and not grouped:
-        common = math.lcm(*counts)
-        usable = len(units) // common * common
-        if usable == 0:
-            raise ValueError(f"{len(units)} texts cannot fill one sample at every count in {counts} "
-                             f"(need a multiple of {common}); evaluate more texts or fewer branches")
-        dropped = len(units) - usable
-        units = units[:usable]  # the same texts at every branch count
-    else:
-        dropped = 0
+    units, dropped = _common_units(units[: args.eval_texts] if args.eval_texts else units, settings)
     if dist.is_main:
         print(f"evaluating {loaded.source} on {len(units)} texts ({dropped} left out so every branch count sees "
               f"the same texts) from {args.hf_dataset or args.data_path}; tokenised in "

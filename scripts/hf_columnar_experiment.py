@@ -49,7 +49,7 @@ def build_parser() -> ArgParser:
     t = p.add_argument_group("LoRA tuning (trainer/train_hf_lora.py)")
     flags.add_epochs_arg(t, 2)
     flags.add_learning_rate_arg(t, 1e-3)
-    flags.add_lora_rank_arg(t, "LoRA rank")
+    flags.add_lora_rank_arg(t, 8, "LoRA rank")
     flags.add_batch_size_arg(t, 2, "samples per optimizer step")
     flags.add_runtime_args(p, seed=0, dtype=False)
     p.set_defaults(lora_rank=8, rope_2d_ratio=0.5, branch_stride=128)

@@ -93,10 +93,8 @@ def split_file(args: argparse.Namespace) -> tuple[ReadStats, int, int, int]:
 @cli_main(build_parser)
 def main(args: argparse.Namespace) -> int:
     stats, written, segments, outside = split_file(args)
-    print(f"{args.data_path}: {stats.summary()}; wrote {written} lines to {args.out_path} "
+    stats.report(f"{args.data_path}: {stats.summary()}; wrote {written} lines to {args.out_path} "
           f"({segments} segments, {outside} pieces of text outside segments)")
-    for msg in stats.errors:
-        print(f"  skipped: {msg}", file=sys.stderr)
     return 0
 
 

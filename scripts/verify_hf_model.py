@@ -180,6 +180,20 @@ def run(args) -> dict:
     report["checks"]["isolated_parallel_chat"] = c2
 
     log(f"isolated parallel chat: token-identical {c2['passed']}; prefix sharing")
+    c3 = prefix_sharing_check(model, tok, main_ids, branch_ids, args.questions, ref_prefix, eos, n)
+    report["checks"]["prefix_sharing"] = c3
+    report["seconds_patched"] = round(time.perf_counter() - t0, 2)
+    ran = [c["passed"] for c in report["checks"].values() if c.get("passed") is not None]
+    report["passed"] = all(ran)
+    return report
+
+
+def prefix_sharing_check(model, tok, main_ids: list[int], branch_ids: list[list[int]], questions: list[str],
+                         ref_prefix: list[list[int]], eos: list[int], n: int) -> dict:
+    """Prefix sharing (branch_stride 0, isolated): the main prefilled once, each question continuing it, must
+    give the tokens of model.generate on main + question."""
+    from model.parallel_generation import ParallelGenerator
+
     c3 = {"main_tokens": len(main_ids), "questions": len(branch_ids)}
     try:
         shared = ParallelGenerator(model, tok, mask_mode="isolated", branch_stride=0)
@@ -188,16 +202,12 @@ def run(args) -> dict:
         supported, c3["reason"] = False, str(e)
     if supported:
         res = shared.generate([{"main": main_ids, "branches": branch_ids}], eos_token_ids=eos, max_new_tokens=n)
-        c3.update(token_report(args.questions, [b.token_ids for b in res[0].branches], ref_prefix, tok))
+        c3.update(token_report(questions, [b.token_ids for b in res[0].branches], ref_prefix, tok))
     else:
         c3.setdefault("reason", f"this generation engine decodes branch_stride 0 as stride {shared.branch_stride}: "
                                 "prefix sharing is not available in it")
         c3.update({"skipped": True, "passed": None})
-    report["checks"]["prefix_sharing"] = c3
-    report["seconds_patched"] = round(time.perf_counter() - t0, 2)
-    ran = [c["passed"] for c in report["checks"].values() if c.get("passed") is not None]
-    report["passed"] = all(ran)
-    return report
+    return c3
 
 
 def _common_prefix(a: list[int], b: list[int]) -> list[int]:

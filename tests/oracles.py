@@ -81,7 +81,7 @@ def brute_mask(time, branch, mode):
 
 
 def brute_reference_rope(b, t, n, inv_freq, pairs_1based, scaling=1.0):
-    """The earlier implementation's formula, per token and per pair: angle_i = n*f_i by default; for the
+    """The original ParallelMind release's formula, per token and per pair: angle_i = n*f_i by default; for the
     k-th selected pair, b*f_i if k is even, t*f_i if k is odd. Returns (cos, sin) lists of length 2F."""
     F = len(inv_freq)
     ang = [f32(n * inv_freq[i]) for i in range(F)]

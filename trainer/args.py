@@ -9,6 +9,7 @@ data are loaded) and stop with one line naming the flag(s). Torch-free on purpos
 * `add_rope_args`: --pe --rope_2d_ratio --rope_2d_scheme --branch_stride (--stride; generation may take
   0 = prefix sharing) (training: --fpe_theta --fpe_max_positions --fpe_learnable);
 * `add_mask_args`: --mask --align_to;
+* `add_pair_batch_args` (preference pairs, instead of the mask and branch flags): --batch_size --pair_layout;
 * `add_branch_args`: --batch_size --batch_by_samples --branches_per_sample, --max/--min_branches_per_sample
   (max 0 = fixed mode), --val_[min_|max_]branches_per_sample, --max_total_tokens,
   --random_time_offset / --no_random_time_offset (training: --random_branch_slots);
@@ -19,9 +20,14 @@ data are loaded) and stop with one line naming the flag(s). Torch-free on purpos
   --offline --max_seq_len --num_workers (training: --val_samples --val_interval[_samples|_tokens]
   --strict_data);
 * `add_model_source_args`: --model_path --hf_base_model (--base_model) --lora_path --lora_rank
-  --tokenizer (--tokenizer_path);
+  --tokenizer (--tokenizer_path); `add_lora_train_args`: --lora_name --lora_rank --lora_alpha --lora_dropout
+  --lora_target_modules (the adapter a LoRA front trains);
 * `add_runtime_args`: --device --dtype --seed (distributed: --ddp --local_rank);
 * `add_output_args`: --out_path (--output, -o, --out), THE output file; --out_dir, the output folder;
+* serving: `add_server_args` (--host --port --api_key --log_level), `add_server_limit_args` (--max_body_bytes
+  --max_prompt_tokens --max_tokens_limit --max_n --max_concurrent_requests --max_running_requests),
+  `add_api_client_args` (--base_url/--api_base --api_key --model_name), `add_stream_arg`; the key defaults to
+  $PARALLELMIND_API_KEY (a key on the command line is visible to every user of the machine);
 * `add_train_args`: --epochs --accumulation_steps --learning_rate --min_lr_ratio --warmup_iters
   --weight_decay --grad_clip --max_steps --stop_after_steps --log_interval --save_interval --resume
   --overwrite --resume_override --init_weight --use_wandb --wandb_project --wandb_run_name;
@@ -49,7 +55,7 @@ import os
 from pathlib import Path
 
 from model.device import DTYPE_ALIASES, DTYPE_NAMES
-from parallel.names import ALIGNMENTS, MASK_MODES, PE_TYPES, ROPE_2D_SCHEMES
+from parallel.names import ALIGNMENTS, MASK_MODES, PAIR_LAYOUTS, PE_TYPES, ROPE_2D_SCHEMES
 from trainer.cli import (  # the value types and path checks are re-exported for the entry points
     ArgParser,
     BoolFlag,
@@ -62,9 +68,11 @@ from trainer.cli import (  # the value types and path checks are re-exported for
     check_writable_file,
     device_name,
     dtype_name,
+    http_url,
     int_list,
     nonneg_float,
     nonneg_int,
+    port_number,
     positive_float,
     positive_int,
     probability,
@@ -154,6 +162,30 @@ def add_mask_args(p: ArgParser) -> None:
                    help="columnar: branches see each other's earlier tokens; isolated: own branch + main only")
     g.add_argument("--align_to", choices=ALIGNMENTS, default=ALIGNMENTS[0],
                    help="left: branches start together; right: their last prompt tokens line up")
+
+
+def add_batch_size_arg(g, default: int, help: str) -> None:
+    g.add_argument("--batch_size", type=positive_int, default=default, help=help)
+
+
+# what the engine reads about grouping, for a stage whose samples are fixed pairs (no branch flags)
+PAIR_BATCH_DEFAULTS = dict(batch_by_samples=True, branches_per_sample=2, min_branches_per_sample=1,
+                           max_branches_per_sample=None, val_branches_per_sample=None, val_min_branches_per_sample=None,
+                           val_max_branches_per_sample=None, max_total_tokens=0, random_time_offset=False,
+                           random_branch_slots=0, align_to="left", mask_mode=None)
+
+
+def add_pair_batch_args(p: ArgParser, *, batch_size: int) -> None:
+    """Batches of preference pairs: `--batch_size` pairs per batch and `--pair_layout` (parallel_data.preference).
+
+    Each pair is one sample (its prompt once, then both responses as isolated branches at coordinate 0),
+    so the branch-grouping, alignment and mask flags do not apply; the checkpoint keeps its own mask rule.
+    """
+    g = p.add_argument_group("preference pairs")
+    add_batch_size_arg(g, batch_size, "preference pairs per batch")
+    g.add_argument("--pair_layout", choices=PAIR_LAYOUTS, default=PAIR_LAYOUTS[0],
+                   help="shared: the prompt once, then both responses (default); separate: two whole sequences")
+    p.set_defaults(**PAIR_BATCH_DEFAULTS)
 
 
 def add_branch_args(p: ArgParser, *, default_branches: int, batch_size: int, training: bool = True,
@@ -252,10 +284,13 @@ def eval_branch_setting(args) -> dict:
 SAMPLING_DEFAULTS = dict(temperature=0.85, top_p=0.85, top_k=0)
 
 
-def add_decoding_args(p: ArgParser, *, max_new_tokens: int, batch_groups: int, sampling: bool = True) -> None:
+def add_decoding_args(p: ArgParser, *, max_new_tokens: int, batch_groups: int | None, sampling: bool = True,
+                      max_new_tokens_help: str = "new tokens per branch at most") -> None:
+    """`batch_groups=None`: no --batch_groups (a tool that sends its requests one by one)."""
     g = p.add_argument_group("decoding")
-    add_max_new_tokens_arg(g, max_new_tokens)
-    g.add_argument("--batch_groups", type=positive_int, default=batch_groups, help="groups decoded together")
+    add_max_new_tokens_arg(g, max_new_tokens, help=max_new_tokens_help)
+    if batch_groups is not None:
+        g.add_argument("--batch_groups", type=positive_int, default=batch_groups, help="groups decoded together")
     if not sampling:
         return
     g.add_argument("--do_sample", action="store_true", help="sample (default: greedy)")
@@ -270,13 +305,8 @@ def add_decoding_args(p: ArgParser, *, max_new_tokens: int, batch_groups: int, s
     p.add_check(_check_sampling)
 
 
-def add_max_new_tokens_arg(g, default: int, minimum: int = 0) -> None:
-    g.add_argument("--max_new_tokens", type=positive_int if minimum else nonneg_int, default=default,
-                   help="new tokens per branch at most")
-
-
-def add_batch_size_arg(g, default: int, help: str) -> None:
-    g.add_argument("--batch_size", type=positive_int, default=default, help=help)
+def add_max_new_tokens_arg(g, default: int, minimum: int = 0, help: str = "new tokens per branch at most") -> None:
+    g.add_argument("--max_new_tokens", type=positive_int if minimum else nonneg_int, default=default, help=help)
 
 
 def add_epochs_arg(g, default: int, help: str = "passes over the data") -> None:
@@ -365,16 +395,20 @@ def _check_source_path(args, default_data: str | None, flag: str) -> None:
 
 def add_data_args(p: ArgParser, *, default_data: str | None, kind: str = "text", training: bool = False,
                   workers: int = 1, required: bool = False) -> None:
-    """Training / evaluation data. `kind`: "text" (pretraining texts), "conversations" (SFT), or "either"
-    (chosen per run by `--data_mode`, see `add_data_mode_args`). `required`: with no default, the data
-    must be given."""
-    if kind not in ("text", "conversations", "either"):
-        raise ValueError(f"kind must be 'text', 'conversations' or 'either', got {kind!r}")
-    g = add_source_args(p, default_data=default_data, required=required,
+    """Training / evaluation data. `kind`: "text" (pretraining texts), "conversations" (SFT), "either"
+    (chosen per run by `--data_mode`, see `add_data_mode_args`) or "pairs" (chosen / rejected preference
+    records: no text column, packing or conversation format to choose). `required`: with no default, the
+    data must be given."""
+    if kind not in ("text", "conversations", "either", "pairs"):
+        raise ValueError(f"kind must be 'text', 'conversations', 'either' or 'pairs', got {kind!r}")
+    g = add_source_args(p, default_data=default_data, text_column=kind != "pairs", required=required,
                         max_samples_help="use at most this many records (chunks when packing; 0 = all)")
-    g.add_argument("--chunk-length", dest="chunk_length", type=positive_int, default=None,
-                   help="pack token ids into exact pieces of this many tokens (text data)")
-    if kind != "text":
+    if kind == "pairs":
+        p.set_defaults(text_column=None, chunk_length=None, format="auto")
+    else:
+        g.add_argument("--chunk-length", dest="chunk_length", type=positive_int, default=None,
+                       help="pack token ids into exact pieces of this many tokens (text data)")
+    if kind in ("conversations", "either"):
         add_format_arg(g)
     if kind == "conversations":
         p.add_check(_check_conversation_data)
@@ -478,13 +512,13 @@ def add_model_source_args(p: ArgParser, *, checkpoint: bool = True, hf: bool = T
     `--tokenizer` (default: the model's own, else the repo's model/)."""
     g = p.add_argument_group("model source")
     if checkpoint:
-        g.add_argument("--model_path", default=None, help="a .pth checkpoint or a saved model folder")
+        add_model_path_arg(g, "model_path", "a .pth checkpoint or a saved model folder")
     if hf:
         g.add_argument("--hf_base_model", "--base_model", *hf_aliases, dest="hf_base_model", default=None,
                        required=hf_required, help="Hugging Face model folder (or Hub name)")
     if lora:
         g.add_argument("--lora_path", default=None, help="PEFT adapter folder or a model_lora .pth/.safetensors file")
-        add_lora_rank_arg(g, "checked against the LoRA file")
+        add_lora_rank_arg(g, None, "checked against the LoRA file")
     if tokenizer:
         g.add_argument("--tokenizer", "--tokenizer_path", dest="tokenizer", default=None,
                        help="tokenizer folder (default: the model's own, else the repo's model/)")
@@ -492,8 +526,37 @@ def add_model_source_args(p: ArgParser, *, checkpoint: bool = True, hf: bool = T
     p.add_check(_check_model_source_paths, paths=True)
 
 
-def add_lora_rank_arg(g, help: str) -> None:
-    g.add_argument("--lora_rank", type=positive_int, default=None, help=help)
+def add_lora_rank_arg(g, default: int | None, help: str) -> None:
+    g.add_argument("--lora_rank", type=positive_int, default=default, help=help)
+
+
+def add_lora_train_args(p: ArgParser, *, name: str | None = None, rank: int = 8) -> None:
+    """The adapter a LoRA training front trains (model/model_lora.py): rank, alpha, dropout, target layers;
+    with `name`, also `--lora_name` (the output is named after it)."""
+    g = p.add_argument_group("LoRA")
+    if name is not None:
+        g.add_argument("--lora_name", default=name,
+                       help=f"adapter name: the output is {{out_dir}}/lora/{{lora_name}}_{{hidden}}.pth (default {name})")
+        p.add_check(_check_lora_name)
+    add_lora_rank_arg(g, rank, f"LoRA rank (default {rank})")
+    g.add_argument("--lora_alpha", type=positive_float, default=None,
+                   help="LoRA alpha: the update is scaled by alpha / rank (default: the rank, scaling 1)")
+    g.add_argument("--lora_dropout", type=ratio, default=0.0, help="dropout on the LoRA input (default 0)")
+    g.add_argument("--lora_target_modules", nargs="+", default=None, metavar="NAME",
+                   help="Linear layers to adapt, by name or name suffix (default: every attention and MLP projection "
+                        "of the decoder blocks)")
+
+
+def _check_lora_name(args) -> None:
+    name = args.lora_name
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise UsageError(f"--lora_name {name!r} must be a plain file name (no folders, not starting with '.')")
+
+
+def add_model_path_arg(g, dest: str, help: str, *names: str) -> None:
+    """`--model_path` (declared here only): the model to load (`dest="model_path"`), or, in a training
+    front, the checkpoint to start from (`names=("--init_weight",)`, `dest="init_weight"`; seed 001)."""
+    g.add_argument(*names, "--model_path", dest=dest, default=None, help=help)
 
 
 def _check_model_source(args) -> None:
@@ -502,7 +565,8 @@ def _check_model_source(args) -> None:
         raise UsageError(f"--model_path {model} and --hf_base_model {base} both name the model; give one")
     lora = getattr(args, "lora_path", None)
     if lora is not None and model is None and base is None:
-        raise UsageError("--lora_path needs the model it adapts: --hf_base_model (or --model_path FOLDER)")
+        raise UsageError("--lora_path needs the model it adapts: --hf_base_model, or --model_path (a MiniMind .pth "
+                         "checkpoint or a saved folder)")
     if getattr(args, "lora_rank", None) is not None and lora is None and hasattr(args, "lora_path"):
         raise UsageError("--lora_rank is checked against a LoRA file, but --lora_path was not given")
 
@@ -517,8 +581,6 @@ def _check_model_source_paths(args) -> None:
     if lora is not None:
         if not Path(lora).expanduser().exists():
             raise UsageError(f"--lora_path {lora} does not exist")
-        if model is not None and Path(model).is_file():
-            raise UsageError("--lora_path goes with --hf_base_model (or a saved model folder), not a .pth checkpoint")
     if getattr(args, "tokenizer", None) is not None:
         check_local_or_hub(args.tokenizer, "--tokenizer")
 
@@ -588,15 +650,93 @@ def _check_output(args, check_dir: bool, flag: str) -> None:
         check_writable_dir(args.out_dir, "--out_dir")
 
 
+# --- serving (scripts/serve_openai_api.py, chat_openai_api.py, web_demo.py, bench_serve.py) ----------------
+
+API_KEY_ENV = "PARALLELMIND_API_KEY"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def add_server_args(p: ArgParser, *, port: int, api_key: bool = True) -> None:
+    """--host (default 127.0.0.1: this machine only) --port, and --api_key: the key clients must send."""
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every network "
+                        "interface, so set --api_key)")
+    g.add_argument("--port", type=port_number, default=port, help="TCP port")
+    if api_key:
+        add_api_key_arg(g, f"clients must send 'Authorization: Bearer KEY' on every route but /health (default: "
+                           f"${API_KEY_ENV}; unset: no authentication)")
+        p.add_check(_check_api_key)
+    g.add_argument("--log_level", choices=("critical", "error", "warning", "info", "debug"), default="info",
+                   help="server log level (info: one line per request)")
+
+
+def add_threads_arg(g, help: str = "torch CPU threads (0 = torch's default)") -> None:
+    g.add_argument("--threads", type=nonneg_int, default=0, help=help)
+
+
+def add_api_key_arg(g, help: str) -> None:
+    g.add_argument("--api_key", default=None, help=help)
+
+
+def add_server_limit_args(p: ArgParser) -> None:
+    """What one request may ask for, and how many run at once; each refusal is a 4xx with an OpenAI error body."""
+    g = p.add_argument_group("limits (each refusal is a 4xx with an OpenAI error body)")
+    g.add_argument("--max_body_bytes", type=positive_int, default=1 << 20, help="request body size (413 above)")
+    g.add_argument("--max_prompt_tokens", type=positive_int, default=4096, help="prompt tokens per request (400 above)")
+    g.add_argument("--max_tokens_limit", type=positive_int, default=2048,
+                   help="the largest max_tokens a request may ask for (400 above)")
+    g.add_argument("--max_n", type=positive_int, default=32,
+                   help="choices per request: n x prompts, or the branches of a parallel request (400 above)")
+    g.add_argument("--max_concurrent_requests", type=positive_int, default=64,
+                   help="generation requests in progress at once (429 above)")
+    g.add_argument("--max_running_requests", type=nonneg_int, default=0,
+                   help="requests decoded together in one batch (0 = all of them; the rest wait their turn; 1 = "
+                        "one request at a time)")
+
+
+def add_api_client_args(p: ArgParser, *, model: bool = True) -> None:
+    """Where an OpenAI-compatible server is: --base_url, --api_key (default $PARALLELMIND_API_KEY), --model_name."""
+    g = p.add_argument_group("server to talk to")
+    g.add_argument("--base_url", "--api_base", dest="base_url", type=http_url, default="http://127.0.0.1:6006/v1",
+                   help="the server's /v1 URL")
+    add_api_key_arg(g, f"the server's API key (default: ${API_KEY_ENV})")
+    if model:
+        add_model_name_arg(g, "model to ask for (default: the server's first model)")
+    p.add_check(_check_api_key)
+
+
+def add_stream_arg(g, default: bool, help: str) -> None:
+    """--stream / --no_stream: server-sent events instead of one JSON answer."""
+    g.add_argument("--stream", action=BoolFlag, default=default, help=help)
+
+
+def add_model_name_arg(g, help: str) -> None:
+    g.add_argument("--model_name", default=None, help=help)
+
+
+def _check_api_key(args) -> None:
+    if args.api_key is None:
+        args.api_key = os.environ.get(API_KEY_ENV) or None
+    if args.api_key is not None and not args.api_key.strip():
+        raise UsageError("--api_key is empty; give a key, or leave the flag out for no authentication")
+
+
 # --- presets ---------------------------------------------------------------------------------------------
 
 def add_minimind_train_args(p: ArgParser, *, default_data: str, kind: str, default_branches: int, batch_size: int,
                             epochs: int, lr: float, wandb_project: str) -> None:
-    """Every flag of a MiniMind training front (pretrain, SFT, and the post-training stages on the engine)."""
+    """Every flag of a MiniMind training front (pretrain, SFT, and the post-training stages on the engine).
+
+    kind="pairs" (DPO, reward model): pair batches (`add_pair_batch_args`) instead of the mask and
+    branch-grouping flags."""
     add_model_shape_args(p, training=True)
     add_rope_args(p, training=True)
-    add_mask_args(p)
-    add_branch_args(p, default_branches=default_branches, batch_size=batch_size)
+    if kind == "pairs":
+        add_pair_batch_args(p, batch_size=batch_size)
+    else:
+        add_mask_args(p)
+        add_branch_args(p, default_branches=default_branches, batch_size=batch_size)
     add_data_args(p, default_data=default_data, kind=kind, training=True)
     add_model_source_args(p, checkpoint=False, hf=False, lora=False)
     add_runtime_args(p, seed=1337, distributed=True)
@@ -619,7 +759,7 @@ def add_hf_model_args(p: ArgParser, *, lora: bool, lora_name: str = "hf_lora", m
                    help="part of the output names" + (" ({lora_name}_{model_tag}...)" if lora else
                                                       " (full_{model_tag}...)"))
     if lora:
-        add_lora_rank_arg(g, "LoRA rank (default 8; with --load_lora, the adapter's own)")
+        add_lora_rank_arg(g, None, "LoRA rank (default 8; with --load_lora, the adapter's own)")
         g.add_argument("--lora_name", default=lora_name, help="adapter name: out_dir/lora/{lora_name}_{model_tag}...")
         g.add_argument("--load_lora", default=None,
                        help="continue from this adapter (a .pth file or a PEFT folder written by a LoRA run)")
@@ -664,6 +804,16 @@ def add_hf_train_args(p: ArgParser, *, lora: bool, data_mode: str = "parallel", 
 
 def add_log_interval_arg(g, default: int, help: str) -> None:
     g.add_argument("--log_interval", type=positive_int, default=default, help=help)
+
+
+def add_beta_arg(g, default: float, help: str) -> None:
+    """`--beta`: the KL coefficient of a preference or RL objective (DPO, GRPO)."""
+    g.add_argument("--beta", type=positive_float, default=default, help=help)
+
+
+def add_loss_type_arg(g, choices: tuple[str, ...], help: str) -> None:
+    """`--loss_type`: the variant of a stage's objective (default: the first choice)."""
+    g.add_argument("--loss_type", choices=choices, default=choices[0], help=f"{help} (default {choices[0]})")
 
 
 def add_marker_args(g, help_start: str, help_end: str) -> None:
@@ -714,8 +864,8 @@ def add_train_args(p: ArgParser, *, epochs: int, lr: float, wandb_project: str, 
                    help="with --resume: accept a changed setting (a flag name, e.g. learning_rate) or changed "
                         "training data ('data'); repeatable, each one logged")
     if init_weight:
-        g.add_argument("--init_weight", default=None,
-                       help="start from these weights (a .pth checkpoint); 'none' trains from scratch")
+        add_model_path_arg(g, "init_weight", "start from these weights (a .pth checkpoint); 'none' trains from scratch "
+                                             "(--model_path is the same flag)", "--init_weight")
     g.add_argument("--use_wandb", action="store_true", help="log to Weights & Biases (WANDB_MODE=offline works)")
     g.add_argument("--wandb_project", default=None, help=f"W&B project (default {wandb_project})")
     g.add_argument("--wandb_run_name", default=None, help="W&B run name (default: W&B's)")

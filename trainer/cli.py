@@ -170,6 +170,17 @@ nonneg_float = _bounded(_float, lambda f: f >= 0, "a number >= 0", "nonneg_float
 positive_float = _bounded(_float, lambda f: f > 0, "a number > 0", "positive_float")
 ratio = _bounded(_float, lambda f: 0.0 <= f <= 1.0, "a value in [0, 1]", "ratio")
 probability = _bounded(_float, lambda f: 0.0 < f <= 1.0, "a value in (0, 1]", "probability")
+port_number = _bounded(_int, lambda i: 1 <= i <= 65535, "a port number in 1..65535", "port_number")
+
+
+def http_url(v) -> str:
+    """An http(s) URL such as http://127.0.0.1:6006/v1 (trailing slash dropped)."""
+    from urllib.parse import urlparse
+
+    u = urlparse(str(v))
+    if u.scheme not in ("http", "https") or not u.netloc:
+        raise argparse.ArgumentTypeError(f"expected an http:// or https:// URL, got {v!r}")
+    return str(v).rstrip("/")
 
 
 def int_list(v) -> list[int]:

@@ -184,7 +184,7 @@ class HFStage(Stage):
     # --- outputs ------------------------------------------------------------------------------------
     def checkpoint_payload(self, model, tokenizer, meta: dict, *, state_dict=None) -> dict:
         if self.lora:
-            return {**lora_payload(model, state_dict), "meta": meta}
+            return {**lora_payload(model, state_dict=state_dict), "meta": meta}
         cfg = model.config
         return {"format": FULL_FORMAT, "model_type": cfg.model_type, "config": cfg.to_dict(),
                 "model_state_dict": model_state_for_saving(model, state_dict=state_dict), "meta": meta}

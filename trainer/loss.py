@@ -49,7 +49,13 @@ class LossOutput:
 
 
 class LossFn:
-    """A training objective: `(model, batch) -> LossOutput`. Subclass it for a new stage's loss."""
+    """A training objective: `(model, batch) -> LossOutput`. Subclass it for a new stage's loss.
+
+    `perplexity_metric`: the metric (a per-target cross-entropy) whose exponential is the reported
+    perplexity, for a loss that is not a plain cross-entropy itself (weighted, mixed with a KL);
+    None: the loss."""
+
+    perplexity_metric: str | None = None
 
     def count_targets(self, batch: dict) -> int:
         """Targets in `batch` before any forward (the normaliser of the step): label tokens by default."""
@@ -67,9 +73,14 @@ class CrossEntropyLoss(LossFn):
 
     def __call__(self, model: torch.nn.Module, batch: dict) -> LossOutput:
         s, n, out = batch_loss(model, batch, self.mask_mode, minimind=is_minimind(model))
-        aux = getattr(out, "aux_loss", None)
-        moe = getattr(getattr(getattr(model, "module", model), "config", None), "use_moe", False)
-        return LossOutput(s, n, {}, aux if aux is not None and moe else None)
+        return LossOutput(s, n, {}, moe_aux_loss(model, out))
+
+
+def moe_aux_loss(model, out) -> torch.Tensor | None:
+    """The MoE balance loss of a forward's output, for a MoE model (None otherwise)."""
+    aux = getattr(out, "aux_loss", None)
+    moe = getattr(getattr(getattr(model, "module", model), "config", None), "use_moe", False)
+    return aux if aux is not None and moe else None
 
 
 def attention_impl(model) -> str:
@@ -178,7 +189,9 @@ def evaluate_loss(model, batches, device, *, mask_mode: str, amp_dtype: torch.dt
                   max_batches: int = 0, progress=None, loss_fn: LossFn | None = None, same_count: bool = False) -> dict:
     """Target-weighted mean loss over `batches` (this rank's share), summed over all ranks.
 
-    Returns {"loss", "ppl", "tokens", "batches"}; identical on every rank. Raises ValueError when the
+    Returns {"loss", "ppl", "tokens", "batches", "metrics"} ("metrics": the loss hook's metrics, summed
+    and divided by the targets like the loss; "ppl": exp of the loss, or of `loss_fn.perplexity_metric`);
+    identical on every rank. Raises ValueError when the
     batches hold no target at all, or when the loss is not finite: a report never shows nan.
     `same_count`: every rank runs as many forwards as the rank with the most batches (a sharded model's
     forward is a collective); the extra ones repeat a batch and are not counted.
@@ -186,7 +199,7 @@ def evaluate_loss(model, batches, device, *, mask_mode: str, amp_dtype: torch.dt
     loss_fn = loss_fn or CrossEntropyLoss(mask_mode)
     was_training = model.training
     model.eval()
-    total, tokens, n_batches = 0.0, 0, 0
+    total, tokens, n_batches, sums = 0.0, 0, 0, {}
     if same_count:
         batches = _same_count(batches, max_batches)
         last = next((b for b in reversed(batches) if b is not None), None)
@@ -195,6 +208,8 @@ def evaluate_loss(model, batches, device, *, mask_mode: str, amp_dtype: torch.dt
                 out = loss_fn(model, to_device(batch if batch is not None else last, device))
             if batch is not None:
                 total, tokens, n_batches = total + float(out.loss), tokens + out.targets, n_batches + 1
+                for k, v in out.metrics.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
         batches = []
     for batch in batches:
         batch = to_device(batch, device)
@@ -203,18 +218,24 @@ def evaluate_loss(model, batches, device, *, mask_mode: str, amp_dtype: torch.dt
         total += float(out.loss)
         tokens += out.targets
         n_batches += 1
+        for k, v in out.metrics.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
         if progress is not None:
             progress(n_batches)
         if max_batches and n_batches >= max_batches:
             break
-    total, tokens, n_batches = all_reduce([total, tokens, n_batches])
+    names = sorted(sums)  # every call of a loss hook returns the same keys, so every rank has the same names
+    total, tokens, n_batches, *values = all_reduce([total, tokens, n_batches, *(sums[k] for k in names)])
     if was_training:
         model.train()
     if not tokens:
         raise ValueError(f"no target tokens in the {int(n_batches)} evaluated batches: there is nothing to take a "
                          "loss on (check the data's text field, answer_offset and --max_seq_len)")
     loss = total / tokens
+    metrics = {k: v / tokens for k, v in zip(names, values)}
+    nll = metrics.get(loss_fn.perplexity_metric, loss) if loss_fn.perplexity_metric else loss
     if not math.isfinite(loss):
         raise ValueError(f"the evaluated loss is {loss} over {int(tokens)} target tokens: the model gives "
                          "non-finite values (diverged or damaged weights)")
-    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": int(tokens), "batches": int(n_batches)}
+    return {"loss": loss, "ppl": math.exp(min(nll, 50.0)), "tokens": int(tokens), "batches": int(n_batches),
+            "metrics": metrics}

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,9 @@ TINY = ["--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_head
 GOOD_TEXT = "".join(json.dumps({"text": f"text number {i} with a few words"}) + "\n" for i in range(6))
 GOOD_SFT = "".join(json.dumps({"conversations": [{"role": "user", "content": f"q{i}"},
                                                  {"role": "assistant", "content": f"a{i}"}]}) + "\n" for i in range(4))
+GOOD_DPO = "".join(json.dumps({"chosen": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "yes"}],
+                               "rejected": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "no"}]})
+                   + "\n" for i in range(4))
 OLD = "old results, must survive\n"
 CUDA = torch.cuda.is_available()
 
@@ -36,7 +40,7 @@ CUDA = torch.cuda.is_available()
 class Case:
     id: str
     script: str  # "trainer/train_pretrain.py", "scripts/eval_loss.py", ...
-    args: list[str]  # "{d}" is the case folder
+    args: list[str]  # "{d}" is the case folder, "{port}" a free TCP port
     expect: list[str]  # substrings of the error line
     files: dict[str, str] = field(default_factory=dict)  # name -> text (a name ending in / is a folder)
     heavy: bool = False  # reaches model or data loading (torch imported)
@@ -50,7 +54,7 @@ def base_files() -> dict[str, str]:
             "file.txt": "a plain file\n", "ckpt/pretrain_64.pth": "", "ckpt/pretrain_64_resume.pth": "",
             "tasks.jsonl": json.dumps({"id": "a", "kind": "arith", "context": "", "prompt": "1 plus 1 =",
                                        "answer": "2"}) + "\n",
-            "prompts.txt": "one prompt\n"}
+            "prompts.txt": "one prompt\n", "dpo.jsonl": GOOD_DPO}
 
 
 PRE = "trainer/train_pretrain.py"
@@ -63,16 +67,25 @@ S2P = "scripts/convert_sft_to_parallel.py"
 S2T = "scripts/convert_sft_to_pretrain.py"
 SPLIT = "scripts/split_pretrain_data.py"
 TOK = "scripts/train_tokenizer.py"
+SERVE = "scripts/serve_openai_api.py"
+SERVE_OK = ["--model_path", "{d}/model.pth"]
 TRAIN_OK = ["--data_path", "{d}/data.jsonl", "--out_dir", "{d}/run"]
 HFL, HFF, HFP = "trainer/train_hf_lora.py", "trainer/train_hf_full.py", "trainer/train_hf_parallel_lora.py"
 HF_BASE = ["--base_model", "{d}/dir"]  # a folder: the flag checks pass; the stage finds no config.json
 HF_OK = ["--data_path", "{d}/data.jsonl", "--out_dir", "{d}/run"]
+DPO = "trainer/train_dpo.py"
+DPO_OK = ["--data_path", "{d}/dpo.jsonl", "--out_dir", "{d}/run"]
+LORA = "trainer/train_lora.py"
+KD = "trainer/train_distillation.py"
+REASON = "trainer/train_distill_reason.py"
+SFT_OK = ["--data_path", "{d}/sft.jsonl", "--out_dir", "{d}/run"]
+KD_OK = [*SFT_OK, "--teacher_path", "{d}/model.pth"]
 GEN_OK = ["--model_path", "{d}/model.pth", "--prompts", "hi"]
 LOSS_OK = ["--model_path", "{d}/model.pth", "--data_path", "{d}/data.jsonl", "--out_path", "{d}/ev.json"]
 TASKS_OK = ["--model_path", "{d}/model.pth", "--tasks", "{d}/tasks.jsonl", "--out_path", "{d}/t.json"]
 
 CASES = [
-    # --- issue 8 item 9: the CLI cases ---------------------------------------------------------------------
+    # --- flag values and paths: the CLI cases ------------------------------------------------------------
     Case("generate-device-cuda-without-cuda", GEN, [*GEN_OK, "--device", "cuda"],
          ["--device cuda: CUDA is not available"], skip="CUDA is available" if CUDA else None),
     Case("tasks-device-cuda-without-cuda", TASKS, [*TASKS_OK, "--device", "cuda"],
@@ -251,14 +264,65 @@ CASES = [
          heavy=True, one_line=False),
     Case("run-demo-unknown-flag", "scripts/run_demo.py", ["--out_dir", "{d}/demo", "--bogus"],
          ["unrecognized arguments: --bogus"], one_line=False),  # run_demo keeps argparse's usage line
+    # --- post-training fronts ------------------------------------------------------------------------------
+    Case("dpo-unknown-loss-type", DPO, [*DPO_OK, "--loss_type", "kto"], ["argument --loss_type", "invalid choice"]),
+    Case("dpo-beta-zero", DPO, [*DPO_OK, "--beta", "0"], ["argument --beta", "expected a number > 0"]),
+    Case("dpo-branch-flags-do-not-apply", DPO, [*DPO_OK, "--branches_per_sample", "4"],
+         ["unrecognized arguments: --branches_per_sample 4"]),
+    Case("dpo-mask-does-not-apply", DPO, [*DPO_OK, "--mask", "columnar"], ["unrecognized arguments: --mask"]),
+    Case("dpo-bad-pair-layout", DPO, [*DPO_OK, "--pair_layout", "mixed"], ["argument --pair_layout", "invalid choice"]),
+    Case("dpo-missing-default-init", DPO, DPO_OK, ["initial weights {d}/run/full_sft_512.pth do not exist"],
+         heavy=True, one_line=False),
+    Case("dpo-needs-a-reference", DPO, [*DPO_OK, *TINY, "--init_weight", "none"],
+         ["DPO needs a starting checkpoint"], heavy=True, one_line=False),
+    Case("lora-name-with-a-folder", LORA, [*SFT_OK, "--lora_name", "../x"],
+         ["--lora_name '../x' must be a plain file name"]),
+    Case("lora-rank-zero", LORA, [*SFT_OK, "--lora_rank", "0"], ["argument --lora_rank", "positive integer", "0"]),
+    Case("lora-dropout-above-one", LORA, [*SFT_OK, "--lora_dropout", "1.5"], ["argument --lora_dropout", "[0, 1]"]),
+    Case("lora-needs-a-base", LORA, [*SFT_OK, *TINY, "--init_weight", "none"], ["LoRA adapts an existing model"],
+         heavy=True, one_line=False),
+    Case("distill-without-teacher", KD, SFT_OK, ["the following arguments are required: --teacher_path"]),
+    Case("distill-teacher-missing", KD, [*SFT_OK, "--teacher_path", "{d}/nope.pth"],
+         ["--teacher_path {d}/nope.pth does not exist"]),
+    Case("distill-alpha-out-of-range", KD, [*KD_OK, "--alpha", "1.5"], ["argument --alpha", "[0, 1]", "1.5"]),
+    Case("distill-temperature-zero", KD, [*KD_OK, "--temperature", "0"], ["argument --temperature", "> 0"]),
+    Case("reason-negative-tag-weight", REASON, [*SFT_OK, "--tag_weight", "-1"], ["argument --tag_weight", ">= 0"]),
+    Case("reason-format-check-without-val", REASON, [*SFT_OK, "--format_eval_samples", "4"],
+         ["--format_eval_samples sets the format check on held-out data, but --val_samples is 0"]),
+    Case("reason-max-new-tokens-zero", REASON, [*SFT_OK, "--val_samples", "2", "--max_new_tokens", "0"],
+         ["argument --max_new_tokens"]),
     # --- benchmarks (they import torch before parsing) ------------------------------------------------------
     Case("bench-columnar-zero-steps", "scripts/bench_columnar.py", ["--steps", "0"], ["argument --steps"], heavy=True),
     Case("bench-generate-bad-branches", "scripts/bench_generate.py", ["--branches", "1,x"], ["argument --branches"],
          heavy=True),
     Case("bench-generate-ab-not-a-tree", "scripts/bench_generate_ab.py", ["{d}", "."],
          ["before tree {d}: no model/parallel_generation.py there"]),
+    Case("bench-dpo-zero-pairs", "scripts/bench_dpo.py", ["--pairs", "0"], ["argument --pairs"], heavy=True),
     Case("bench-train-output-is-a-directory", "scripts/bench_train.py", ["--out", "{d}/dir"],
          ["--out_path {d}/dir is a directory"], heavy=True),
+    # --- serving (issue 11) --------------------------------------------------------------------------------
+    Case("serve-no-model", SERVE, [], ["which model? pass --model_path"]),
+    Case("serve-empty-api-key", SERVE, [*SERVE_OK, "--api_key", ""], ["--api_key is empty"]),
+    Case("serve-port-out-of-range", SERVE, [*SERVE_OK, "--port", "70000"],
+         ["argument --port: expected a port number in 1..65535, got 70000"]),
+    Case("serve-default-max-tokens-above-limit", SERVE, [*SERVE_OK, "--max_new_tokens", "5000"],
+         ["--max_new_tokens 5000 is more than --max_tokens_limit 2048"]),
+    Case("serve-model-missing", SERVE, ["--model_path", "{d}/nope.pth"], ["--model_path {d}/nope.pth does not exist"]),
+    Case("serve-model-is-a-text-file", SERVE, ["--model_path", "{d}/file.txt", "--port", "{port}"],
+         ["file.txt is not a readable"], heavy=True),
+    Case("chat-base-url-not-http", "scripts/chat_openai_api.py", ["--base_url", "ftp://x"],
+         ["argument --base_url/--api_base: expected an http:// or https:// URL"]),
+    Case("chat-server-unreachable", "scripts/chat_openai_api.py", ["--base_url", "http://127.0.0.1:{port}/v1"],
+         ["cannot reach the server at http://127.0.0.1:"]),
+    Case("web-demo-bad-port", "scripts/web_demo.py", ["--port", "0x"], ["argument --port: expected an integer"]),
+    Case("web-demo-base-url-without-scheme", "scripts/web_demo.py", ["--base_url", "localhost:6006"],
+         ["expected an http:// or https:// URL, got 'localhost:6006'"]),
+    Case("bench-serve-more-clients-than-requests", "scripts/bench_serve.py", ["--concurrency", "64"],
+         ["--concurrency 64 is more than --requests 32"]),
+    Case("bench-serve-zero-clients", "scripts/bench_serve.py", ["--concurrency", "0"],
+         ["argument --concurrency: expected comma-separated positive integers"]),
+    Case("bench-serve-model-missing", "scripts/bench_serve.py", ["--model_path", "{d}/nope.pth"],
+         ["--model_path {d}/nope.pth does not exist"]),
     # --- errors from the data and the model, after the heavy imports ----------------------------------------
     Case("pretrain-malformed-record", PRE, [*TRAIN_OK, *TINY, "--data_path", "{d}/bad.jsonl", "--max_steps", "1",
                                             "--num_workers", "0"],
@@ -297,8 +361,15 @@ def _make_case_dir(case: Case, root: Path) -> Path:
     return d
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _run(case: Case, d: Path) -> tuple[subprocess.CompletedProcess, dict, dict]:
-    args = [a.replace("{d}", str(d)) for a in case.args]
+    port = str(_free_port())  # "{port}": a port nobody listens on (servers bind it, clients find no one there)
+    args = [a.replace("{d}", str(d)).replace("{port}", port) for a in case.args]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     env.pop("PARALLELMIND_TRACEBACK", None)

@@ -117,6 +117,13 @@ class ModelComponent:
         params = list(self.raw.parameters())
         return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
+    def drop_released_companions(self) -> None:
+        """Forget the companions a stage removed from `companions` while building its loss hook (a reference
+        whose log-probabilities were precomputed): they are no longer held, so their memory is freed."""
+        for name in [n for n in self.specs if n not in self.companions]:
+            log.info("companion %r released (no longer needed for training)", name)
+            del self.specs[name]
+
     def changing_companions_state(self) -> dict[str, dict]:
         """State dicts of the companions whose weights change during the run (they go into the resume state)."""
         return {name: {k: v.detach().cpu().clone() for k, v in c.model.state_dict().items()}

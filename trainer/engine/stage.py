@@ -13,10 +13,14 @@ four builders and overrides only the seams its stage changes:
     build_companions(...)     none                                      DPO (reference), KD (teacher), PPO (reward)
     build_loss(args, comp.)   CrossEntropyLoss(args.mask_mode)          DPO, KD, reward model, PPO, GRPO
     build_rollout(args, tok)  none                                      PPO, GRPO
+    evaluate(ctx, dataset)    nothing beyond the held-out loss          reasoning (format accuracy)
     checkpoint_payload(...)   the whole model (model.checkpoint)        LoRA: adapters only
     checkpoint_dir(args)      --out_dir                                 HF fronts: out_dir/lora, out_dir/full
     after_save(...)           nothing                                   HF fronts: step / final exports
     export_patterns(args)     none                                      names of those exports (claimed)
+
+A loss hook that needs a companion only while it is built (a DPO reference whose log-probabilities
+are precomputed) deletes it from the `companions` dict it is given; the engine then lets it go.
 
 `Companion` marks a frozen model; `Rollout` turns a batch of prompts into a training batch by
 generating with the current weights (`RolloutContext.generator()` is the generation engine).
@@ -101,6 +105,9 @@ class Stage:
     name: str = "stage"
     # flags of this stage that never change the loss trajectory (a resume does not compare them)
     run_only_settings: frozenset[str] = frozenset()
+    # the run's stop flag (trainer.engine.interrupt.StopFlag), set by the Trainer: long set-up work in a
+    # builder (e.g. precomputing reference log-probabilities) polls `stop.requested` and exits early
+    stop = None
 
     def check_args(self, args) -> None:
         """Checks of the stage's own inputs, run before the out_dir is claimed (nothing written yet); raise
@@ -147,6 +154,11 @@ class Stage:
 
     def build_rollout(self, args, tokenizer) -> Rollout | None:
         return None
+
+    def evaluate(self, ctx: RolloutContext, dataset) -> dict[str, float]:
+        """Extra held-out numbers at each validation, logged as `val_<name>` (e.g. the share of generations in
+        the expected format); runs on every rank under `torch.no_grad()`, model in eval mode. Default: none."""
+        return {}
 
     def checkpoint_payload(self, model: nn.Module, tokenizer, meta: dict, *,
                            state_dict: dict[str, torch.Tensor] | None = None) -> dict:

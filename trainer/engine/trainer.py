@@ -109,6 +109,7 @@ class Trainer:
     def __init__(self, args, stage: Stage):
         self.args, self.stage = args, stage
         self.stop = StopFlag()
+        stage.stop = self.stop  # builders with long set-up work poll it
         self.state = TrainState()
         self.tracker = NullTracker()
         self.checkpointer = None  # type: ignore[assignment]
@@ -156,6 +157,7 @@ class Trainer:
         self.models.wrap()
         self.optim = OptimizerComponent(a, self.models.raw, d.device, self.amp, sharded=self.models.sharded)
         self.loss_fn = self.stage.build_loss(a, self.models.companions)
+        self.models.drop_released_companions()  # e.g. a reference the loss hook precomputed from and let go
         self.rollout = self.stage.build_rollout(a, self.tokenizer)
         self.validator = Validator(a, dataset, self.tokenizer, stride, d, self.amp, self.loss_fn,
                                    sharded=self.models.sharded) if a.val_samples else None
@@ -329,8 +331,9 @@ class Trainer:
                "epoch": self.data.epoch, "elapsed_s": time.perf_counter() - self.t0}
         rec.update({k: v / max(w.targets, 1.0) for k, v in zip(names, sums)})
         self.tracker.log(rec, st.step)
-        self.progress.write(f"step {st.step}/{self.total_display} | loss {rec['loss']:.4f} | lr {self.lr:.2e} | "
-                            f"{rec['tokens_per_s']:,.0f} tok/s | {st.targets_seen:,} target tokens")
+        metrics = "".join(f" | {k} {rec[k]:.4g}" for k in names)  # the loss hook's own numbers, per target
+        self.progress.write(f"step {st.step}/{self.total_display} | loss {rec['loss']:.4f}{metrics} | "
+                            f"lr {self.lr:.2e} | {rec['tokens_per_s']:,.0f} tok/s | {st.targets_seen:,} target tokens")
         self.window = LogWindow()
 
     def _diverged(self, loss: float) -> str:
@@ -341,11 +344,28 @@ class Trainer:
     def maybe_validate(self) -> None:
         if self.validator is None or not self.validator.due(self.state):
             return
-        res = self.last_val = self.validator.run(self.models.wrapped)
+        res = self.last_val = self.validate()
         self.validator.schedule_from(self.state)
-        self.tracker.log({"val_loss": res["loss"], "val_ppl": res["ppl"], "val_tokens": res["tokens"]}, self.state.step)
+        self.tracker.log({"val_loss": res["loss"], "val_ppl": res["ppl"], "val_tokens": res["tokens"],
+                          **res["extra"]}, self.state.step)
+        extra = "".join(f", {k} {v:.4g}" for k, v in res["extra"].items())
         self.progress.write(f"step {self.state.step}: validation loss {res['loss']:.4f} (ppl {res['ppl']:.2f}, "
-                            f"{res['tokens']:,} tokens, {res['samples']} samples)")
+                            f"{res['tokens']:,} tokens, {res['samples']} samples{extra})")
+
+    def validate(self) -> dict:
+        """The held-out loss, plus `extra`: the loss hook's metrics and the stage's own evaluation, as val_<name>."""
+        res = self.validator.run(self.models.wrapped)
+        extra = {f"val_{k}": v for k, v in res.get("metrics", {}).items()}
+        ctx = RolloutContext(policy=self.models.raw, tokenizer=self.tokenizer, companions=self.models.companions,
+                             mask_mode=self.args.mask_mode, branch_stride=self.branch_stride, step=self.state.step,
+                             seed=rollout_seed(self.args.seed, -1, self.state.step, 0))
+        was_training = self.models.raw.training
+        self.models.raw.eval()
+        with torch.no_grad():
+            extra.update({f"val_{k}": v for k, v in self.stage.evaluate(ctx, self.validator.dataset).items()})
+        self.models.raw.train(was_training)
+        res["extra"] = extra
+        return res
 
     def maybe_save_and_stop(self, outcome: Outcome) -> bool:
         """Save every --save_interval steps and when stopping; True when the run stops here."""
@@ -416,10 +436,11 @@ class Trainer:
                         "units: texts split at max_seq_len, or packed chunks); the learning rate stayed at its floor "
                         "for those", st.step, st.step - st.total_steps)
         if self.validator is not None and finished:
-            res = self.last_val = self.validator.run(self.models.wrapped)
-            self.tracker.log({"val_loss": res["loss"], "val_ppl": res["ppl"], "final": True}, st.step)
-            log.info("final validation loss %.4f (ppl %.2f) over %s tokens", res["loss"], res["ppl"],
-                     f"{res['tokens']:,}")
+            res = self.last_val = self.validate()
+            self.tracker.log({"val_loss": res["loss"], "val_ppl": res["ppl"], **res["extra"], "final": True}, st.step)
+            extra = "".join(f", {k} {v:.4g}" for k, v in res["extra"].items())
+            log.info("final validation loss %.4f (ppl %.2f) over %s tokens%s", res["loss"], res["ppl"],
+                     f"{res['tokens']:,}", extra)
         self._check_replicas()
         self._summarize()
         if self.stopping and self.counts.stop:
@@ -455,6 +476,7 @@ class Trainer:
             summary["batches_without_targets"] = self.skipped_batches
         if self.last_val:
             summary["val_loss"] = self.last_val["loss"]
+            summary.update(self.last_val["extra"])
         self.tracker.summary(summary)
         self.tracker.finish()
         if truncated:
