@@ -535,9 +535,8 @@ def add_lora_train_args(p: ArgParser, *, name: str | None = None, rank: int = 8)
     with `name`, also `--lora_name` (the output is named after it)."""
     g = p.add_argument_group("LoRA")
     if name is not None:
-        g.add_argument("--lora_name", default=name,
-                       help=f"adapter name: the output is {{out_dir}}/lora/{{lora_name}}_{{hidden}}.pth (default {name})")
-        p.add_check(_check_lora_name)
+        add_lora_name_arg(p, g, name, f"adapter name: the output is {{out_dir}}/lora/{{lora_name}}_{{hidden}}.pth "
+                                      f"(default {name})")
     add_lora_rank_arg(g, rank, f"LoRA rank (default {rank})")
     g.add_argument("--lora_alpha", type=positive_float, default=None,
                    help="LoRA alpha: the update is scaled by alpha / rank (default: the rank, scaling 1)")
@@ -545,6 +544,12 @@ def add_lora_train_args(p: ArgParser, *, name: str | None = None, rank: int = 8)
     g.add_argument("--lora_target_modules", nargs="+", default=None, metavar="NAME",
                    help="Linear layers to adapt, by name or name suffix (default: every attention and MLP projection "
                         "of the decoder blocks)")
+
+
+def add_lora_name_arg(p: ArgParser, g, default: str, help: str) -> None:
+    """`--lora_name`: the adapter's file name (a plain name, checked)."""
+    g.add_argument("--lora_name", default=default, help=help)
+    p.add_check(_check_lora_name)
 
 
 def _check_lora_name(args) -> None:
@@ -760,7 +765,7 @@ def add_hf_model_args(p: ArgParser, *, lora: bool, lora_name: str = "hf_lora", m
                                                       " (full_{model_tag}...)"))
     if lora:
         add_lora_rank_arg(g, None, "LoRA rank (default 8; with --load_lora, the adapter's own)")
-        g.add_argument("--lora_name", default=lora_name, help="adapter name: out_dir/lora/{lora_name}_{model_tag}...")
+        add_lora_name_arg(p, g, lora_name, "adapter name: out_dir/lora/{lora_name}_{model_tag}...")
         g.add_argument("--load_lora", default=None,
                        help="continue from this adapter (a .pth file or a PEFT folder written by a LoRA run)")
         p.add_check(_check_load_lora, paths=True)
