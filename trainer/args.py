@@ -98,8 +98,12 @@ def add_model_shape_args(p: ArgParser, *, training: bool = False) -> None:
                    help="mixture of experts (4 routed + 1 shared, top-2); `--use_moe` or `--use_moe false`")
     if training:
         g.add_argument("--use_flex_attention", action="store_true", help="FlexAttention BlockMask on CUDA")
-        g.add_argument("--gradient_checkpointing", action="store_true", help="recompute activations in backward")
+        add_gradient_checkpointing_arg(g)
     p.add_check(_check_heads)
+
+
+def add_gradient_checkpointing_arg(g) -> None:
+    g.add_argument("--gradient_checkpointing", action="store_true", help="recompute activations in backward")
 
 
 def _check_heads(args) -> None:
@@ -112,20 +116,21 @@ def _check_heads(args) -> None:
 
 def add_rope_args(p: ArgParser, *, training: bool = False, prefix_sharing: bool = False, stride: bool = True,
                   schemes: tuple[str, ...] = ROPE_2D_SCHEMES, ratio_default: float | None = None,
-                  patch_rope: bool = False) -> None:
+                  patch_rope: bool = False, pe: bool = True) -> None:
     """`prefix_sharing`: accept `--branch_stride 0` (every branch at coordinate 0; generation only).
 
     `stride=False` (no --pe / --branch_stride) and `schemes` narrow the group for a tool that patches a
-    Hugging Face model itself; `ratio_default` is then its ratio. `patch_rope`: `--patch_rope` /
-    `--no_patch_rope` (a Hugging Face model with 2D RoPE, the default, or its own rotary module; None
-    when neither is given, so a setting saved with an adapter decides).
+    Hugging Face model itself; `ratio_default` is then its ratio. `pe=False` drops --pe (Hugging Face
+    models always use 2D RoPE). `patch_rope`: `--patch_rope` / `--no_patch_rope` (a Hugging Face model
+    with 2D RoPE, the default, or its own rotary module; None when neither is given, so a setting saved
+    with an adapter decides).
     """
     g = p.add_argument_group("2D RoPE (a checkpoint's own settings win; a contradicting flag is an error)")
     if patch_rope:
         g.add_argument("--patch_rope", action=BoolFlag, default=None,
                        help="Hugging Face models: 2D RoPE (default; an adapter's saved setting decides when neither "
                             "is given); --no_patch_rope keeps the model's own rotary module (plain 1D positions)")
-    if stride:
+    if stride and pe:
         g.add_argument("--pe", choices=PE_TYPES, default=None, help="2D RoPE (default) or Fourier branch embedding")
     g.add_argument("--rope_2d_ratio", type=ratio, default=ratio_default,
                    help="share of rotary pairs that carry the branch coordinate"
@@ -194,7 +199,7 @@ def add_pair_batch_args(p: ArgParser, *, batch_size: int) -> None:
 
 
 def add_branch_args(p: ArgParser, *, default_branches: int, batch_size: int, training: bool = True,
-                    inference: bool = False) -> None:
+                    inference: bool = False, random_time_offset: bool | None = None) -> None:
     """How texts are grouped into samples of branches, and samples into batches.
 
     Fixed mode: `--branches_per_sample N`. Dynamic mode: `--max_branches_per_sample M` (with
@@ -222,7 +227,8 @@ def add_branch_args(p: ArgParser, *, default_branches: int, batch_size: int, tra
                    help="validation / evaluation: smallest count (alone: a fixed count)")
     g.add_argument("--max_total_tokens", type=nonneg_int, default=0,
                    help="cap on tokens per sample (0 = off); longer samples lose every branch's tail, counted")
-    g.add_argument("--random_time_offset", action=BoolFlag, default=training,
+    g.add_argument("--random_time_offset", action=BoolFlag,
+                   default=training if random_time_offset is None else random_time_offset,
                    help="seeded random start offset per branch (training samples only)")
     if training:
         g.add_argument("--random_branch_slots", type=nonneg_int, default=0,
@@ -329,6 +335,14 @@ def add_max_new_tokens_arg(g, default: int, minimum: int = 0, help: str = "new t
     g.add_argument("--max_new_tokens", type=positive_int if minimum else nonneg_int, default=default, help=help)
 
 
+def add_epochs_arg(g, default: int, help: str = "passes over the data") -> None:
+    g.add_argument("--epochs", type=positive_int, default=default, help=help)
+
+
+def add_learning_rate_arg(g, default: float, help: str = "peak learning rate (AdamW)") -> None:
+    g.add_argument("--learning_rate", type=nonneg_float, default=default, help=help)
+
+
 def add_prompts_arg(g, *, default: list[str] | None = None, nargs: str = "*", help: str = "prompts") -> None:
     g.add_argument("--prompts", nargs=nargs, default=default, help=help)
 
@@ -416,22 +430,24 @@ def _check_source_path(args, default_data: str | None, flag: str) -> None:
     check_input_file(args.data_path, flag)
 
 
-def add_data_args(p: ArgParser, *, default_data: str, kind: str = "text", training: bool = False,
-                  workers: int = 1) -> None:
-    """Training / evaluation data. `kind`: "text" (pretraining texts), "conversations" (SFT), "pairs"
-    (chosen / rejected preference records) or "prompts" (RL prompts with answers); pairs and prompts have
-    no text column, packing or conversation format to choose."""
-    if kind not in ("text", "conversations", "pairs", "prompts"):
-        raise ValueError(f"kind must be 'text', 'conversations', 'pairs' or 'prompts', got {kind!r}")
-    g = add_source_args(p, default_data=default_data, text_column=kind not in ("pairs", "prompts"),
+def add_data_args(p: ArgParser, *, default_data: str | None, kind: str = "text", training: bool = False,
+                  workers: int = 1, required: bool = False) -> None:
+    """Training / evaluation data. `kind`: "text" (pretraining texts), "conversations" (SFT), "either"
+    (chosen per run by `--data_mode`, see `add_data_mode_args`), "pairs" (chosen / rejected preference
+    records) or "prompts" (RL prompts with answers); pairs and prompts have no text column, packing or
+    conversation format to choose. `required`: with no default, the data must be given."""
+    if kind not in ("text", "conversations", "either", "pairs", "prompts"):
+        raise ValueError(f"kind must be 'text', 'conversations', 'either', 'pairs' or 'prompts', got {kind!r}")
+    g = add_source_args(p, default_data=default_data, text_column=kind not in ("pairs", "prompts"), required=required,
                         max_samples_help="use at most this many records (chunks when packing; 0 = all)")
     if kind in ("pairs", "prompts"):
         p.set_defaults(text_column=None, chunk_length=None, format="auto")
     else:
         g.add_argument("--chunk-length", dest="chunk_length", type=positive_int, default=None,
                        help="pack token ids into exact pieces of this many tokens (text data)")
-    if kind == "conversations":
+    if kind in ("conversations", "either"):
         add_format_arg(g)
+    if kind == "conversations":
         p.add_check(_check_conversation_data)
     g.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
     g.add_argument("--max_seq_len", type=positive_int, default=512,
@@ -463,6 +479,55 @@ def add_format_arg(g) -> None:
 
     g.add_argument("--format", default="auto", choices=("auto", *FORMATS),
                    help="conversation format of the records (auto: detected per record)")
+
+
+DATA_MODES = ("parallel", "parallel_sft")
+
+
+def add_data_mode_args(p: ArgParser, *, default_mode: str = "parallel") -> None:
+    """What the records are (`--data_mode`) and where their tokenised form is cached; goes with
+    `add_data_args(kind="either")`.
+
+    parallel: pretraining-style records (`{"text"}`, `{"text", "answer_offset"}`, `{"input_ids"}`,
+    grouped `{"main", "branches"}`), loss on every token after the answer offset; parallel_sft:
+    conversations, loss on the assistant turns only.
+    """
+    g = p.add_argument_group("data mode and cache")
+    g.add_argument("--data_mode", choices=DATA_MODES, default=default_mode,
+                   help="parallel: text / grouped records; parallel_sft: conversations (loss on the answers only)")
+    g.add_argument("--parallel_cache_dir", default=None,
+                   help="keep the tokenised records and their step counts here, so a second run with the same "
+                        "data, tokenizer and settings starts at once (anything changed: rebuilt)")
+    g.add_argument("--rebuild_parallel_cache", action="store_true",
+                   help="tokenise again even when --parallel_cache_dir holds a valid cache")
+    g.add_argument("--use_streaming", action="store_true",
+                   help="--hf-dataset: stream the rows instead of loading the dataset first (needs --max-samples "
+                        "or --max_steps for the schedule when the dataset is an endless Hub stream)")
+    p.add_check(_check_data_mode)
+    p.add_check(_check_cache_dir, paths=True)
+
+
+def _check_data_mode(args) -> None:
+    if args.data_mode == "parallel_sft":
+        _check_conversation_data(args)
+    elif args.format != "auto":
+        raise UsageError(f"--format {args.format} is the layout of conversations, but --data_mode parallel reads "
+                         "text records (use --data_mode parallel_sft for conversations)")
+    if args.rebuild_parallel_cache and not args.parallel_cache_dir:
+        raise UsageError("--rebuild_parallel_cache rebuilds the cache in --parallel_cache_dir, which was not given")
+    if args.parallel_cache_dir and args.chunk_length:
+        raise UsageError("--parallel_cache_dir caches records one by one; --chunk-length packs tokens across "
+                         "records, which is not cached (drop one of them)")
+    if args.parallel_cache_dir and args.hf_dataset:
+        raise UsageError("--parallel_cache_dir caches a local --data_path file; a --hf-dataset is read as a stream "
+                         "(drop one of them)")
+    if args.use_streaming and not args.hf_dataset:
+        raise UsageError("--use_streaming goes with --hf-dataset (a local --data_path is always read in blocks)")
+
+
+def _check_cache_dir(args) -> None:
+    if args.parallel_cache_dir:
+        check_writable_dir(args.parallel_cache_dir, "--parallel_cache_dir")
 
 
 def _check_validation(args) -> None:
@@ -508,9 +573,8 @@ def add_lora_train_args(p: ArgParser, *, name: str | None = None, rank: int = 8)
     with `name`, also `--lora_name` (the output is named after it)."""
     g = p.add_argument_group("LoRA")
     if name is not None:
-        g.add_argument("--lora_name", default=name,
-                       help=f"adapter name: the output is {{out_dir}}/lora/{{lora_name}}_{{hidden}}.pth (default {name})")
-        p.add_check(_check_lora_name)
+        add_lora_name_arg(p, g, name, f"adapter name: the output is {{out_dir}}/lora/{{lora_name}}_{{hidden}}.pth "
+                                      f"(default {name})")
     add_lora_rank_arg(g, rank, f"LoRA rank (default {rank})")
     g.add_argument("--lora_alpha", type=positive_float, default=None,
                    help="LoRA alpha: the update is scaled by alpha / rank (default: the rank, scaling 1)")
@@ -518,6 +582,12 @@ def add_lora_train_args(p: ArgParser, *, name: str | None = None, rank: int = 8)
     g.add_argument("--lora_target_modules", nargs="+", default=None, metavar="NAME",
                    help="Linear layers to adapt, by name or name suffix (default: every attention and MLP projection "
                         "of the decoder blocks)")
+
+
+def add_lora_name_arg(p: ArgParser, g, default: str, help: str) -> None:
+    """`--lora_name`: the adapter's file name (a plain name, checked)."""
+    g.add_argument("--lora_name", default=default, help=help)
+    p.add_check(_check_lora_name)
 
 
 def _check_lora_name(args) -> None:
@@ -717,6 +787,62 @@ def add_minimind_train_args(p: ArgParser, *, default_data: str, kind: str, defau
     add_train_args(p, epochs=epochs, lr=lr, wandb_project=wandb_project)
 
 
+def add_patch_rope_arg(g, help: str = "replace the model's rotary module with 2D RoPE (--no_patch_rope: keep the "
+                                          "plain model and 1D positions)") -> None:
+    """`--patch_rope` (default) / `--no_patch_rope`."""
+    g.add_argument("--patch_rope", action=BoolFlag, default=True, help=help)
+
+
+def add_hf_model_args(p: ArgParser, *, lora: bool, lora_name: str = "hf_lora", model_tag: str = "hf",
+                      fsdp: bool = True) -> None:
+    """A Hugging Face model to fine-tune: 2D-RoPE patching, LoRA (when `lora`), output naming, FSDP."""
+    g = p.add_argument_group("Hugging Face model")
+    add_patch_rope_arg(g)
+    g.add_argument("--model_tag", default=model_tag,
+                   help="part of the output names" + (" ({lora_name}_{model_tag}...)" if lora else
+                                                      " (full_{model_tag}...)"))
+    if lora:
+        add_lora_rank_arg(g, None, "LoRA rank (default 8; with --load_lora, the adapter's own)")
+        add_lora_name_arg(p, g, lora_name, "adapter name: out_dir/lora/{lora_name}_{model_tag}...")
+        g.add_argument("--load_lora", default=None,
+                       help="continue from this adapter (a .pth file or a PEFT folder written by a LoRA run)")
+        p.add_check(_check_load_lora, paths=True)
+    if fsdp:
+        g.add_argument("--fsdp", action="store_true",
+                       help="shard parameters, gradients and optimizer state over the ranks (FSDP2 fully_shard; "
+                            "launch with torchrun); checkpoints are gathered whole")
+        p.add_check(_check_fsdp)
+
+
+def _check_fsdp(args) -> None:
+    if args.fsdp and int(os.environ.get("WORLD_SIZE", "1") or 1) < 2:
+        raise UsageError("--fsdp shards the model over the ranks of a torchrun launch, but this is a single process "
+                         "(launch with: torchrun --nproc_per_node N ... --ddp --fsdp)")
+
+
+def _check_load_lora(args) -> None:
+    if args.load_lora is not None and not Path(args.load_lora).expanduser().exists():
+        raise UsageError(f"--load_lora {args.load_lora} does not exist")
+
+
+def add_hf_train_args(p: ArgParser, *, lora: bool, data_mode: str = "parallel", lora_name: str = "hf_lora",
+                      model_tag: str = "hf", epochs: int, batch_size: int = 16, lr: float, wandb_project: str) -> None:
+    """Every flag of a Hugging Face fine-tuning front (trainer/train_hf_lora.py, train_hf_full.py,
+    train_hf_parallel_lora.py): the seeds' flags, with their defaults."""
+    add_model_source_args(p, checkpoint=False, lora=False, hf_required=True)
+    add_hf_model_args(p, lora=lora, lora_name=lora_name, model_tag=model_tag)
+    add_rope_args(p, pe=False)
+    add_mask_args(p)
+    add_branch_args(p, default_branches=8, batch_size=batch_size, random_time_offset=False)
+    add_data_args(p, default_data=None, kind="either", training=True, required=True)
+    add_data_mode_args(p, default_mode=data_mode)
+    add_runtime_args(p, seed=1337, distributed=True)
+    add_output_args(p, out_dir="out", out_dir_help="lora/ or full/ (checkpoints, resume state, metrics) go here")
+    add_train_args(p, epochs=epochs, lr=lr, wandb_project=wandb_project, init_weight=False, log_interval=50,
+                   save_interval=500)
+    add_gradient_checkpointing_arg(p.add_argument_group("memory"))
+
+
 # --- single flags shared by a few tools -----------------------------------------------------------------
 
 def add_log_interval_arg(g, default: int, help: str) -> None:
@@ -756,11 +882,13 @@ def add_branch_counts_arg(g, *, default: list[int] | None, help: str = "comma-se
 
 # --- training ------------------------------------------------------------------------------------------
 
-def add_train_args(p: ArgParser, *, epochs: int, lr: float, wandb_project: str) -> None:
+def add_train_args(p: ArgParser, *, epochs: int, lr: float, wandb_project: str, init_weight: bool = True,
+                   log_interval: int = 100, save_interval: int = 100) -> None:
+    """`init_weight=False` for stages whose starting weights are named otherwise (--base_model)."""
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the data")
+    add_epochs_arg(g, epochs)
     g.add_argument("--accumulation_steps", type=positive_int, default=1, help="micro-batches per optimizer step")
-    g.add_argument("--learning_rate", type=nonneg_float, default=lr, help="peak learning rate (AdamW)")
+    add_learning_rate_arg(g, lr)
     g.add_argument("--min_lr_ratio", type=ratio, default=0.1, help="cosine floor as a share of the peak LR")
     g.add_argument("--warmup_iters", type=nonneg_int, default=0, help="linear warm-up optimizer steps")
     g.add_argument("--weight_decay", type=nonneg_float, default=0.01, help="AdamW weight decay (matrices only)")
@@ -770,15 +898,17 @@ def add_train_args(p: ArgParser, *, epochs: int, lr: float, wandb_project: str) 
     g.add_argument("--stop_after_steps", type=nonneg_int, default=0,
                    help="save and exit after this many optimizer steps of this run (the schedule is unchanged); "
                         "for preemptible or time-sliced jobs, continue with --resume")
-    add_log_interval_arg(g, 100, "optimizer steps between log lines")
-    g.add_argument("--save_interval", type=positive_int, default=100, help="optimizer steps between checkpoints")
+    add_log_interval_arg(g, log_interval, "optimizer steps between log lines")
+    g.add_argument("--save_interval", type=positive_int, default=save_interval,
+                   help="optimizer steps between checkpoints")
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint + resume state in out_dir")
     add_overwrite_arg(g, "replace this stage's checkpoint in out_dir (without it, an existing one stops the run)")
     g.add_argument("--resume_override", action="append", default=[], metavar="KEY",
                    help="with --resume: accept a changed setting (a flag name, e.g. learning_rate) or changed "
                         "training data ('data'); repeatable, each one logged")
-    add_model_path_arg(g, "init_weight", "start from these weights (a .pth checkpoint); 'none' trains from scratch "
-                                         "(--model_path is the same flag)", "--init_weight")
+    if init_weight:
+        add_model_path_arg(g, "init_weight", "start from these weights (a .pth checkpoint); 'none' trains from scratch "
+                                             "(--model_path is the same flag)", "--init_weight")
     g.add_argument("--use_wandb", action="store_true", help="log to Weights & Biases (WANDB_MODE=offline works)")
     g.add_argument("--wandb_project", default=None, help=f"W&B project (default {wandb_project})")
     g.add_argument("--wandb_run_name", default=None, help="W&B run name (default: W&B's)")
@@ -794,7 +924,7 @@ def _check_wandb(args, default_project: str) -> None:
 
 
 def _check_train(args) -> None:
-    init = args.init_weight
+    init = getattr(args, "init_weight", None)
     if init is not None and init.lower() not in ("none", "scratch", ""):
         check_not_resume_state(init, "--init_weight")
         if Path(init).is_dir():

@@ -71,6 +71,9 @@ TOK = "scripts/train_tokenizer.py"
 SERVE = "scripts/serve_openai_api.py"
 SERVE_OK = ["--model_path", "{d}/model.pth"]
 TRAIN_OK = ["--data_path", "{d}/data.jsonl", "--out_dir", "{d}/run"]
+HFL, HFF, HFP = "trainer/train_hf_lora.py", "trainer/train_hf_full.py", "trainer/train_hf_parallel_lora.py"
+HF_BASE = ["--base_model", "{d}/dir"]  # a folder: the flag checks pass; the stage finds no config.json
+HF_OK = ["--data_path", "{d}/data.jsonl", "--out_dir", "{d}/run"]
 DPO = "trainer/train_dpo.py"
 DPO_OK = ["--data_path", "{d}/dpo.jsonl", "--out_dir", "{d}/run"]
 GRPO = "trainer/train_grpo.py"
@@ -240,8 +243,33 @@ CASES = [
          ["--model {d}/nope: no config.json there"], heavy=True),
     Case("survey-all-and-model-types", "scripts/survey_hf_architectures.py", ["--all", "--model_types", "llama"],
          ["--all and --model_types"], heavy=True),
-    Case("hf-parallel-lora-not-implemented", "trainer/train_hf_parallel_lora.py", ["--base_model", "{d}/dir"],
-         ["not implemented yet"], prefixed=False, heavy=True),  # a placeholder front until the HF trainers land
+    # --- the Hugging Face fine-tuning fronts ------------------------------------------------------------------
+    Case("hf-lora-no-base-model", HFL, ["--data_path", "{d}/sft.jsonl", "--out_dir", "{d}/run"],
+         ["the following arguments are required: --hf_base_model/--base_model"]),
+    Case("hf-lora-base-model-missing", HFL, ["--base_model", "{d}/nope", *HF_OK],
+         ["--hf_base_model {d}/nope does not exist"]),
+    Case("hf-lora-load-lora-missing", HFL, [*HF_BASE, *HF_OK, "--load_lora", "{d}/nope.pth"],
+         ["--load_lora {d}/nope.pth does not exist"]),
+    Case("hf-lora-rebuild-without-cache", HFL, [*HF_BASE, *HF_OK, "--rebuild_parallel_cache"],
+         ["--rebuild_parallel_cache", "--parallel_cache_dir, which was not given"]),
+    Case("hf-lora-cache-dir-is-a-file", HFL, [*HF_BASE, *HF_OK, "--parallel_cache_dir", "{d}/file.txt"],
+         ["--parallel_cache_dir {d}/file.txt is a file"]),
+    Case("hf-lora-streaming-without-hub", HFL, [*HF_BASE, *HF_OK, "--use_streaming"],
+         ["--use_streaming goes with --hf-dataset"]),
+    Case("hf-full-format-with-text-mode", HFF, [*HF_BASE, *HF_OK, "--format", "alpaca"],
+         ["--format alpaca is the layout of conversations", "--data_mode parallel_sft"]),
+    Case("hf-full-fsdp-single-process", HFF, [*HF_BASE, *HF_OK, "--fsdp"],
+         ["--fsdp shards the model over the ranks of a torchrun launch"]),
+    Case("hf-parallel-lora-bad-data-mode", HFP, [*HF_BASE, *HF_OK, "--data_mode", "sft"],
+         ["argument --data_mode: invalid choice: 'sft'"]),
+    Case("hf-parallel-lora-stride-zero", HFP, [*HF_BASE, *HF_OK, "--stride", "0"], ["--branch_stride"]),
+    Case("hf-experiment-not-a-model-folder", "scripts/hf_columnar_experiment.py", ["--model", "{d}/dir", "--out_dir",
+                                                                                 "{d}/exp"],
+         ["--model {d}/dir: no config.json there"]),
+    Case("hf-experiment-bad-branches", "scripts/hf_columnar_experiment.py", ["--model", "{d}/dir", "--branches", "1,x"],
+         ["argument --branches/--eval_branches"]),
+    Case("hf-parallel-lora-not-a-model-folder", HFP, [*HF_BASE, *HF_OK], ["--base_model {d}/dir has no config.json"],
+         heavy=True, one_line=False),
     Case("run-demo-unknown-flag", "scripts/run_demo.py", ["--out_dir", "{d}/demo", "--bogus"],
          ["unrecognized arguments: --bogus"], one_line=False),  # run_demo keeps argparse's usage line
     # --- batch inference and single-prompt inference (HF + LoRA) ---------------------------------------------

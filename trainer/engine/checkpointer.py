@@ -2,8 +2,9 @@
 
 A stem may name a folder inside out_dir ('lora/lora_identity_512'): every file of the run goes there.
 
-* `claim` (before anything is written): refuses an out_dir holding this stage's outputs unless
-  `--resume` or `--overwrite`, and takes the run lock ('{stem}.lock', see lock.py).
+* `claim` (before anything is written): refuses an out_dir holding this stage's outputs (the pair, and
+  the stage's exports, `Stage.export_patterns`) unless `--resume` or `--overwrite` (which removes the
+  old exports), and takes the run lock ('{stem}.lock', see lock.py).
 * `save` writes both new files completely under temporary names first (space checked before, a full
   disk named with the space needed), then swaps them in: the previous resume state becomes
   '{stem}_resume.prev.pth', the new one takes its place, the new model file replaces the old one,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -40,9 +42,10 @@ def new_save_id() -> str:
 
 
 class Checkpointer:
-    def __init__(self, out_dir: str | Path, stem: str, *, is_main: bool):
+    def __init__(self, out_dir: str | Path, stem: str, *, is_main: bool, exports: list[str] | tuple[str, ...] = ()):
         self.out_dir = Path(out_dir)
         self.stem = stem
+        self.exports = tuple(exports)  # glob patterns of the stage's extra outputs
         self.is_main = is_main
         self.model_path = self.out_dir / f"{stem}.pth"
         self.resume_path = self.out_dir / f"{stem}_resume.pth"
@@ -77,11 +80,18 @@ class Checkpointer:
             return f"--out_dir {self.out_dir} is not writable: {e.strerror or e}"
         for tmp in self.folder.glob(f".{self.model_path.stem}*.tmp"):  # left by a run that died mid-save (locked)
             tmp.unlink(missing_ok=True)
+        exports = sorted({p for pattern in self.exports for p in self.out_dir.glob(pattern)})
         existing = [p.name for p in (self.model_path, self.resume_path, self.prev_resume_path) if p.exists()]
+        existing += [p.name for p in exports]
         if existing and not (resume or overwrite):
             self.lock.release()
-            return (f"{self.folder} already holds {', '.join(existing)} from an earlier run; continue it with "
+            shown = ", ".join(existing[:6]) + (f" (and {len(existing) - 6} more)" if len(existing) > 6 else "")
+            return (f"{self.folder} already holds {shown} from an earlier run; continue it with "
                     "--resume, replace it with --overwrite, or choose another --out_dir")
+        if overwrite and exports:
+            log.info("--overwrite: removing %d exports of the earlier run in %s", len(exports), self.out_dir)
+            for p in exports:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
         return None
 
     def release(self) -> None:

@@ -4,6 +4,7 @@ A front (trainer/train_*.py) subclasses `Stage` (or `trainer.minimind.MiniMindSt
 four builders and overrides only the seams its stage changes:
 
     builder / seam            default                                   who overrides it
+    check_args(args)          nothing                                   inputs checked before anything is written
     checkpoint_stem(args)     (required)                                every model family
     load_tokenizer(args)      (required)
     build_model(args, tok, resume=...)  (required)                      HF full / LoRA fronts
@@ -14,6 +15,9 @@ four builders and overrides only the seams its stage changes:
     build_rollout(args, tok)  none                                      PPO, GRPO
     evaluate(ctx, dataset)    nothing beyond the held-out loss          reasoning (format accuracy)
     checkpoint_payload(...)   the whole model (model.checkpoint)        LoRA: adapters only
+    checkpoint_dir(args)      --out_dir                                 HF fronts: out_dir/lora, out_dir/full
+    after_save(...)           nothing                                   HF fronts: step / final exports
+    export_patterns(args)     none                                      names of those exports (claimed)
 
 A loss hook that needs a companion only while it is built (a DPO reference whose log-probabilities
 are precomputed) deletes it from the `companions` dict it is given; the engine then lets it go.
@@ -118,10 +122,18 @@ class Stage:
     # builder (e.g. precomputing reference log-probabilities) polls `stop.requested` and exits early
     stop = None
 
+    def check_args(self, args) -> None:
+        """Checks of the stage's own inputs, run before the out_dir is claimed (nothing written yet); raise
+        SystemExit("message") or ValueError / OSError for one clear line. Default: none."""
+
     # --- builders every stage provides ------------------------------------------------------------
     def checkpoint_stem(self, args) -> str:
-        """File stem of the outputs in --out_dir: '{stem}.pth', '{stem}_resume.pth', '{stem}_metrics.jsonl'."""
+        """File stem of the outputs in `checkpoint_dir`: '{stem}.pth', '{stem}_resume.pth', '{stem}_metrics.jsonl'."""
         raise NotImplementedError
+
+    def checkpoint_dir(self, args) -> str:
+        """The folder the engine's outputs go to (default --out_dir)."""
+        return args.out_dir
 
     def load_tokenizer(self, args):
         raise NotImplementedError
@@ -161,9 +173,24 @@ class Stage:
         the expected format); runs on every rank under `torch.no_grad()`, model in eval mode. Default: none."""
         return {}
 
-    def checkpoint_payload(self, model: nn.Module, tokenizer, meta: dict) -> dict:
-        """What '{stem}.pth' holds (torch.load(weights_only=True)-safe); default: the whole model."""
-        return checkpoint_payload(model, tokenizer=tokenizer, meta=meta)
+    def checkpoint_payload(self, model: nn.Module, tokenizer, meta: dict, *,
+                           state_dict: dict[str, torch.Tensor] | None = None) -> dict:
+        """What '{stem}.pth' holds (torch.load(weights_only=True)-safe); default: the whole model.
+
+        `state_dict` is given when the model is sharded (`--fsdp`): the full state dict gathered from
+        every rank, to be saved instead of `model.state_dict()` (which holds this rank's shards only).
+        """
+        return checkpoint_payload(model, tokenizer=tokenizer, meta=meta, state_dict=state_dict)
+
+    def after_save(self, args, model: nn.Module, tokenizer, payload: dict) -> None:
+        """Called on rank 0 after each checkpoint pair is written, with the payload just saved (its
+        "meta" says the step and whether it is the final save): extra exports such as the HF fronts'
+        `_step{N}` / `_final` adapters and model folders. Default: nothing."""
+
+    def export_patterns(self, args) -> list[str]:
+        """Glob patterns (in `checkpoint_dir`) of the files `after_save` writes: an existing match stops a
+        new run unless --resume or --overwrite, and --overwrite removes them."""
+        return []
 
 
 def trainable_parameters(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:

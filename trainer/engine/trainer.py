@@ -15,7 +15,6 @@ of targets, so any accumulation or world size gives the same update as one big b
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import math
@@ -141,8 +140,10 @@ class Trainer:
     def setup(self) -> None:
         a, d = self.args, self.dist
         self._check_args()
+        self.stage.check_args(a)
         seed_everything(a.seed + d.rank)
-        self.checkpointer = Checkpointer(a.out_dir, self.stage.checkpoint_stem(a), is_main=d.is_main)
+        self.checkpointer = Checkpointer(self.stage.checkpoint_dir(a), self.stage.checkpoint_stem(a), is_main=d.is_main,
+                                         exports=self.stage.export_patterns(a))
         self.checkpointer.claim(resume=a.resume, overwrite=a.overwrite)
         self.tokenizer = self.stage.load_tokenizer(a)
         self.models = ModelComponent(self.stage, a, self.tokenizer, d, resume=a.resume)
@@ -157,12 +158,12 @@ class Trainer:
             check_resume_identity(saved, self.settings, self.identity, a.resume_override or [])
         self.state.total_steps = self.data.count_steps()
         self.models.wrap()
-        self.optim = OptimizerComponent(a, self.models.raw, d.device, self.amp)
+        self.optim = OptimizerComponent(a, self.models.raw, d.device, self.amp, sharded=self.models.sharded)
         self.loss_fn = self.stage.build_loss(a, self.models.companions)
         self.models.drop_released_companions()  # e.g. a reference the loss hook precomputed from and let go
         self.rollout = self.stage.build_rollout(a, self.tokenizer)
         self.validator = Validator(a, dataset, self.tokenizer, stride, d, self.amp, self.loss_fn,
-                                   rollout=self.rollout is not None) if a.val_samples else None
+                                   rollout=self.rollout is not None, sharded=self.models.sharded) if a.val_samples else None
         if saved is not None:
             self._restore(saved)
         if self.validator is not None:
@@ -291,20 +292,31 @@ class Trainer:
 
     def forward_backward(self, micro: list[dict], global_targets: float) -> tuple[float, dict, dict]:
         """Backward of every micro-batch's loss scaled by world size / global targets
-        -> (summed loss, summed metrics, summed metric counts)."""
+        -> (summed loss, summed metrics, summed metric counts).
+
+        A sharded model (--fsdp) needs the same number of forwards on every rank: a rank with fewer
+        micro-batches (the end of the data) runs its last one again with weight 0.
+        """
         d, model = self.dist, self.models.wrapped
         scale = d.world_size / max(global_targets, 1.0)
         step_loss, metrics, counts = 0.0, {}, {}
-        for i, batch in enumerate(micro):
-            batch = to_device(batch, d.device, non_blocking=True)
-            sync = contextlib.nullcontext() if (not d.enabled or i == len(micro) - 1) else model.no_sync()
-            with sync:
+        n = len(micro)
+        if self.models.sharded:
+            n = int(all_reduce([float(n)], op="max")[0])
+        for i in range(n):
+            real = i < len(micro)
+            batch = to_device(micro[min(i, len(micro) - 1)], d.device, non_blocking=True)
+            with self.models.grad_sync(last=i == n - 1):
                 with autocast_context(d.device, self.amp):
                     out = self.loss_fn(model, batch)
                     loss = out.loss * scale
                     if out.aux_loss is not None:
                         loss = loss + out.aux_loss / len(micro)
+                    if not real:
+                        loss = loss * 0.0
                 self.optim.backward(loss)
+            if not real:
+                continue
             if out.targets != self.loss_fn.count_targets(batch):
                 raise RuntimeError(f"{type(self.loss_fn).__name__} took the loss over {out.targets} targets but its "
                                    f"count_targets gives {self.loss_fn.count_targets(batch)}: they must agree")
@@ -410,10 +422,13 @@ class Trainer:
         if bad:
             raise SystemExit(self._diverged(float("nan")))
         states = gather_objects({"rng": capture_rng(), "data": self.data.state_dict()}, self.dist.is_main)
+        gathered = None  # a sharded model is gathered whole by every rank together
+        if self.models.sharded:
+            gathered = (self.models.full_state_dict(), self.optim.state_dict())
         error = None
         if self.dist.is_main:
             try:
-                self._write_checkpoint(states, final)
+                self._write_checkpoint(states, final, gathered)
             except DiskFullError as e:
                 kept = f"the checkpoint pair of step {self.saved_at} is intact" if self.saved_at else \
                     "no checkpoint was written"
@@ -423,7 +438,7 @@ class Trainer:
             raise SystemExit(error)
         self.saved_at = self.state.step
 
-    def _write_checkpoint(self, states: list[dict], final: bool) -> None:
+    def _write_checkpoint(self, states: list[dict], final: bool, gathered: tuple[dict, dict] | None) -> None:
         a, st = self.args, self.state
         data_states: dict[int, dict] = {}
         for s in states:
@@ -431,12 +446,16 @@ class Trainer:
         save_id = new_save_id()
         meta = {"stage": self.stage.name, "step": st.step, "tokens_seen": st.tokens_seen,
                 "targets_seen": st.targets_seen, "final": final, "save_id": save_id, "args": jsonable(vars(a))}
-        resume = {"save_id": save_id, "train_state": st.state_dict(), **self.optim.state_dict(),
+        model_sd, optim_state = gathered if gathered is not None else (None, self.optim.state_dict())
+        resume = {"save_id": save_id, "train_state": st.state_dict(), **optim_state,
                   "rng": [s["rng"] for s in states], "data_states": data_states, "num_streams": self.data.num_streams,
                   "world_size": self.dist.world_size, "wandb_run_id": self.wandb_id, "settings": self.settings,
                   "data": self.identity, "companions": self.models.changing_companions_state()}
-        self.checkpointer.save(self.stage.checkpoint_payload(self.models.raw, self.tokenizer, meta), resume)
+        kw = {"state_dict": model_sd} if model_sd is not None else {}
+        payload = self.stage.checkpoint_payload(self.models.raw, self.tokenizer, meta, **kw)
+        self.checkpointer.save(payload, resume)
         log.info("saved %s (step %d)", self.checkpointer.model_path, st.step)
+        self.stage.after_save(a, self.models.raw, self.tokenizer, payload)
 
     # --- the end --------------------------------------------------------------------------------------
     def finish(self) -> int:
@@ -470,7 +489,7 @@ class Trainer:
 
     def _check_replicas(self) -> None:
         """Under DDP every rank must end with bit-identical weights."""
-        if not self.dist.enabled:
+        if not self.dist.enabled or self.models.sharded:  # shards are not replicas
             return
         digests = gather_objects(weights_digest(self.models.raw), self.dist.is_main)
         if self.dist.is_main:

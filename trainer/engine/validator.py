@@ -28,10 +28,12 @@ def _next_multiple(value: int, interval: int) -> float:
 
 class Validator:
     def __init__(self, args, dataset, tokenizer, branch_stride: int, dist: DistInfo, amp, loss_fn: LossFn,
-                 rollout: bool = False):
-        """rollout: the held-out batches are prompts a rollout turns into the loss hook's batches (RL stages)."""
+                 rollout: bool = False, *, sharded: bool = False):
+        """rollout: the held-out batches are prompts a rollout turns into the loss hook's batches (RL stages).
+        sharded: every rank must run the same number of forwards (FSDP)."""
         self.args, self.dataset, self.dist, self.amp, self.loss_fn = args, dataset, dist, amp, loss_fn
         self.rollout = rollout
+        self.sharded = sharded
         self.collator_kwargs = collator_kwargs(args, tokenizer, branch_stride, training=False)
         self.settings = eval_branch_setting(args)  # --val_*_branches_per_sample, else the training ones
         self._cache: list | None = None
@@ -79,6 +81,6 @@ class Validator:
         every rank. `prepare(k, batch)`: the rollout of held-out batch k (see `evaluate_loss`)."""
         batches, info = self._batches()
         res = evaluate_loss(model, batches, self.dist.device, mask_mode=self.args.mask_mode, amp_dtype=self.amp,
-                            loss_fn=self.loss_fn, prepare=prepare)
+                            loss_fn=self.loss_fn, prepare=prepare, same_count=self.sharded)
         res.update({k: info[k] for k in ("samples", "texts", "leftover_texts")})
         return res
