@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import random
 import re
 import statistics
 import time
@@ -46,6 +47,17 @@ def environment(device: torch.device | str, dtype: torch.dtype | None = None) ->
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
+
+
+def make_prompts(n: int, lo: int, hi: int, vocab: int, seed: int) -> list[list[int]]:
+    """n distinct random token-id prompts with lengths in [lo, hi] (ids from 3, clear of pad/bos/eos)."""
+    rng = random.Random(seed)
+    out: list[list[int]] = []
+    while len(out) < n:
+        p = [rng.randrange(3, vocab) for _ in range(rng.randint(lo, hi))]
+        if p not in out:
+            out.append(p)
+    return out
 
 
 def summary_ms(seconds: list[float]) -> dict:

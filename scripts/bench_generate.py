@@ -42,7 +42,6 @@ Usage (from the repo root):
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 import time
@@ -53,7 +52,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 import torch
 
-from evaluation.benchmarking import add_benchmark_args, emit_json, environment, loadavg
+from evaluation.benchmarking import add_benchmark_args, emit_json, environment, loadavg, make_prompts
 from trainer.args import add_branch_counts_arg, nonneg_int, positive_int
 from trainer.cli import ArgParser, cli_main, make_parser
 
@@ -83,15 +82,6 @@ def build_model(device: torch.device, dtype: torch.dtype, quick: bool, seed: int
     return model.to(device=device, dtype=dtype).eval()
 
 
-def make_prompts(n: int, lo: int, hi: int, vocab: int, seed: int) -> list[list[int]]:
-    """n distinct random token-id prompts with lengths in [lo, hi] (ids 3.. avoid pad/bos/eos)."""
-    rng = random.Random(seed)
-    out: list[list[int]] = []
-    while len(out) < n:
-        p = [rng.randrange(3, vocab) for _ in range(rng.randint(lo, hi))]
-        if p not in out:
-            out.append(p)
-    return out
 
 
 def left_pad(seqs: list[list[int]], device: torch.device, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,10 +32,8 @@ they compute the same thing. The ``env`` block holds the machine and the load av
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make the repo root importable
@@ -100,15 +98,6 @@ def build_model(args, device, dtype):
         {k: getattr(cfg, k) for k in TINY})
 
 
-def make_prompts(n: int, lo: int, hi: int, vocab: int, seed: int) -> list[list[int]]:
-    """n distinct random token-id prompts with lengths in [lo, hi] (ids from 3, clear of the specials)."""
-    rng = random.Random(seed)
-    out: list[list[int]] = []
-    while len(out) < n:
-        p = [rng.randrange(3, vocab) for _ in range(rng.randint(lo, hi))]
-        if p not in out:
-            out.append(p)
-    return out
 
 
 def hf_batched(model, seqs: list[list[int]], new_tokens: int) -> list[list[int]]:
@@ -133,20 +122,6 @@ def engine(gen, sample: dict, new_tokens: int) -> list[list[int]]:
     return [r.token_ids for r in res]
 
 
-def run_rows(rows: dict, repeats: int, sync) -> tuple[dict, dict]:
-    """One warm-up of every row, then `repeats` rounds timing each row once, order rotated per round.
-    -> ({row: [seconds]}, {row: last output})"""
-    names = list(rows)
-    outputs = {name: rows[name]() for name in names}
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            sync()
-            t0 = time.perf_counter()
-            outputs[name] = rows[name]()
-            sync()
-            times[name].append(time.perf_counter() - t0)
-    return times, outputs
 
 
 def summarise(seconds: list[float], tokens: int) -> dict:
@@ -167,7 +142,9 @@ def agreement(a: list[list[int]], b: list[list[int]]) -> float:
 
 
 def workload(rows: dict, ref: str, other: str, tokens: int, repeats: int, sync, extra: dict) -> dict:
-    times, outputs = run_rows(rows, repeats, sync)
+    from evaluation.benchmarking import alternating_timings
+
+    times, outputs = alternating_timings(rows, repeats, sync)
     res = {name: summarise(t, tokens) for name, t in times.items()}
     res[f"{other}_vs_{ref}"] = round(res[other]["tokens_per_s"] / res[ref]["tokens_per_s"], 3)
     res["agreement"] = agreement(outputs[other], outputs[ref])
@@ -178,7 +155,7 @@ def workload(rows: dict, ref: str, other: str, tokens: int, repeats: int, sync, 
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from evaluation.benchmarking import emit_json, environment, loadavg
+    from evaluation.benchmarking import emit_json, environment, loadavg, make_prompts
     from model.parallel_generation import ParallelGenerator
 
     if args.threads:

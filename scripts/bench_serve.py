@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import statistics
 import sys
 import tempfile
@@ -108,15 +107,6 @@ def stop_servers(servers: dict) -> None:
 
 # --- the clients ---------------------------------------------------------------------------------------
 
-def make_prompts(n: int, lo: int, hi: int, vocab: int, seed: int) -> list[list[int]]:
-    """n distinct random token-id prompts with lengths in [lo, hi] (ids 3.. avoid pad/bos/eos)."""
-    rng = random.Random(seed)
-    out: list[list[int]] = []
-    while len(out) < n:
-        p = [rng.randrange(3, vocab) for _ in range(rng.randint(lo, hi))]
-        if p not in out:
-            out.append(p)
-    return out
 
 
 async def complete(client, body: dict, stream: bool) -> tuple[list[str], int]:
@@ -168,6 +158,8 @@ def body(prompt: list[int], new_tokens: int, **kw) -> dict:
 
 def build_rows(args, urls: dict, vocab: int) -> dict:
     """name -> (server url, request bodies, concurrency)."""
+    from evaluation.benchmarking import make_prompts
+
     rows = {}
     prompts = make_prompts(args.requests, 16, 32, vocab, args.seed)
     for c in args.concurrency:
