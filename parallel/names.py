@@ -1,6 +1,6 @@
 """The names of the layout, attention, position-encoding and objective options, importable without torch.
 
-Command-line parsers (trainer/args.py) take their choices from here, so a bad value is refused before
+Command-line parsers (trainer/args/) take their choices from here, so a bad value is refused before
 torch is imported; `parallel.masks`, `parallel.layout`, `parallel.rope2d` and `model.model_minimind`
 re-export the same tuples.
 """
