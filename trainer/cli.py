@@ -27,6 +27,7 @@ import functools
 import math
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,7 @@ from model.device import canonical_dtype, check_device_name
 TRACEBACK_ENV = "PARALLELMIND_TRACEBACK"
 EXIT_USAGE = 2
 EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
 
 
 class UsageError(ValueError):
@@ -329,21 +331,32 @@ def cli_main(build_parser: Callable[[], ArgParser]):
 
         @functools.wraps(main)
         def wrapper(argv: list[str] | None = None) -> int:
-            try:
-                return main(build_parser().parse_args(argv))
-            except SystemExit as e:  # argparse (2, or 0 after --help), a trainer's 130/143, or a message
-                if e.code is None or isinstance(e.code, int):
-                    return e.code or 0
-                return report_error(prog, e)
-            except (ValueError, OSError) as e:  # DataError, UsageError, FileNotFoundError, PermissionError, ...
-                if os.environ.get(TRACEBACK_ENV):
-                    raise
-                return report_error(prog, e)
-            except KeyboardInterrupt:
-                print(f"{prog}: interrupted", file=sys.stderr, flush=True)
-                return EXIT_SIGINT
+            status = _run_main(main, build_parser, prog, argv)
+            if argv is None and status in (EXIT_SIGINT, EXIT_SIGTERM):
+                # a command stopped by a signal has saved its work: a further Ctrl-C (a terminal sends one to
+                # the whole process group) must not turn the exit status into death by signal
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            return status
 
         wrapper.build_parser = build_parser
         return wrapper
 
     return decorate
+
+
+def _run_main(main, build_parser, prog: str, argv: list[str] | None) -> int:
+    """Parse, run, and turn data and argument errors into one line and exit status 2."""
+    try:
+        return main(build_parser().parse_args(argv))
+    except SystemExit as e:  # argparse (2, or 0 after --help), a trainer's 130/143, or a message
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        return report_error(prog, e)
+    except (ValueError, OSError) as e:  # DataError, UsageError, FileNotFoundError, PermissionError, ...
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        return report_error(prog, e)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        return EXIT_SIGINT

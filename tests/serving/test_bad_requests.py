@@ -136,9 +136,12 @@ def test_missing_and_malformed_authorization(live):
     assert httpx.get(live.base + "/models").status_code == 401
 
 
+LONG = 4096  # max_tokens of the request a client abandons
+
+
 @pytest.fixture(scope="module")
 def one_slot(tiny_loaded):
-    srv = start_live(tiny_loaded, key=None, max_concurrent=1)
+    srv = start_live(tiny_loaded, key=None, max_concurrent=1, max_tokens=LONG)
     yield srv
     srv.stop()
 
@@ -211,7 +214,8 @@ def test_a_dead_engine_is_503_on_health_and_requests(tiny_loaded):
 
 
 def test_a_client_that_leaves_a_non_streaming_request_cancels_it(one_slot):
-    body = {"model": MODEL, "prompt": "the fox", "max_tokens": 256, "temperature": 0, "ignore_eos": True}
+    # LONG tokens take seconds even on a fast machine; the client leaves after 0.3 s
+    body = {"model": MODEL, "prompt": "the fox", "max_tokens": LONG, "temperature": 0, "ignore_eos": True}
     done = threading.Event()
 
     def leave_early():
@@ -228,4 +232,4 @@ def test_a_client_that_leaves_a_non_streaming_request_cancels_it(one_slot):
     while one_slot.engine.stats()["running_requests"]:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    assert done.is_set() and one_slot.engine.steps - steps0 < 256
+    assert done.is_set() and one_slot.engine.steps - steps0 < LONG
