@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from model.device import DTYPE_ALIASES, DTYPE_NAMES
+from model.presets import MODEL_PRESETS, PRESET_NAMES
 from parallel.names import ALIGNMENTS, MASK_MODES, PAIR_LAYOUTS, PE_TYPES, ROPE_2D_SCHEMES
 from trainer.cli import (  # the value types and path checks are re-exported for the entry points
     ArgParser,
@@ -35,6 +36,10 @@ MODEL_DEFAULTS = dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=
 
 def add_model_shape_args(p: ArgParser, *, training: bool = False) -> None:
     g = p.add_argument_group("model shape (a checkpoint's own config wins; a contradicting flag is an error)")
+    g.add_argument("--preset", choices=PRESET_NAMES, default=None,
+                   help="a MiniMind2 shape: small (MiniMind2-Small, 512x8), moe (MiniMind2-MoE, 640x8, 1+4 experts), "
+                        "base (MiniMind2, 768x16); a shape flag given beside it overrides that one value "
+                        "(model/presets.py)")
     g.add_argument("--hidden_size", type=positive_int, default=None, help="default 512")
     g.add_argument("--num_hidden_layers", type=positive_int, default=None, help="default 8")
     g.add_argument("--num_attention_heads", type=positive_int, default=None, help="default 8")
@@ -44,7 +49,17 @@ def add_model_shape_args(p: ArgParser, *, training: bool = False) -> None:
     if training:
         g.add_argument("--use_flex_attention", action="store_true", help="FlexAttention BlockMask on CUDA")
         add_gradient_checkpointing_arg(g)
+    p.add_check(apply_preset)  # before _check_heads: the preset's values are checked like given ones
     p.add_check(_check_heads)
+
+
+def apply_preset(args) -> None:
+    """Fill the shape flags not given from `--preset` (a flag given explicitly keeps its value)."""
+    if getattr(args, "preset", None) is None:
+        return
+    for key, value in MODEL_PRESETS[args.preset].shape.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
 
 
 def add_gradient_checkpointing_arg(g) -> None:
