@@ -6,6 +6,7 @@ from pathlib import Path
 
 from model.device import DTYPE_ALIASES, DTYPE_NAMES
 from model.presets import MODEL_PRESETS, PRESET_NAMES
+from model.tokenizer import MINILLM_DEFAULT_SYSTEM
 from parallel.names import ALIGNMENTS, MASK_MODES, PAIR_LAYOUTS, PE_TYPES, ROPE_2D_SCHEMES
 from trainer.cli import (  # the value types and path checks are re-exported for the entry points
     ArgParser,
@@ -323,6 +324,21 @@ def add_conversation_args(g, *, system_help: str, history_help: str) -> None:
 def add_chat_template_arg(g, *, default: bool | None, help: str) -> None:
     """`--chat_template` / `--no_chat_template`: wrap each prompt as a user turn of the tokenizer's chat template."""
     g.add_argument("--chat_template", action=BoolFlag, default=default, help=help)
+
+
+def add_default_system_arg(g) -> None:
+    """`--default_system [TEXT]`: MiniLLM's default system turn for a conversation that has none."""
+    g.add_argument("--default_system", nargs="?", const=MINILLM_DEFAULT_SYSTEM, default=None, metavar="TEXT",
+                   help=f"open each chat-formatted branch without a system message (no main) with a system turn "
+                        f"(MiniLLM's template; bare flag: {MINILLM_DEFAULT_SYSTEM!r}); default: none")
+
+
+def check_default_system(args, template_on: bool) -> None:
+    """--default_system only applies to chat-formatted prompts."""
+    if args.default_system is not None and not template_on:
+        raise UsageError("--default_system only applies with the chat template (--chat_template, or --mode sft)")
+    if args.default_system is not None and not args.default_system.strip():
+        raise UsageError("--default_system: the system text is empty")
 
 
 def _check_sampling(args) -> None:
