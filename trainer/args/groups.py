@@ -107,11 +107,7 @@ def add_rope_args(p: ArgParser, *, training: bool = False, prefix_sharing: bool 
                    help="additive (default: one branch == the plain model)" + (" or reference" if len(schemes) > 1
                                                                                 else ""))
     if stride:
-        g.add_argument("--branch_stride", "--stride", dest="branch_stride",
-                       type=nonneg_int if prefix_sharing else positive_int, default=None,
-                       help="branch coordinate step (default 128 for rope, 1 for fpe)"
-                            + ("; 0 = prefix sharing (every branch continues the main at coordinate 0, --mask "
-                               "isolated)" if prefix_sharing else ""))
+        add_branch_stride_arg(g, prefix_sharing=prefix_sharing)
     if training:
         g.add_argument("--fpe_theta", type=positive_float, default=None,
                        help="pe=fpe: base of the sinusoid (default 1e4)")
@@ -120,6 +116,16 @@ def add_rope_args(p: ArgParser, *, training: bool = False, prefix_sharing: bool 
                        help="pe=fpe: train the embedding table (default false)")
     if prefix_sharing:
         p.add_check(_check_prefix_sharing)
+
+
+def add_branch_stride_arg(g, *, prefix_sharing: bool = False, default: int | None = None) -> None:
+    """`--branch_stride` (`--stride`): the branch coordinate step (`default` None: the model's or 128 / 1)."""
+    g.add_argument("--branch_stride", "--stride", dest="branch_stride",
+                   type=nonneg_int if prefix_sharing else positive_int, default=default,
+                   help="branch coordinate step " + ("(default 128 for rope, 1 for fpe)" if default is None else
+                                                     f"(default {default})")
+                        + ("; 0 = prefix sharing (every branch continues the main at coordinate 0, --mask "
+                           "isolated)" if prefix_sharing else ""))
 
 
 def _check_prefix_sharing(args) -> None:
