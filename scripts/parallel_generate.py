@@ -46,8 +46,7 @@ from trainer.cli import ArgParser, UsageError, cli_main, make_parser
 def build_parser() -> ArgParser:
     p = make_parser(__doc__, "parallel_generate")
     g = p.add_argument_group("prompts")
-    g.add_argument("--mode", choices=["pretrain", "sft"], default="sft",
-                   help="pretrain: plain completion; sft: chat template on (unless --no_chat_template)")
+    flags.add_prompt_mode_arg(g)
     flags.add_prompts_arg(g, help="prompts; in pretrain mode 'a||b' is one sample")
     flags.add_branches_per_sample_arg(g, 4, "single prompts per sample")
     flags.add_chat_template_arg(g, default=None, help="wrap each prompt as a user turn (ChatML); default: on in sft "

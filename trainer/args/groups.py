@@ -317,6 +317,12 @@ def add_learning_rate_arg(g, default: float, help: str = "peak learning rate (Ad
     g.add_argument("--learning_rate", type=nonneg_float, default=default, help=help)
 
 
+def add_prompt_mode_arg(g) -> None:
+    """`--mode pretrain|sft`: plain completion, or chat prompts (the chat template on unless --no_chat_template)."""
+    g.add_argument("--mode", choices=["pretrain", "sft"], default="sft",
+                   help="pretrain: plain completion; sft: chat template on (unless --no_chat_template)")
+
+
 def add_prompts_arg(g, *, default: list[str] | None = None, nargs: str = "*", help: str = "prompts") -> None:
     g.add_argument("--prompts", nargs=nargs, default=default, help=help)
 
