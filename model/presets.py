@@ -82,11 +82,16 @@ def preset_table(vocab_sizes: tuple[int, ...] = (SEED_VOCAB_SIZE, BUNDLED_VOCAB_
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m model.presets", description="Print the MiniMind2 presets, counted.")
     p.add_argument("--vocab_size", type=int, action="append", default=None,
                    help=f"vocabulary sizes to count at (repeatable; default {SEED_VOCAB_SIZE} and "
                         f"{BUNDLED_VOCAB_SIZE}, the bundled tokenizer)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.vocab_size and min(args.vocab_size) < 1:
         p.error("--vocab_size must be positive")
