@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from docs_commands import ROOT, Command, doc_commands, entry_point
+from docs_commands import DOCS, ROOT, Command, doc_commands, entry_point
 
 RUN_ORDER = ["docs/DATASET.md", "docs/TRAINING.md", "docs/INFERENCE.md"]
 PARALLEL_DOCS = {"docs/INFERENCE.md"}  # its blocks are independent of each other
@@ -115,3 +116,25 @@ def ran(tmp_path_factory) -> dict[str, tuple[int, str, float]]:
 def test_runnable_command(where, ran):
     rc, tail, _ = ran[where]
     assert rc == 0, f"{where}: exit {rc}\n{tail}"
+
+
+_PATH = re.compile(r"(?<![\w./-])((?:scripts|trainer|model|parallel|parallel_data|evaluation|serving|docs|tests)/"
+                   r"[\w./-]*\w\.(?:py|md|sh|png|jsonl?|jinja))")
+PLACEHOLDERS = ("trainer/x.py", "trainer/train_x.py")  # "any trainer" in the prose
+
+
+def test_every_file_the_docs_name_exists():
+    missing = []
+    for doc in DOCS:
+        for m in _PATH.finditer(doc.read_text()):
+            p = m.group(1)
+            if p not in PLACEHOLDERS and not ((ROOT / p).exists() or (ROOT / "docs" / p).exists()):
+                missing.append(f"{doc.relative_to(ROOT)}: {p}")
+    assert not missing, "\n".join(missing)
+
+
+def test_the_license_the_readme_names():
+    text = (ROOT / "LICENSE").read_text()
+    assert text.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text and text.count("\n") >= 200  # the whole text, with the appendix
+    assert "[Apache-2.0 License](LICENSE)" in (ROOT / "README.md").read_text()
