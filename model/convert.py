@@ -73,7 +73,7 @@ def generation_config_for(tokenizer, config):
                             do_sample=False)
 
 
-def _check_vocab(model: nn.Module, tokenizer, source: str) -> None:
+def check_vocab(model: nn.Module, tokenizer, source: str) -> None:
     if tokenizer is not None and len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"{source}: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
                          f"{model.config.vocab_size}; pass the tokenizer it was trained with (--tokenizer)")
@@ -86,7 +86,7 @@ def export_hf_folder(model: nn.Module, tokenizer, folder: str | Path, *, source:
     if getattr(model.config, "model_type", None) != "minimind":
         raise ValueError(f"{source} is a {model.config.model_type!r} model: --format hf exports MiniMind models "
                          "(a Hugging Face model is already one; export it with --format llama)")
-    _check_vocab(model, tokenizer, source)
+    check_vocab(model, tokenizer, source)
     generation = generation_config_for(tokenizer, model.config)
 
     def write(d: Path) -> None:
@@ -156,7 +156,7 @@ def export_llama_folder(model: nn.Module, tokenizer, folder: str | Path, *, sour
     why = llama_refusal(model.config)
     if why is not None:
         raise ValueError(f"{source} cannot be written as a plain Llama model: {why}; use --format hf (remote code)")
-    _check_vocab(model, tokenizer, source)
+    check_vocab(model, tokenizer, source)
     cfg = llama_config_from_minimind(model.config)
     llama = LlamaForCausalLM(cfg).to(next(model.parameters()).dtype)
     missing, unexpected = llama.load_state_dict(model.state_dict(), strict=False)
