@@ -67,19 +67,21 @@ def _two_branch_inputs(tok, stride: int) -> dict:
 REMOTE = textwrap.dedent("""
     import importlib.util, json, sys
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     # this repository must not be importable here
     assert all(importlib.util.find_spec(m) is None for m in ("model", "parallel", "trainer")), sys.path
     job = json.load(open(sys.argv[1]))
     out = {}
     for name, folder in job["folders"].items():
         m = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
-        prompt = torch.tensor([job["prompt"]])
+        tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+        prompt = torch.tensor([tok(job["text"], add_special_tokens=False)["input_ids"]])
         gen = m.generate(prompt, max_new_tokens=job["new_tokens"], do_sample=False)
         two = torch.load(job["two_branch"][name], weights_only=True)
         with torch.no_grad():
             out[name] = {"generated": gen[0, prompt.shape[1]:].clone(), "logits": m(input_ids=prompt).logits,
                          "two_branch": m(**two).logits, "class": type(m).__module__ + "." + type(m).__name__,
+                         "prompt": prompt[0],
                          "eos": torch.tensor(m.generation_config.eos_token_id)}
     torch.save(out, job["out"])
 """)
@@ -111,7 +113,7 @@ CASES = {"additive": {}, "reference": {"rope_2d_scheme": "reference"}, "moe": {"
 
 def test_hf_folder_runs_without_the_repository_and_matches_the_project(tmp_path, tok):
     prompt = tok(PROMPT, add_special_tokens=False)["input_ids"]
-    job = {"folders": {}, "two_branch": {}, "prompt": prompt, "new_tokens": NEW_TOKENS}
+    job = {"folders": {}, "two_branch": {}, "text": PROMPT, "new_tokens": NEW_TOKENS}
     natives = {}
     for name, kw in CASES.items():
         ckpt = _ckpt(tmp_path, tok, name, **kw)
@@ -130,6 +132,7 @@ def test_hf_folder_runs_without_the_repository_and_matches_the_project(tmp_path,
     remote = _run_remote(tmp_path, job)
     for name, model in natives.items():
         r = remote[name]
+        assert r["prompt"].tolist() == prompt  # the folder's own tokenizer files
         assert r["class"].endswith("modeling_parallelmind.ParallelMindForCausalLM")
         assert set(r["eos"].reshape(-1).tolist()) == {tok.eos_token_id}
         with torch.no_grad():
