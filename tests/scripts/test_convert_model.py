@@ -309,12 +309,16 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, tok, capsys):
 
     build_tiny_hf("qwen2", qwen)
     out = tmp_path / "out"
+    capsys.readouterr()  # the set-up's own output
     assert "'reference'" in _refused(capsys, "--model_path", ref, "--out_dir", out, "--format", "llama")
     assert "mixture of experts" in _refused(capsys, "--model_path", moe, "--out_dir", out, "--format", "llama")
     assert "pe=fpe" in _refused(capsys, "--model_path", fpe, "--out_dir", out, "--format", "llama")
     assert "q/k/v biases" in _refused(capsys, "--model_path", qwen, "--out_path", tmp_path / "q.pth",
                                       "--format", "native")
     assert "already one" in _refused(capsys, "--base_model", qwen, "--out_dir", out, "--format", "hf")
+    assert "is a 'qwen2' model" in _refused(capsys, "--model_path", qwen, "--out_dir", out, "--format", "hf")
+    assert "'reference' 2D-RoPE scheme" in _refused(capsys, "--base_model", qwen, "--rope_2d_scheme", "reference",
+                                                    "--out_dir", out, "--format", "llama")
     assert "--out_path" in _refused(capsys, "--model_path", ref, "--out_dir", out, "--format", "native")
     assert not out.exists() and not (tmp_path / "q.pth").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
