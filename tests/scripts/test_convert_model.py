@@ -334,3 +334,41 @@ def test_existing_output_needs_overwrite(tmp_path, tok, capsys):
     assert _convert("--model_path", b, "--out_dir", out, "--format", "hf", "--overwrite") == 0
     assert json.loads((out / "config.json").read_text())["rope_2d_ratio"] == 0.25
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "CONVERSION.md"
+
+
+def _doc_commands() -> list[list[str]]:
+    """The convert_model.py command lines of docs/CONVERSION.md's first bash block, continuation lines joined."""
+    import shlex
+
+    text = DOC.read_text()
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    return [shlex.split(line, comments=True)[2:] for line in block.splitlines()
+            if line.startswith("python scripts/convert_model.py")]
+
+
+def test_every_command_of_the_guide_runs(tmp_path, tok, monkeypatch):
+    """The guide's commands, in order, on tiny stand-ins for the files they name (out/... under tmp_path)."""
+    from model.loading import load_parallel_model
+    from model.model_lora import save_lora
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out" / "lora").mkdir(parents=True)
+    base = load_checkpoint(_ckpt(tmp_path / "out", tok, "full_sft_512"))[0]
+    _random_lora(base)
+    save_lora(base, "out/lora/lora_identity_512.pth")
+    (tmp_path / "out" / "models").mkdir()
+    _tiny_llama(tmp_path, tok).rename(tmp_path / "out" / "models" / "SmolLM2-135M-Instruct")
+    hf = load_parallel_model(hf_base_model="out/models/SmolLM2-135M-Instruct")
+    _random_lora(hf.model)
+    save_lora(hf.model, "out/lora/hf_lora_hf_final.pth")
+    commands = _doc_commands()
+    assert len(commands) == 5
+    for argv in commands:
+        assert convert_model.main(argv) == 0, argv
+    code = DOC.read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, str(DOC), "exec"), namespace)  # noqa: S102 - our own documentation
+    assert namespace["out"].shape[1] > 0
