@@ -125,6 +125,8 @@ def test_hf_folder_runs_without_the_repository_and_matches_the_project(tmp_path,
             {"rope_2d_scheme": kw.get("rope_2d_scheme", "additive"), "pe": kw.get("pe", "rope"),
              "use_moe": kw.get("use_moe", False)}
         assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+        gen_cfg = json.loads((out / "generation_config.json").read_text())
+        assert (gen_cfg["eos_token_id"], gen_cfg["pad_token_id"]) == (tok.eos_token_id, tok.pad_token_id)
         natives[name] = load_checkpoint(ckpt)[0]
         two = _two_branch_inputs(tok, natives[name].config.branch_stride)
         torch.save(two, tmp_path / f"{name}-two.pt")
