@@ -374,3 +374,30 @@ def test_every_command_of_the_guide_runs(tmp_path, tok, monkeypatch):
     namespace: dict = {}
     exec(compile(code, str(DOC), "exec"), namespace)  # noqa: S102 - our own documentation
     assert namespace["out"].shape[1] > 0
+
+
+@pytest.mark.parametrize("scheme", ["additive", "reference"])
+def test_remote_model_decodes_branches_with_a_cache_as_one_full_forward(tmp_path, tok, scheme):
+    """The exported modeling code (imported here as a module) fed a 2-branch sample token by token through a
+    cache, with explicit `[1, 1, 3]` positions and mask rows, gives the full forward's logits."""
+    from transformers.cache_utils import DynamicCache
+
+    from model.remote_code.modeling_parallelmind import ParallelMindForCausalLM
+
+    out = tmp_path / "hf"
+    assert _convert("--model_path", _ckpt(tmp_path, tok, scheme, rope_2d_scheme=scheme), "--out_dir", out,
+                    "--format", "hf") == 0
+    model = ParallelMindForCausalLM.from_pretrained(out).eval()
+    two = _two_branch_inputs(tok, model.config.branch_stride)
+    ids, pos, mask = two["input_ids"], two["position_ids"], two["attention_mask"]
+    T, P = ids.shape[1], ids.shape[1] // 2
+    with torch.no_grad():
+        full = model(**two).logits
+        cache = DynamicCache()
+        steps = [model(input_ids=ids[:, :P], position_ids=pos[:, :P], attention_mask=mask[:, :, :P, :P],
+                       past_key_values=cache, use_cache=True).logits]
+        for j in range(P, T):
+            steps.append(model(input_ids=ids[:, j:j + 1], position_ids=pos[:, j:j + 1],
+                               attention_mask=mask[:, :, j:j + 1, :j + 1], past_key_values=cache,
+                               use_cache=True).logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-5)
