@@ -259,7 +259,7 @@ def minimind_from_hf(model: nn.Module, *, settings: dict | None = None, source: 
     cfg = base.config
     rope = dict(settings or {})
     if is_patched(base) and isinstance(getattr(cfg, "parallelmind", None), dict):
-        rope = {k: cfg.parallelmind[k] for k in ("rope_2d_scheme", "rope_2d_ratio", "branch_stride", "mask_mode")}
+        rope = {k: cfg.parallelmind.get(k) for k in ("rope_2d_scheme", "rope_2d_ratio", "branch_stride", "mask_mode")}
     rope = {k: v for k, v in rope.items() if v is not None}
     mm = MiniMindConfig(hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
                         num_attention_heads=cfg.num_attention_heads, num_key_value_heads=cfg.num_key_value_heads,

@@ -166,9 +166,13 @@ def main(args) -> int:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    print(f"{PROG}: loading {args.model_path or args.hf_base_model}"
+          + (f" with the LoRA {args.lora_path} (merged)" if args.lora_path else ""), flush=True)
     loaded = _load(args)
     model = convert.merged(loaded.model)
+    print(f"{PROG}: writing --format {args.export_format} to {args.out_dir or args.out_path}", flush=True)
     written, reference = _write(args, loaded, model)
+    print(f"{PROG}: loading {written} again to compare its logits with the source's", flush=True)
     out = _reload(args, written).to(next(reference.parameters()).device)
     vocab = min(int(reference.config.vocab_size), len(loaded.tokenizer))
     probe = torch.randint(0, vocab, (1, PROBE_TOKENS), generator=torch.Generator().manual_seed(0))
