@@ -11,7 +11,8 @@ time, branch coordinate 0: what `generate` passes), `[B, T, 2]` (branch coordina
 `[B, T, 3]` (plus the flat index, read only by the "reference" scheme); `attention_mask` may be a
 `[B, L]` padding mask or a 4-D `[B, 1, T, L]` mask (bool True = visible, or additive float), so
 several branches of one sample can be decoded together with the columnar or isolated mask.
-Inference only: no training losses beyond the token cross-entropy on already aligned labels.
+`labels` follow the transformers convention (shifted inside), so Trainer and TRL fine-tune it as any
+causal LM; there is no dropout and no MoE load-balancing loss (ParallelMind's trainers have both).
 """
 
 from __future__ import annotations
@@ -313,12 +314,17 @@ class ParallelMindForCausalLM(ParallelMindPreTrainedModel, GenerationMixin):
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 use_cache=None, labels=None, logits_to_keep: int = 0, inputs_embeds=None,
                 **kwargs) -> CausalLMOutputWithPast:
-        """labels `[B, T]` are aligned (labels[b, i] is the target of logits[b, i]), -100 = ignored."""
+        """labels `[B, T]` follow the transformers convention: `labels[b, i]` is the token at i (the model
+        shifts them: logits at i predict labels at i + 1), -100 = ignored; so Trainer / TRL work as usual.
+        (ParallelMind's own MiniMind takes labels already aligned; this file is for plain transformers.)"""
         h, cache = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                               past_key_values=past_key_values, use_cache=use_cache, inputs_embeds=inputs_embeds)
         logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+            if logits_to_keep:
+                raise ValueError("labels need the logits of every position: do not pass logits_to_keep with labels")
+            shifted = logits[:, :-1].float().reshape(-1, logits.shape[-1])
+            loss = F.cross_entropy(shifted, labels[:, 1:].reshape(-1).to(logits.device), ignore_index=-100)
         return CausalLMOutputWithPast(loss=loss, logits=logits,
                                       past_key_values=cache if use_cache or past_key_values is not None else None)

@@ -401,3 +401,21 @@ def test_remote_model_decodes_branches_with_a_cache_as_one_full_forward(tmp_path
                                attention_mask=mask[:, :, j:j + 1, :j + 1], past_key_values=cache,
                                use_cache=True).logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-5)
+
+
+def test_remote_model_loss_follows_the_transformers_convention(tmp_path, tok):
+    """labels = input_ids (shifted inside, as transformers models do) == the native loss on aligned labels."""
+    from model.remote_code.modeling_parallelmind import ParallelMindForCausalLM
+
+    ckpt = _ckpt(tmp_path, tok, "loss")
+    out = tmp_path / "hf"
+    assert _convert("--model_path", ckpt, "--out_dir", out, "--format", "hf") == 0
+    remote = ParallelMindForCausalLM.from_pretrained(out).eval()
+    native = load_checkpoint(ckpt)[0]
+    ids = torch.tensor([tok(PROMPT + " while seven small birds sing", add_special_tokens=False)["input_ids"]])
+    labels = ids.clone()
+    labels[0, :3] = -100  # a prompt without targets
+    aligned = torch.cat([labels[:, 1:], torch.full((1, 1), -100)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(remote(input_ids=ids, labels=labels).loss,
+                                   native(input_ids=ids, labels=aligned).loss, rtol=0, atol=1e-6)
