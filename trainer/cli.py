@@ -319,19 +319,20 @@ def report_error(prog: str, exc: BaseException | str) -> int:
     return EXIT_USAGE
 
 
-def cli_main(build_parser: Callable[[], ArgParser]):
+def cli_main(build_parser: Callable[[], ArgParser], prog: str | None = None):
     """`@cli_main(build_parser)` over `main(args) -> int` gives the entry point `main(argv=None) -> int`.
 
     The arguments are parsed (and checked) inside the wrapper, so a bad flag, a bad file and a bad record
-    all come back as one line and exit status 2; see the module docstring.
+    all come back as one line and exit status 2; see the module docstring. prog: the name in those
+    lines (default: the file that defines `main`).
     """
     def decorate(main: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
         module = sys.modules.get(main.__module__)
-        prog = Path(getattr(module, "__file__", None) or sys.argv[0] or "parallelmind").stem
+        name = prog or Path(getattr(module, "__file__", None) or sys.argv[0] or "parallelmind").stem
 
         @functools.wraps(main)
         def wrapper(argv: list[str] | None = None) -> int:
-            status = _run_main(main, build_parser, prog, argv)
+            status = _run_main(main, build_parser, name, argv)
             if argv is None and status in (EXIT_SIGINT, EXIT_SIGTERM):
                 # a command stopped by a signal has saved its work: a further Ctrl-C (a terminal sends one to
                 # the whole process group) must not turn the exit status into death by signal
@@ -343,6 +344,29 @@ def cli_main(build_parser: Callable[[], ArgParser]):
         return wrapper
 
     return decorate
+
+
+def stage_front(doc: str | None, prog: str, add_args: Callable[[ArgParser], None], stage: Callable[[], object]):
+    """-> (build_parser, parse_args, main) of a trainer front whose stage is built elsewhere.
+
+    The flags come from `add_args(parser)`; `main(argv=None) -> int` runs the engine on `stage()`. The
+    engine and the stage are imported only by `main`, so `--help` and a bad flag answer before torch loads.
+    """
+    def build_parser() -> ArgParser:
+        p = make_parser(doc, prog)
+        add_args(p)
+        return p
+
+    def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+        return build_parser().parse_args(argv)
+
+    @cli_main(build_parser, prog)
+    def main(args: argparse.Namespace) -> int:
+        from trainer.engine import run
+
+        return run(args, stage())
+
+    return build_parser, parse_args, main
 
 
 def _run_main(main, build_parser, prog: str, argv: list[str] | None) -> int:

@@ -20,7 +20,6 @@ See docs/HF_FINETUNING.md.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -28,31 +27,21 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.args import add_hf_train_args
-from trainer.cli import ArgParser, check_flags_first, cli_main, make_parser
+from trainer.cli import stage_front
 
 
-def build_parser() -> ArgParser:
-    p = make_parser(__doc__, "train_hf_lora")
+def hf_stage():
+    from trainer.hf import HFStage
+
+    return HFStage(lora=True, name="hf_lora")
+
+
+def add_args(p) -> None:
     add_hf_train_args(p, lora=True, data_mode="parallel", lora_name="hf_lora", model_tag="hf", epochs=3, lr=1e-4,
                       wandb_project="MiniMind-HF-LoRA")
-    return p
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
-
-
-if __name__ == "__main__":  # a bad flag is reported before the engine and torch are imported
-    check_flags_first(build_parser)
-
-from trainer.engine import run  # noqa: E402
-from trainer.hf import HFStage  # noqa: E402
-
-
-@cli_main(build_parser)
-def main(args: argparse.Namespace) -> int:
-    return run(args, HFStage(lora=True, name="hf_lora"))
-
+build_parser, parse_args, main = stage_front(__doc__, "train_hf_lora", add_args, hf_stage)
 
 if __name__ == "__main__":
     sys.exit(main())
