@@ -68,6 +68,24 @@ def summary_ms(seconds: list[float]) -> dict:
             "runs": len(ms)}
 
 
+def tokens_summary(seconds: list[float], tokens: int, calls: int = 1) -> dict:
+    """Per-call seconds of a row that generates `tokens` -> tokens/s of the median call (and the spread)."""
+    med = statistics.median(seconds)
+    return {"tokens_per_s": round(tokens / med, 1), "median_s": round(med, 4), "min_s": round(min(seconds), 4),
+            "max_s": round(max(seconds), 4), "runs": len(seconds), "calls_per_run": calls, "tokens": tokens}
+
+
+def agreement(a: list[list[int]], b: list[list[int]]) -> float:
+    """Share of positions where two token lists agree, counted up to the first difference of each branch."""
+    same = total = 0
+    for x, y in zip(a, b):
+        k = 0
+        while k < min(len(x), len(y)) and x[k] == y[k]:
+            k += 1
+        same, total = same + k, total + max(len(x), len(y))
+    return round(same / max(1, total), 4)
+
+
 def alternating_timings(rows: dict[str, Callable[[], object]], repeats: int,
                         sync: Callable[[], None] = lambda: None) -> tuple[dict[str, list[float]], dict[str, object]]:
     """One warm-up call per row, then `repeats` rounds that time every row once, the order rotating per

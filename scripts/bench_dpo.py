@@ -103,13 +103,37 @@ def time_row(step, name: str, steps: int, sync) -> float:
     return steps / (time.perf_counter() - t0)
 
 
+def build_models(tok, shape: dict, device, seed: int):
+    """A seeded policy (training) and a frozen reference of the same shape."""
+    import torch
+
+    from model.model_minimind import MiniMindConfig, MiniMindForCausalLM
+
+    cfg = dict(vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **shape)
+    torch.manual_seed(seed)
+    policy = MiniMindForCausalLM(MiniMindConfig(**cfg)).to(device).train()
+    reference = MiniMindForCausalLM(MiniMindConfig(**cfg)).to(device).eval().requires_grad_(False)
+    return policy, reference
+
+
+def summarise(rates: dict[str, list[float]], batches: dict[str, dict]) -> dict:
+    """Median steps/s per row, the ratio shared / separate (also per alternated pair) and the batch sizes."""
+    res = {name: {"steps_per_s": round(statistics.median(r), 4), "runs": [round(x, 4) for x in r],
+                  "rows": int(batches[name]["input_ids"].shape[0]), "seq_len": int(batches[name]["input_ids"].shape[1]),
+                  "tokens": int(batches[name]["num_tokens"])} for name, r in rates.items()}
+    res["ratio_shared_over_separate"] = round(res["shared"]["steps_per_s"] / res["separate"]["steps_per_s"], 3)
+    # each shared run over the separate run right after it: the load drifts less within a pair
+    res["paired_ratios"] = [round(a / b, 3) for a, b in zip(rates["shared"], rates["separate"])]
+    res["token_ratio_separate_over_shared"] = round(res["separate"]["tokens"] / res["shared"]["tokens"], 3)
+    return res
+
+
 @cli_main(build_parser)
 def main(args: argparse.Namespace) -> int:
     import torch
 
     from evaluation.benchmarking import emit_json, environment, loadavg
     from model.device import resolve_device
-    from model.model_minimind import MiniMindConfig, MiniMindForCausalLM
     from model.tokenizer import load_tokenizer
     from parallel_data.parallel_collator import ParallelCollator
     from parallel_data.preference import pair_rows
@@ -123,10 +147,7 @@ def main(args: argparse.Namespace) -> int:
     amp = torch.bfloat16 if device.type == "cuda" else None
     tok = load_tokenizer()
     shape = SHAPES["quick" if args.quick else "tiny"]
-    cfg = dict(vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **shape)
-    torch.manual_seed(args.seed)
-    policy = MiniMindForCausalLM(MiniMindConfig(**cfg)).to(device).train()
-    reference = MiniMindForCausalLM(MiniMindConfig(**cfg)).to(device).eval().requires_grad_(False)
+    policy, reference = build_models(tok, shape, device, args.seed)
     loss_fn = DPOLoss(reference, beta=0.1)
     opt = torch.optim.AdamW(policy.parameters(), lr=1e-6)
 
@@ -161,13 +182,7 @@ def main(args: argparse.Namespace) -> int:
         for name in rates:
             rates[name].append(time_row(step, name, args.steps, sync))
             print(f"run {i + 1}/{args.repeats} {name}: {rates[name][-1]:.3f} steps/s", file=sys.stderr, flush=True)
-    res = {name: {"steps_per_s": round(statistics.median(r), 4), "runs": [round(x, 4) for x in r],
-                  "rows": int(batches[name]["input_ids"].shape[0]), "seq_len": int(batches[name]["input_ids"].shape[1]),
-                  "tokens": int(batches[name]["num_tokens"])} for name, r in rates.items()}
-    res["ratio_shared_over_separate"] = round(res["shared"]["steps_per_s"] / res["separate"]["steps_per_s"], 3)
-    # each shared run over the separate run right after it: the load drifts less within a pair
-    res["paired_ratios"] = [round(a / b, 3) for a, b in zip(rates["shared"], rates["separate"])]
-    res["token_ratio_separate_over_shared"] = round(res["separate"]["tokens"] / res["shared"]["tokens"], 3)
+    res = summarise(rates, batches)
     res["setting"] = {"prompt_len": args.prompt_len, "response_len": args.response_len, "pairs": args.pairs,
                       "steps": args.steps, "repeats": args.repeats, "model": shape, "dtype": "bf16" if amp else "fp32",
                       "loss_check": losses}

@@ -32,7 +32,6 @@ they compute the same thing. The ``env`` block holds the machine and the load av
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -124,28 +123,11 @@ def engine(gen, sample: dict, new_tokens: int) -> list[list[int]]:
 
 
 
-def summarise(seconds: list[float], tokens: int) -> dict:
-    med = statistics.median(seconds)
-    return {"tokens_per_s": round(tokens / med, 1), "median_s": round(med, 4), "min_s": round(min(seconds), 4),
-            "max_s": round(max(seconds), 4), "runs": len(seconds), "tokens": tokens}
-
-
-def agreement(a: list[list[int]], b: list[list[int]]) -> float:
-    """Share of positions where two token lists agree, counted up to the first difference of each branch."""
-    same = total = 0
-    for x, y in zip(a, b):
-        k = 0
-        while k < min(len(x), len(y)) and x[k] == y[k]:
-            k += 1
-        same, total = same + k, total + max(len(x), len(y))
-    return round(same / max(1, total), 4)
-
-
 def workload(rows: dict, ref: str, other: str, tokens: int, repeats: int, sync, extra: dict) -> dict:
-    from evaluation.benchmarking import alternating_timings
+    from evaluation.benchmarking import agreement, alternating_timings, tokens_summary
 
     times, outputs = alternating_timings(rows, repeats, sync)
-    res = {name: summarise(t, tokens) for name, t in times.items()}
+    res = {name: tokens_summary(t, tokens) for name, t in times.items()}
     res[f"{other}_vs_{ref}"] = round(res[other]["tokens_per_s"] / res[ref]["tokens_per_s"], 3)
     res["agreement"] = agreement(outputs[other], outputs[ref])
     return {**res, **extra}

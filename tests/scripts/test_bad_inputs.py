@@ -69,6 +69,8 @@ S2T = "scripts/convert_sft_to_pretrain.py"
 SPLIT = "scripts/split_pretrain_data.py"
 TOK = "scripts/train_tokenizer.py"
 SERVE = "scripts/serve_openai_api.py"
+CVT = "scripts/convert_model.py"
+CVT_OK = ["--model_path", "{d}/model.pth"]
 SERVE_OK = ["--model_path", "{d}/model.pth"]
 TRAIN_OK = ["--data_path", "{d}/data.jsonl", "--out_dir", "{d}/run"]
 HFL, HFF, HFP = "trainer/train_hf_lora.py", "trainer/train_hf_full.py", "trainer/train_hf_parallel_lora.py"
@@ -421,6 +423,25 @@ CASES = [
          ["argument --concurrency: expected comma-separated positive integers"]),
     Case("bench-serve-model-missing", "scripts/bench_serve.py", ["--model_path", "{d}/nope.pth"],
          ["--model_path {d}/nope.pth does not exist"]),
+    # --- model conversion (issue 13) -----------------------------------------------------------------------
+    Case("convert-no-model", CVT, ["--format", "hf", "--out_dir", "{d}/o"], ["give the model to convert"]),
+    Case("convert-unknown-format", CVT, [*CVT_OK, "--format", "onnx"], ["argument --format: invalid choice: 'onnx'"]),
+    Case("convert-native-without-out-path", CVT, [*CVT_OK, "--format", "native"],
+         ["--format native needs --out_path"]),
+    Case("convert-native-not-a-pth", CVT, [*CVT_OK, "--format", "native", "--out_path", "{d}/x.bin"],
+         ["a MiniMind checkpoint is a .pth file"]),
+    Case("convert-folder-format-with-out-path", CVT, [*CVT_OK, "--format", "llama", "--out_path", "{d}/x.pth"],
+         ["--format llama writes a folder: give --out_dir"]),
+    Case("convert-hf-from-base-model", CVT, ["--base_model", "{d}/dir", "--format", "hf", "--out_dir", "{d}/o"],
+         ["--format hf exports MiniMind models"]),
+    Case("convert-out-dir-not-empty", CVT, [*CVT_OK, "--format", "hf", "--out_dir", "{d}/ckpt"],
+         ["--out_dir {d}/ckpt already exists and is not empty; pass --overwrite"]),
+    Case("convert-out-path-exists", CVT, [*CVT_OK, "--format", "native", "--out_path", "{d}/ckpt/pretrain_64.pth"],
+         ["--out_path {d}/ckpt/pretrain_64.pth already exists; pass --overwrite"]),
+    Case("convert-lora-missing", CVT, [*CVT_OK, "--format", "native", "--out_path", "{d}/x.pth", "--lora_path",
+                                       "{d}/nope.pth"], ["--lora_path {d}/nope.pth does not exist"]),
+    Case("convert-model-is-a-text-file", CVT, ["--model_path", "{d}/file.txt", "--format", "native", "--out_path",
+                                               "{d}/x.pth"], ["file.txt is not a readable"], heavy=True),
     # --- errors from the data and the model, after the heavy imports ----------------------------------------
     Case("pretrain-malformed-record", PRE, [*TRAIN_OK, *TINY, "--data_path", "{d}/bad.jsonl", "--max_steps", "1",
                                             "--num_workers", "0"],

@@ -18,8 +18,9 @@ from trainer.cli import UsageError, cli_main, error_message, make_parser
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_OWNED = {"scripts/run_demo.py", "scripts/build_demo_data.py"}  # the demo generator's own tools
 # seed names: parallel_generate's prompt mode / convert_dataset's output kind; the sampling temperature /
-# train_distillation's softmax temperature of the KL term
-SAME_NAME_OTHER_MEANING = {"--mode", "--temperature"}
+# train_distillation's softmax temperature of the KL term; the conversation format of records / convert_model's
+# output format (the spelling)
+SAME_NAME_OTHER_MEANING = {"--mode", "--temperature", "--format"}
 
 
 def parse(module, *argv: str):
