@@ -9,7 +9,8 @@ Run from the repo root:
         --model_path out/pretrain_512.pth --mask isolated --out_path out/eval/report.md   # + out/eval/report.json
     python eval_model.py --hf_base_model <folder> --lora_path <adapter> --prompts "Hello"
 
-Each prompt is decoded alone ("one at a time") and together with the others of its sample ("parallel":
+Each prompt is decoded alone ("one at a time": with its sample's main, at the branch coordinate it has in the
+sample) and together with the others of its sample ("parallel":
 --branches_per_sample single prompts per sample, or a prompts file's own {"main", "branches"} samples,
 --batch_groups samples per call). The report lists both answers of every prompt, whether they are the
 same, and each mode's tokens/s. With --mask isolated both modes give the same answers (each branch sees

@@ -1,8 +1,9 @@
 """Chat evaluation: every prompt answered one at a time and in parallel, compared side by side.
 
 The prompts are samples (`{"main": str, "branches": [str]}`, already rendered with the chat template
-when asked). *One at a time* decodes each branch alone (with its sample's main); *parallel* decodes each
-sample's branches together, `batch_groups` samples per call, with the generator's mask. Random streams
+when asked). *One at a time* decodes each branch alone (with its sample's main) at the branch slot, hence
+the branch coordinate, it has in its sample; *parallel* decodes each sample's branches together,
+`batch_groups` samples per call, with the generator's mask. Random streams
 are per branch (the j-th branch of the run samples with seed + j in both modes), so with the isolated
 mask both modes give the same answers, greedy or sampled, up to floating-point ties; with the
 columnar mask the branches see each other and answers may differ, which the report counts.
@@ -81,13 +82,15 @@ def _main_of(sample: dict) -> dict:
 
 def run_one_at_a_time(gen: ParallelGenerator, samples: list[dict], params: SamplingParams, *, max_new_tokens: int,
                       stop: list[str], seed: int) -> tuple[list[list[Answer]], ModeRun]:
-    """Each branch alone (with its sample's main); the j-th branch of the run samples with seed + j."""
+    """Each branch alone (with its sample's main) at the branch slot it has in its parallel sample, so the two
+    modes differ only in what the branch sees; the j-th branch of the run samples with seed + j."""
     run, out, j = ModeRun("one_at_a_time"), [], 0
     t0 = time.perf_counter()
     for s in samples:
-        answers = []
-        for b in s["branches"]:
-            res = gen.generate([{**_main_of(s), "branches": [b]}], params, max_new_tokens=max_new_tokens,
+        answers, first_slot = [], 1 if s.get("main") else 0  # slot 0 is the main's when there is one
+        for k, b in enumerate(s["branches"]):
+            alone = {"text" if isinstance(b, str) else "input_ids": b, "branch_slot": first_slot + k}
+            res = gen.generate([{**_main_of(s), "branches": [alone]}], params, max_new_tokens=max_new_tokens,
                                stop_strings=stop, seed=seed + j)
             answers.extend(_answers(res)[0])
             run.calls, j = run.calls + 1, j + 1

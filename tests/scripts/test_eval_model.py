@@ -115,3 +115,32 @@ def test_bad_flags(argv, expect, ckpt, tmp_path, capsys):
     assert eval_model.main(["--model_path", str(ckpt[0]), "--out_path", str(tmp_path / "x.md"), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert expect in err and len(err.splitlines()) == 1 and not (tmp_path / "x.md").exists()
+
+
+def test_one_at_a_time_keeps_each_branch_at_its_parallel_coordinate(ckpt, tiny_tokenizer):
+    """A branch alone sits at the branch coordinate it has in its sample (slot k + 1 after a main, k without),
+    so the modes differ only in what the branch sees (a trained model answers differently at another one)."""
+    from evaluation.chat_eval import run_one_at_a_time, run_parallel
+    from model.parallel_generation import ParallelGenerator
+    from parallel.layout import build_flat_linear_layout
+    from parallel.sampling import SamplingParams
+
+    gen = ParallelGenerator(ckpt[1], tiny_tokenizer, mask_mode="isolated", branch_stride=16)
+    seen = []
+    real = gen.generate
+    gen.generate = lambda samples, *a, **kw: seen.append(samples) or real(samples, *a, **kw)
+    samples = [{"main": "the fox", "branches": ["q one", "q two", "a bird"]}, {"branches": ["x y", "z"]}]
+    kw = dict(max_new_tokens=2, stop=[], seed=0)
+    run_one_at_a_time(gen, samples, SamplingParams(), **kw)
+    run_parallel(gen, samples, SamplingParams(), batch_groups=2, **kw)
+    *alone, together = seen
+
+    def coords(sample_list, row=0):
+        lay = build_flat_linear_layout(tiny_tokenizer, sample_list, branch_stride=16)
+        bids, pos = lay.branch_ids[row].tolist(), lay.pos2d[row].tolist()
+        return {b: p[0] for b, p in zip(bids, pos) if b > 0}
+
+    parallel = [coords(together, 0), coords(together, 1)]
+    assert parallel == [{1: 16, 2: 32, 3: 48}, {1: 0, 2: 16}]
+    got = [coords(s)[1] for s in alone]  # each alone sample has one branch (id 1)
+    assert got == [16, 32, 48, 0, 16]
