@@ -165,6 +165,27 @@ def atomic_torch_save(obj, path: str | Path) -> None:
         raise
 
 
+def write_folder_atomic(folder: str | Path, write) -> None:
+    """Fill a folder through `write(tmp_folder)` under a temporary name, then swap it in: a reader never
+    sees a half-written folder, and the previous one is removed only after the new one is in place."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=str(folder.parent)))
+    try:
+        write(tmp)
+        old = None
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old.{os.getpid()}")
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        fsync_dir(folder.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def tokenizer_files(tokenizer) -> dict[str, str] | None:
     """The text files of a tokenizer folder, for embedding into a checkpoint."""
     if tokenizer is None:
@@ -184,12 +205,14 @@ def tokenizer_from_files(files: dict[str, str]):
         return load_tokenizer(d)
 
 
-def model_state_for_saving(model, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """CPU copy of the state dict (floating tensors cast to `dtype` if given), unwrapping DDP/compile."""
+def model_state_for_saving(model, dtype: torch.dtype | None = None,
+                           state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """CPU copy of the state dict (floating tensors cast to `dtype` if given), unwrapping DDP/compile.
+    `state_dict`: a full state dict to use instead of the model's own (gathered from FSDP shards)."""
     inner = getattr(model, "module", model)
     inner = getattr(inner, "_orig_mod", inner)
     out = {}
-    for k, v in inner.state_dict().items():
+    for k, v in (inner.state_dict() if state_dict is None else state_dict).items():
         v = v.detach().to("cpu")
         if dtype is not None and v.is_floating_point():
             v = v.to(dtype)
@@ -198,15 +221,16 @@ def model_state_for_saving(model, dtype: torch.dtype | None = None) -> dict[str,
 
 
 def checkpoint_payload(model, *, tokenizer=None, meta: dict | None = None,
-                       dtype: torch.dtype | None = None) -> dict:
-    """The self-contained checkpoint dict of the module docstring (weights on CPU)."""
+                       dtype: torch.dtype | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> dict:
+    """The self-contained checkpoint dict of the module docstring (weights on CPU; `state_dict`: see
+    `model_state_for_saving`)."""
     inner = getattr(model, "module", model)
     inner = getattr(inner, "_orig_mod", inner)
     return {
         "format": CKPT_FORMAT,
         "model_type": inner.config.model_type,
         "config": inner.config.to_dict(),
-        "model_state_dict": model_state_for_saving(inner, dtype),
+        "model_state_dict": model_state_for_saving(inner, dtype, state_dict),
         "tokenizer_files": tokenizer_files(tokenizer),
         "meta": dict(meta or {}),
     }

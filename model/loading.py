@@ -6,7 +6,8 @@
   whose rotary module is then patched with 2D RoPE using the settings saved in `config.parallelmind`
   or beside its adapter, else the flags, else the defaults; `patch_rope=False` keeps it unpatched);
 * `--hf_base_model` (folder or Hub name) plus an optional LoRA: a PEFT adapter folder, or a
-  `model_lora` file (`.pth` / `.safetensors`), see model/model_lora.py.
+  `model_lora` file (`.pth` / `.safetensors`), see model/model_lora.py; a MiniMind `.pth` takes a LoRA
+  the same way (`--model_path base.pth --lora_path out/lora/x_512.pth`, from trainer/train_lora.py).
 
 Settings stored with the weights win (scheme, ratio, rotary pairs, branch stride, mask mode; see
 model/rope_settings.py); a flag that contradicts them is an error naming the flag and the saved value,
@@ -212,10 +213,12 @@ def load_parallel_model(*, model_path: str | None = None, hf_base_model: str | N
     kw = dict(rope_2d_ratio=rope_2d_ratio, rope_2d_scheme=rope_2d_scheme, branch_stride=branch_stride, pe=pe,
               expect=expect)
     if model_path and Path(model_path).is_file():
-        if lora_path:
-            raise ValueError("--lora_path goes with --hf_base_model (or a saved folder), not a .pth checkpoint")
-        return load_minimind_checkpoint(model_path, tokenizer_path=tokenizer_path, device=device, dtype=dt,
-                                        legacy_config=legacy_config, mask_mode=mask_mode, **kw)
+        loaded = load_minimind_checkpoint(model_path, tokenizer_path=tokenizer_path, device=device, dtype=dt,
+                                          legacy_config=legacy_config, mask_mode=mask_mode, **kw)
+        if lora_path:  # a MiniMind LoRA (trainer/train_lora.py) on its base checkpoint
+            _apply_lora(loaded.model, lora_path, lora_rank)
+            loaded.model.eval()
+        return loaded
     if model_path and not Path(model_path).exists():
         raise FileNotFoundError(f"model {model_path} does not exist (train one with trainer/train_pretrain.py, "
                                 "or pass a saved model folder)")

@@ -31,15 +31,15 @@ Files written by `save_lora(model, path)`:
 alpha; without one, scaling 1 as in the seed). It re-applies the saved 2D-RoPE settings to an
 unpatched model and refuses a model patched differently.
 
-For trainers: `lora_parameters` (what trains), `lora_state_dict` / `set_lora_state_dict`
-(checkpoints; a full state dict gathered from FSDP can be passed in), `merge_lora` (export).
+For trainers: `lora_parameters` (what trains), `lora_payload` (the `.pth` dict, for a checkpoint),
+`lora_state_dict` / `set_lora_state_dict` (checkpoints; a full state dict gathered from FSDP can be
+passed in), `merge_lora` (export).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,59 +268,55 @@ def _config_from_dict(d: dict):
     return LoraConfig(**{k: v for k, v in d.items() if k in known})
 
 
-def _atomic_folder(folder: Path, write) -> None:
-    """Write a folder under a temporary name, then swap it in: never a half-written adapter."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=str(folder.parent)))
-    try:
-        write(tmp)
-        old = None
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old.{os.getpid()}")
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def lora_payload(model: nn.Module, state_dict: dict[str, torch.Tensor] | None = None) -> dict:
+    """The adapter as one dict (the `.pth` format of the module docstring), weights on CPU.
+
+    `state_dict`: a full state dict of the model to take the adapter weights from (gathered from
+    FSDP shards); by default the model's own.
+    """
+    sd = {k: v.detach().to("cpu").contiguous().clone() for k, v in lora_state_dict(model, state_dict).items()}
+    return {"format": LORA_FORMAT, "peft_config": _config_dict(lora_config(model)), "adapter_state_dict": sd,
+            "parallelmind": settings_of(model)}
 
 
-def save_lora(model: nn.Module, path: str | Path, *, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
-    """Save the adapter: the PEFT folder beside `path`, and `path` itself when it is a .pth/.pt/.safetensors
-    file (see the module docstring). `state_dict`: a gathered full state dict (FSDP). Returns the folder."""
+def write_lora(payload: dict, path: str | Path) -> Path:
+    """Write an adapter payload (`lora_payload`, extra keys such as "meta" kept in the `.pth`): the PEFT
+    folder beside `path`, and `path` itself when it is a .pth/.pt/.safetensors file. Returns the folder."""
     from safetensors.torch import save_file
 
-    from model.checkpoint import atomic_torch_save
+    from model.checkpoint import atomic_torch_save, write_folder_atomic
 
-    config = lora_config(model)
-    sd = {k: v.detach().to("cpu").contiguous().clone() for k, v in lora_state_dict(model, state_dict).items()}
-    settings = settings_of(model)
-    cfg_dict = _config_dict(config)
+    sd, cfg_dict, settings = payload["adapter_state_dict"], payload["peft_config"], payload["parallelmind"]
     path, folder = Path(path), folder_for(path)
 
     def write(d: Path) -> None:
         (d / "adapter_config.json").write_text(json.dumps(cfg_dict, indent=2, sort_keys=True) + "\n")
-        save_file({PEFT_PREFIX + k: v for k, v in sd.items()}, str(d / "adapter_model.safetensors"),
+        save_file({PEFT_PREFIX + k: v.contiguous() for k, v in sd.items()}, str(d / "adapter_model.safetensors"),
                   metadata={"format": "pt"})
         (d / "parallelmind.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
-    _atomic_folder(folder, write)
+    write_folder_atomic(folder, write)
     if path.suffix in (".pth", ".pt"):
-        atomic_torch_save({"format": LORA_FORMAT, "peft_config": cfg_dict, "adapter_state_dict": sd,
-                           "parallelmind": settings}, path)
+        atomic_torch_save(payload, path)
     elif path.suffix == ".safetensors":
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
         os.close(fd)
         try:
-            save_file(sd, tmp, metadata={"format": LORA_FORMAT, "peft_config": json.dumps(cfg_dict),
-                                         "parallelmind": json.dumps(settings)})
+            save_file({k: v.contiguous() for k, v in sd.items()}, tmp,
+                      metadata={"format": LORA_FORMAT, "peft_config": json.dumps(cfg_dict),
+                                "parallelmind": json.dumps(settings)})
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
     return folder
+
+
+def save_lora(model: nn.Module, path: str | Path, *, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Save the adapter: the PEFT folder beside `path`, and `path` itself when it is a .pth/.pt/.safetensors
+    file (see the module docstring). `state_dict`: a gathered full state dict (FSDP). Returns the folder."""
+    return write_lora(lora_payload(model, state_dict), path)
 
 
 def _legacy(sd: dict[str, torch.Tensor], meta: dict, path: str) -> LoraFile:

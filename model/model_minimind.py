@@ -421,12 +421,20 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
                 **kwargs) -> MoeCausalLMOutputWithPast:
         """compute_logits=False with labels returns only the loss, computed at the target positions alone
         (no `[B, T, V]` logits): what training and evaluation need. loss_reduction "sum" returns the summed
-        cross-entropy (callers weight by tokens across batches and ranks)."""
+        cross-entropy (callers weight by tokens across batches and ranks). `logits_to_keep` may also be a
+        bool `[B, T]` map of real-token positions: the logits are then `[N, V]` at those N positions, in
+        row-major order (what preference, distillation and RL losses read, without `[B, T, V]`)."""
         h, cache, aux, packed = self.model(input_ids=input_ids, attention_mask=attention_mask,
                                            position_ids=position_ids, past_key_values=past_key_values,
                                            use_cache=use_cache, inputs_embeds=inputs_embeds, token_mask=token_mask)
         loss = logits = None
-        if compute_logits or labels is None:
+        keep = logits_to_keep if isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.dtype == torch.bool \
+            and logits_to_keep.dim() == 2 else None
+        if keep is not None:
+            if packed is not None and bool((keep & ~packed).any()):
+                raise ValueError("logits_to_keep selects padding positions (token_mask is False there)")
+            logits = self.lm_head(h[0][keep[packed]] if packed is not None else h[keep])
+        elif compute_logits or labels is None:
             h_out = h
             if packed is not None:  # back to the padded layout, zeros on pads
                 h_out = h.new_zeros((*packed.shape, h.shape[-1]))
@@ -441,7 +449,7 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
                 raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
             if labels.shape != (input_ids if input_ids is not None else inputs_embeds).shape[:2]:
                 raise ValueError(f"labels shape {tuple(labels.shape)} does not match the input")
-            if logits is not None and logits.shape[:2] == labels.shape:  # reuse the head's output
+            if logits is not None and logits.dim() == 3 and logits.shape[:2] == labels.shape:  # the head's output
                 sel = labels != -100
                 target_logits, targets = logits[sel], labels[sel]
             else:  # the output head on the target positions only

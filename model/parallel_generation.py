@@ -3,7 +3,9 @@
 A sample is a row of the layout format, ``{"main": str | ids (optional), "branches": [str | ids |
 {"text" | "input_ids", "time_offset", ...}]}``. Samples are laid out as ONE batch (one row per
 sample, see `parallel.layout`), prefilled once, then each decode step feeds the last token of every
-still-active branch of every sample through a single forward against a growing KV cache.
+still-active branch of every sample through a single forward against a growing KV cache. Isolated
+branches at stride 0 with no main share nothing, so each of them gets a row of its own (a decode step
+then attends over the branch's own keys, as batched decoding of separate prompts does).
 
     gen = ParallelGenerator(model, tokenizer, mask_mode="columnar")
     results = gen.generate([{"main": "Context: ...", "branches": ["Q1", "Q2"]}],

@@ -16,10 +16,15 @@ model type and whether the rotary module was patched at all:
 
 Loading re-applies them (`apply_settings`), so inference never needs the training flags; a flag
 given anyway must agree (`check_flags`), and an adapter must match the model it is loaded onto
-(`check_model_matches`). Every contradiction is a ValueError naming the flag and the saved value.
+(`check_model_matches`). Every contradiction is a ValueError naming the flag and the saved value,
+except `--branch_stride`: a different stride only changes the branch coordinates the positions are
+built with, not what the weights compute, so an explicit value is honoured with a one-line warning
+naming the trained one.
 """
 
 from __future__ import annotations
+
+import logging
 
 from torch import nn
 
@@ -31,6 +36,7 @@ FLAG_NAMES = {"rope_2d_scheme": "--rope_2d_scheme", "rope_2d_ratio": "--rope_2d_
               "branch_stride": "--branch_stride", "mask_mode": "--mask", "pe": "--pe",
               "patch_rope": "--patch_rope/--no_patch_rope", "pair_indices": "pair_indices"}
 DEFAULTS = {"rope_2d_scheme": "additive", "rope_2d_ratio": 0.5, "branch_stride": 128, "mask_mode": "columnar"}
+log = logging.getLogger("parallelmind")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -88,13 +94,18 @@ def _ratio_agrees(saved: dict, ratio: float, num_pairs: int | None) -> bool:
 def check_flags(saved: dict, flags: dict, source: str, num_pairs: int | None = None) -> None:
     """Every flag given (not None) must agree with the saved settings; keys absent from `saved` pass.
 
-    Exception: `branch_stride 0` (prefix sharing: every branch coordinate 0, i.e. plain causal decoding
-    of "main + branch", which needs no training) is accepted on any model, with `--mask isolated`.
+    Exceptions: `branch_stride 0` (prefix sharing: every branch coordinate 0, i.e. plain causal decoding
+    of "main + branch", which needs no training) is accepted on any model, with `--mask isolated`; any
+    other `branch_stride` that differs is used with a warning (see the module docstring).
     """
     prefix_sharing = flags.get("branch_stride") == 0
     for name, given in flags.items():
         if given is None or (prefix_sharing and (name == "branch_stride" or (name, given) == ("mask_mode",
                                                                                               "isolated"))):
+            continue
+        if name == "branch_stride" and "branch_stride" in saved and given != saved["branch_stride"]:
+            log.warning("%s was trained with branch_stride=%s; using --branch_stride %s as given (branch "
+                        "coordinates the model was not trained with)", source, saved["branch_stride"], given)
             continue
         if name == "patch_rope":
             have = saved.get("patch_rope", True)
@@ -123,6 +134,10 @@ def check_model_matches(model: nn.Module, saved: dict, source: str) -> None:
         if key in saved and key in have and saved[key] != have[key]:
             if key == "rope_2d_ratio" and "pair_indices" in saved:
                 continue  # the pairs decide; the ratio is how they were asked for
+            if key == "branch_stride":  # coordinates only (see the module docstring): the model's stride is used
+                log.info("%s was trained with branch_stride=%s; the model runs with branch_stride=%s", source,
+                         saved[key], have[key])
+                continue
             raise ValueError(f"{source} was trained with {key}={saved[key]!r}, but the model has "
                              f"{key}={have[key]!r} ({_flag(key)}); patch the model as it was trained, or load the "
                              "adapter onto a plain base model and let it re-apply its settings")
@@ -154,6 +169,8 @@ def resolve(saved: dict | None, flags: dict, source: str, num_pairs: int | None)
     if saved:
         out.update(saved)
         out.setdefault("patch_rope", True)
+        if flags.get("branch_stride"):  # an explicit stride wins (check_flags warned); 0 is decided by the caller
+            out["branch_stride"] = int(flags["branch_stride"])
     for key, default in DEFAULTS.items():
         if key not in out or out[key] is None:
             out[key] = flags.get(key) if flags.get(key) is not None else default

@@ -1,9 +1,11 @@
 """Columnar layouts: interleave a shared context and several branches into one token sequence.
 
 Input samples: ``{"main": str | token ids, "branches": [str | token ids | {"text" | "content" |
-"input_ids", "answer_offset", "time_offset", "loss_mask"}]}`` (a sample-level ``"input_ids"`` replaces
-main). ``loss_mask`` (one 0/1 per branch token) marks which tokens are trained as targets, e.g. every
-assistant turn of a conversation; ``answer_offset`` trains the tokens from that index on.
+"input_ids", "answer_offset", "time_offset", "loss_mask", "loss_weight"}]}`` (a sample-level
+``"input_ids"`` replaces main). ``loss_mask`` (one 0/1 per branch token) marks which tokens are trained
+as targets, e.g. every assistant turn of a conversation; ``answer_offset`` trains the tokens from that
+index on; ``loss_weight`` (one float per branch token, default 1) weights each token's loss when it is
+a target (`BatchLayout.label_weights`, e.g. the tag tokens of a reasoning trace).
 ``branch_slot`` places a branch at coordinate ``slot * branch_stride`` instead of its position in the
 list (slot 0 belongs to the main): training with random slots teaches the model coordinates beyond the
 number of branches it sees per sample (see `random_branch_slots` in parallel_data).
@@ -57,6 +59,8 @@ class BatchLayout:
     branch_answer_offset: torch.Tensor  # [B, NB] branch-local index where targets start (main: its length)
     truncated_tokens: torch.Tensor  # [B] tokens dropped by pad_to / max_tokens
     pad_id: int = 0
+    label_weights: torch.Tensor | None = None  # [B, T] float: loss weight of each label (0 where none); None
+    # when no branch has a loss_weight (every target weighs 1)
 
     def to(self, device) -> BatchLayout:
         kw = {f.name: (getattr(self, f.name).to(device) if isinstance(getattr(self, f.name), torch.Tensor)
@@ -97,8 +101,8 @@ def _as_ids(value) -> list | None:
     return None
 
 
-def _parse_sample(i: int, sample) -> tuple[object, list[tuple[object, int, int, list | None, int | None]]]:
-    """-> (main or None, [(branch text/ids, answer_offset, time_offset, loss_mask, branch_slot), ...])."""
+def _parse_sample(i: int, sample) -> tuple[object, list[tuple]]:
+    """-> (main or None, [(branch text/ids, answer_offset, time_offset, loss_mask, branch_slot, loss_weight)])."""
     if not isinstance(sample, dict):
         raise ValueError(f"sample {i}: expected a dict with 'branches', got {type(sample).__name__}")
     branches = sample.get("branches")
@@ -110,7 +114,7 @@ def _parse_sample(i: int, sample) -> tuple[object, list[tuple[object, int, int, 
     out = []
     for k, br in enumerate(branches):
         where = f"sample {i} branch {k}"
-        ans, toff, lmask, slot = 0, 0, None, None
+        ans, toff, lmask, slot, lweight = 0, 0, None, None, None
         if isinstance(br, dict):
             if "input_ids" in br:
                 content = br["input_ids"]
@@ -132,11 +136,14 @@ def _parse_sample(i: int, sample) -> tuple[object, list[tuple[object, int, int, 
             lmask = br.get("loss_mask")
             if lmask is not None and not isinstance(lmask, (list, tuple, torch.Tensor)):
                 raise ValueError(f"{where}: field 'loss_mask' must be a list of 0/1 per token")
+            lweight = br.get("loss_weight")
+            if lweight is not None and not isinstance(lweight, (list, tuple, torch.Tensor)):
+                raise ValueError(f"{where}: field 'loss_weight' must be a list of one number per token")
         else:
             content = br
         if not isinstance(content, (str, list, tuple, torch.Tensor)):
             raise ValueError(f"{where}: expected text or token ids, got {type(content).__name__}")
-        out.append((content, ans, toff, lmask, slot))
+        out.append((content, ans, toff, lmask, slot, lweight))
     return main, out
 
 
@@ -181,6 +188,7 @@ class _Segments:
     time_offset: list[int]
     slot: list[int]  # branch slot (coordinate = slot * branch_stride)
     loss_mask: list  # per segment: one 0/1 per token, or None
+    loss_weight: list  # per segment: one float per token, or None
     ids: list[list[int]]  # token ids
 
     def where(self, j: int) -> str:
@@ -189,17 +197,17 @@ class _Segments:
 
 def _collect_segments(tokenizer, samples) -> _Segments:
     """Parse the samples, check branch slots, and tokenise every string in one call."""
-    seg = _Segments([], [], [], [], [], [], [])
+    seg = _Segments([], [], [], [], [], [], [], [])
     contents = []
     for i, s in enumerate(samples):
         main, branches = _parse_sample(i, s)
         has_main = main is not None and len(main) > 0
         if has_main:
             seg.sample.append(i), seg.bid.append(0), seg.answer.append(-1), seg.time_offset.append(0)
-            contents.append(main), seg.loss_mask.append(None), seg.slot.append(0)
-        for k, (content, ans, toff, lmask, slot) in enumerate(branches):
+            contents.append(main), seg.loss_mask.append(None), seg.slot.append(0), seg.loss_weight.append(None)
+        for k, (content, ans, toff, lmask, slot, lweight) in enumerate(branches):
             seg.sample.append(i), seg.bid.append(k + 1), seg.answer.append(ans), seg.time_offset.append(toff)
-            contents.append(content), seg.loss_mask.append(lmask)
+            contents.append(content), seg.loss_mask.append(lmask), seg.loss_weight.append(lweight)
             if slot is not None and has_main and slot == 0:
                 raise ValueError(f"sample {i} branch {k}: branch_slot 0 belongs to the main")
             seg.slot.append((k + 1 if has_main else k) if slot is None else slot)
@@ -215,9 +223,10 @@ def _collect_segments(tokenizer, samples) -> _Segments:
         ids = next(encoded) if isinstance(c, str) else _as_ids(c)
         if not ids:
             raise ValueError(f"sample {seg.sample[j]} {seg.where(j).removeprefix('the ')}: empty (no tokens)")
-        if seg.loss_mask[j] is not None and len(seg.loss_mask[j]) != len(ids):
-            raise ValueError(f"sample {seg.sample[j]} branch {seg.bid[j] - 1}: loss_mask has "
-                             f"{len(seg.loss_mask[j])} entries for {len(ids)} tokens")
+        for name, values in (("loss_mask", seg.loss_mask[j]), ("loss_weight", seg.loss_weight[j])):
+            if values is not None and len(values) != len(ids):
+                raise ValueError(f"sample {seg.sample[j]} branch {seg.bid[j] - 1}: {name} has {len(values)} entries "
+                                 f"for {len(ids)} tokens")
         seg.ids.append(ids)
     return seg
 
@@ -260,6 +269,18 @@ def _token_labels(seg: _Segments, ids, tok_seg, tok_order, tok_bid, kept_len, se
         lab_ok &= torch.cat([trained[1:], trained.new_zeros(1)])  # the target (next token) must be trained
     ids_next = torch.cat([ids[1:], ids.new_zeros(1)])
     return torch.where(lab_ok, ids_next, torch.full_like(ids, -100))
+
+
+def _label_weights(seg: _Segments, labels: torch.Tensor) -> torch.Tensor | None:
+    """`[N]` the loss weight of each token's target (the next token's `loss_weight`, 1 by default; 0 where
+    there is no target), or None when no segment has weights."""
+    if all(w is None for w in seg.loss_weight):
+        return None
+    w = torch.cat([torch.as_tensor(w, dtype=torch.float32) if w is not None else torch.ones(len(x))
+                   for w, x in zip(seg.loss_weight, seg.ids)])
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise ValueError("loss_weight values must be finite and non-negative")
+    return torch.where(labels != -100, torch.cat([w[1:], w.new_zeros(1)]), w.new_zeros(()))
 
 
 def _token_cap(pad_to, max_tokens) -> int | None:
@@ -332,11 +353,12 @@ def _build(tokenizer, samples, pad_to, branch_stride, align_to, random_time_offs
 
     # 5. labels; 6. scatter into padded [B, T] tensors
     tok_labels = _token_labels(seg, ids, tok_seg, tok_order, tok_bid, kept_len, seg_answer)
+    tok_weights = _label_weights(seg, tok_labels)
     pad_id = resolve_pad_id(tokenizer)
     dst = (tok_sample * T + rank)[keep]
 
     def padded(values: torch.Tensor, fill: int) -> torch.Tensor:
-        out = torch.full((B * T,), fill, dtype=torch.long)
+        out = torch.full((B * T,), fill, dtype=values.dtype)
         out[dst] = values[keep]
         return out.view(B, T)
 
@@ -362,4 +384,5 @@ def _build(tokenizer, samples, pad_to, branch_stride, align_to, random_time_offs
         branch_last_index=last_index.view(B, nb), branch_start_time=per_branch(start, -1),
         branch_next_time=(last_time + 1).clamp_min(-1).view(B, nb), branch_coord=per_branch(coord, -1),
         branch_length=per_branch(kept_len, 0), branch_answer_offset=per_branch(seg_answer, 0),
-        truncated_tokens=counts - kept_count, pad_id=pad_id)
+        truncated_tokens=counts - kept_count, pad_id=pad_id,
+        label_weights=None if tok_weights is None else padded(tok_weights, 0))

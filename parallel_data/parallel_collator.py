@@ -9,7 +9,9 @@ are samples already and pass through whole.
 
 `ParallelCollator.collate(samples)` lays a batch out with `build_flat_linear_layout` (vectorised)
 and returns tensors: input_ids, token_mask `[B, T]` (bool, True = real token), labels (next token of
-the same branch), pos2d `[B, T, 2]`, time_ids, branch_ids, position_ids `[B, T, 3]`, plus counts.
+the same branch), pos2d `[B, T, 2]`, time_ids, branch_ids, position_ids `[B, T, 3]`, plus counts,
+`branch_meta` (each branch unit's optional `meta`, e.g. an RL prompt's reference answer) and
+label_weights `[B, T]` (float) when units carry a per-token `loss_weight`.
 
 `ParallelPretrainCollator` / `ParallelSFTCollator` have the seed's call style (a list of records in,
 a batch out) on top of the same two pieces.
@@ -119,8 +121,14 @@ def _as_rng_state(st):
     return (version, tuple(internal), gauss)
 
 
+def branch_meta(samples: list[dict]) -> list[list]:
+    """`[sample][branch]` the `meta` of each branch unit (None where it has none): what a record carries
+    besides its text, e.g. the reference answer of an RL prompt, passed through to the batch."""
+    return [[b.get("meta") if isinstance(b, dict) else None for b in s["branches"]] for s in samples]
+
+
 class ParallelCollator:
-    """Samples -> a batch of tensors via the vectorised layout builder."""
+    """Samples -> a batch of tensors via the vectorised layout builder (and `branch_meta`)."""
 
     def __init__(self, tokenizer=None, *, branch_stride: int = 128, align_to: str = "left",
                  random_time_offset: bool = False, max_total_tokens: int = 0, pad_to: int | None = None,
@@ -161,14 +169,17 @@ class ParallelCollator:
                                           max_tokens=self.max_total_tokens, generator=self.generator)
         if self.pad_id is not None and self.pad_id != layout.pad_id:
             layout.input_ids[~layout.token_mask] = self.pad_id
-        return {
+        batch = {
             "input_ids": layout.input_ids, "token_mask": layout.token_mask, "labels": layout.labels,
             "pos2d": layout.pos2d, "time_ids": layout.time_ids, "branch_ids": layout.branch_ids,
             "position_ids": layout.position_ids(), "branch_counts": layout.branch_counts,
             "num_label_tokens": int((layout.labels != -100).sum()), "num_tokens": int(layout.token_mask.sum()),
             "truncated_tokens": layout.num_truncated, "num_samples": len(samples),
-            "num_texts": int(layout.branch_counts.sum()),
+            "num_texts": int(layout.branch_counts.sum()), "branch_meta": branch_meta(samples),
         }
+        if layout.label_weights is not None:  # units with a per-token loss_weight
+            batch["label_weights"] = layout.label_weights
+        return batch
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

@@ -259,7 +259,13 @@ class SFTUnits:
         if sum(mask[1:]) == 0:
             raise DataError(f"no assistant token within max_seq_len={self.max_seq_len}", path=self.path, line=line)
         self.stats.units += 1
-        return [{"input_ids": ids, "answer_offset": 0, "time_offset": 0, "loss_mask": mask}]
+        return [{"input_ids": ids, "answer_offset": 0, "time_offset": 0, "loss_mask": mask,
+                 **self.unit_extras(full_text, len(ids))}]
+
+    def unit_extras(self, text: str, n_tokens: int) -> dict:
+        """Extra per-token fields of the unit made from `text` (its first `n_tokens` tokens are kept), e.g. a
+        `loss_weight` (parallel_data/reasoning.py); none here."""
+        return {}
 
     def flush(self) -> list[dict]:
         return []
@@ -273,11 +279,16 @@ class _ParallelDataset:
         self._builder_factory = builder_factory
         self.strict_data = strict_data
         self.scan = None  # the pre-pass result (`parallel_data.prepass.scan_records`), once it has run
+        self.unit_cache = None  # tokenised units on disk (`parallel_data.unit_cache.open_unit_cache`)
 
     def new_builder(self, *, warn: bool | None = None):
-        """A fresh record -> units builder; it logs data warnings itself unless a pre-pass reported them."""
+        """A fresh record -> units builder; it logs data warnings itself unless a pre-pass reported them.
+        With a unit cache, the units come from the cache (the records are not tokenised again)."""
+        checks = RecordChecks(strict=self.strict_data, warn=self.scan is None if warn is None else warn)
+        if self.unit_cache is not None:
+            return self.unit_cache.builder(checks)
         builder = self._builder_factory()
-        builder.checks = RecordChecks(strict=self.strict_data, warn=self.scan is None if warn is None else warn)
+        builder.checks = checks
         return builder
 
     def iter_epoch_units(self, builder, cursor: Cursor, stream: int, num_streams: int) -> Iterator[list[dict]]:
@@ -311,9 +322,10 @@ class _ParallelDataset:
 
 def make_source(*, data_path: str | None, hf_dataset: str | None, hf_subset: str | None = None,
                 hf_split: str = "train", val_samples: int = 0, max_samples: int | None = None, seed: int = 0,
-                shuffle: bool = True):
+                shuffle: bool = True, streaming: bool = True):
     if hf_dataset:
-        return HubSource(hf_dataset, hf_subset, hf_split, val_samples=val_samples, max_samples=max_samples)
+        return HubSource(hf_dataset, hf_subset, hf_split, val_samples=val_samples, max_samples=max_samples,
+                         streaming=streaming)
     if not data_path:
         raise ValueError("give --data_path (a local JSONL file) or --hf-dataset")
     if not Path(data_path).exists():
@@ -329,11 +341,12 @@ class ParallelPretrainDataset(_ParallelDataset):
     def __init__(self, tokenizer, *, data_path: str | None = None, hf_dataset: str | None = None,
                  hf_subset: str | None = None, hf_split: str = "train", text_column: str | None = None,
                  max_samples: int | None = None, chunk_length: int | None = None, max_seq_len: int = 512,
-                 val_samples: int = 0, seed: int = 0, shuffle: bool = True, strict_data: bool = False):
+                 val_samples: int = 0, seed: int = 0, shuffle: bool = True, strict_data: bool = False,
+                 streaming: bool = True):
         # with packing, --max-samples counts chunks (rows are read until the chunks are there)
         source = make_source(data_path=data_path, hf_dataset=hf_dataset, hf_subset=hf_subset, hf_split=hf_split,
                              val_samples=val_samples, max_samples=None if chunk_length else max_samples, seed=seed,
-                             shuffle=shuffle)
+                             shuffle=shuffle, streaming=streaming)
         self.chunk_quota = max_samples if chunk_length else None
         if hf_dataset and text_column is None and not chunk_length:
             cols = getattr(source.dataset, "column_names", None) or []
@@ -354,9 +367,10 @@ class ParallelSFTDataset(_ParallelDataset):
     def __init__(self, tokenizer, *, data_path: str | None = None, hf_dataset: str | None = None,
                  hf_subset: str | None = None, hf_split: str = "train", max_samples: int | None = None,
                  max_seq_len: int = 512, val_samples: int = 0, seed: int = 0, fmt: str = "auto",
-                 shuffle: bool = True, strict_data: bool = False):
+                 shuffle: bool = True, strict_data: bool = False, streaming: bool = True):
         source = make_source(data_path=data_path, hf_dataset=hf_dataset, hf_subset=hf_subset, hf_split=hf_split,
-                             val_samples=val_samples, max_samples=max_samples, seed=seed, shuffle=shuffle)
+                             val_samples=val_samples, max_samples=max_samples, seed=seed, shuffle=shuffle,
+                             streaming=streaming)
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("SFT needs a tokenizer with a chat template (the repo tokenizer in model/ has one)")
         name = hf_dataset or data_path

@@ -143,18 +143,24 @@ def _save(paths: list[Path], key: str, scan: DataScan) -> Path | None:
     return None
 
 
-def _scan_local(dataset, source: LocalJsonlSource) -> DataScan:
-    """One pass in file order over every line of the source's window (held-out lines included)."""
+def scan_local(dataset, source: LocalJsonlSource, on_record=None) -> DataScan:
+    """One pass in file order over every line of the source's window (held-out lines included).
+
+    `on_record(line_no, units, stats_before, stats_after)` sees what each record gave (the unit cache
+    keeps it); the stats are `UnitStats` as dicts.
+    """
     t0 = time.perf_counter()
     builder = dataset.new_builder(warn=False)
     chunk = getattr(builder, "chunk_length", None)
     codes = np.zeros(source.split.limit_lines, dtype=np.int32)
     targets = 0
     for rec, line_no in source.iter_all():
-        before = len(builder.carry)
+        before, stats_before = len(builder.carry), asdict(builder.stats) if on_record else None
         units = builder(rec, line_no)
         codes[line_no - 1] = record_code(units, len(builder.carry) - before, chunk)
         targets += sum(unit_targets(u) for u in units)
+        if on_record is not None:
+            on_record(line_no, units, stats_before, asdict(builder.stats))
     targets += sum(unit_targets(u) for u in builder.flush())
     return DataScan(codes=codes, targets=targets, stats=builder.stats, no_target_examples=list(builder.checks.examples),
                     seconds=time.perf_counter() - t0)
@@ -179,10 +185,17 @@ def scan_records(dataset) -> DataScan | None:
     if scan is None:
         log.info("data: checking every record of %s (%s lines) before training", source.path,
                  f"{source.split.limit_lines:,}")
-        scan = _scan_local(dataset, source)
+        scan = scan_local(dataset, source)
         where = _save(paths, key, scan)
         log.info("data: %s records, %s target tokens, checked in %.1f s%s", f"{scan.records:,}",
                  f"{scan.targets:,}", scan.seconds, f"; lengths cached in {where}" if where else "")
+    return accept_scan(dataset, scan)
+
+
+def accept_scan(dataset, scan: DataScan) -> DataScan:
+    """The checks every scan passes before training (records, targets, what gives no target), then kept
+    on the dataset (`dataset.scan`)."""
+    source = dataset.source
     if scan.records == 0:
         raise DataError("has no records (only blank lines)", path=source.path)
     _report(scan)

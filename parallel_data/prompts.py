@@ -12,9 +12,11 @@ user turn with the assistant generation prompt, and a main becomes the system me
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model.tokenizer import with_default_system
 from parallel_data.io import DataError, check_input_file, describe_type, iter_jsonl, iter_text_lines
 
 
@@ -62,11 +64,19 @@ def read_prompt_file(path: str | Path) -> list[PromptSample | str]:
 
     Read with the project's readers (`parallel_data.io`): UTF-8, a BOM accepted, errors naming file:line.
     """
+    return [item for _, _, item in iter_prompt_file(path)]
+
+
+def iter_prompt_file(path: str | Path) -> Iterator[tuple[int, dict | None, PromptSample | str]]:
+    """-> (line number, the JSON record or None for a text line, its sample or single prompt), in file order."""
     p = check_input_file(path, "prompts file")
     try:
         if not _is_jsonl(p):
-            return [line.strip() for _, line in iter_text_lines(p)]
-        return [_prompt_record(rec, p, no) for no, rec in iter_jsonl(p)]
+            for no, line in iter_text_lines(p):
+                yield no, None, line.strip()
+            return
+        for no, rec in iter_jsonl(p):
+            yield no, rec, _prompt_record(rec, p, no)
     except DataError as e:
         if e.reason.startswith("is empty"):
             raise DataError("is empty (no prompts)", path=p) from None
@@ -124,8 +134,15 @@ def collect_samples(prompts: list[str] | None, prompts_file: str | None, *, bran
     return samples
 
 
-def render_sample(sample: PromptSample, tokenizer, chat_template: bool) -> dict:
-    """-> a sample dict for the layout / generator (chat-formatted when asked)."""
+def render_sample(sample: PromptSample, tokenizer, chat_template: bool, default_system: str | None = None) -> dict:
+    """-> a sample dict for the layout / generator (chat-formatted when asked).
+
+    With a main, each branch is the rest of the whole conversation `[system: main, user: branch]` after
+    the rendered system turn, so main + branch is exactly what the template gives for that conversation
+    (templates that add a default system prompt when none leads add it once, to a branch without a main).
+    `default_system` (MiniLLM's default system turn, `--default_system`) opens each branch of a sample
+    without a main with that system turn; a main is the sample's own system turn and is kept.
+    """
     if not chat_template:
         return {"main": sample.main, "branches": list(sample.branches)}
     if not getattr(tokenizer, "chat_template", None):
@@ -133,5 +150,17 @@ def render_sample(sample: PromptSample, tokenizer, chat_template: bool) -> dict:
 
     def render(messages, gen):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
-    main = render([{"role": "system", "content": sample.main}], False) if sample.main else ""
-    return {"main": main, "branches": [render([{"role": "user", "content": b}], True) for b in sample.branches]}
+    if not sample.main:
+        return {"main": "", "branches": [render(with_default_system([{"role": "user", "content": b}], default_system),
+                                                True) for b in sample.branches]}
+    system = [{"role": "system", "content": sample.main}]
+    main = render(system, False)
+    branches = []
+    for b in sample.branches:
+        whole = render([*system, {"role": "user", "content": b}], True)
+        if not whole.startswith(main):
+            raise ValueError(f"{sample.source or 'a sample'}: the chat template renders the system turn differently "
+                             "when a user turn follows it, so the main cannot be shared; pass the context inside "
+                             "each branch instead")
+        branches.append(whole[len(main):])
+    return {"main": main, "branches": branches}

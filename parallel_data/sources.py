@@ -10,7 +10,8 @@ cursor (epoch, block position, line position) is enough to resume exactly.
 The held-out split (`val_samples`) is a seeded choice of blocks covering exactly `val_samples` lines,
 identical on every rank; training never sees those lines.
 
-`HubSource` streams a Hugging Face dataset (or a local file through `datasets`), optionally packing
+`HubSource` streams a Hugging Face dataset (or a local file through `datasets`; `streaming=False` loads it
+first, as `datasets` does without streaming, so its length is known), optionally packing
 token ids into exact `chunk_length` pieces (documents joined with EOS, no decode/re-encode).
 """
 
@@ -220,11 +221,12 @@ class HubSource:
     """
 
     def __init__(self, name: str, subset: str | None = None, split: str = "train", *, val_samples: int = 0,
-                 max_samples: int | None = None):
+                 max_samples: int | None = None, streaming: bool = True):
         from parallel_data.hub_datasets import open_hf_dataset
 
         self.name = name
-        self.dataset = open_hf_dataset(name, subset, split, streaming=True)
+        self.streaming = streaming  # False: loaded (and cached by `datasets`) first, so its length is known
+        self.dataset = open_hf_dataset(name, subset, split, streaming=streaming)
         self.val_samples = val_samples
         self.max_samples = max_samples
 

@@ -324,7 +324,8 @@ def count_micro_batches(dataset: _ParallelDataset, grouping: GroupingConfig, *, 
 
         def codes_of(sid: int, epoch: int):
             return _local_codes(source, scan.codes, sid, n_streams, epoch)
-    elif source.max_samples is not None or dataset.chunk_quota is not None or is_local_dataset(source.name):
+    elif (source.max_samples is not None or dataset.chunk_quota is not None or is_local_dataset(source.name)
+          or not getattr(source, "streaming", True)):
         def codes_of(sid: int, epoch: int):
             return _hub_codes(dataset, sid, n_streams)
     else:

@@ -42,8 +42,6 @@ Usage (from the repo root):
 from __future__ import annotations
 
 import argparse
-import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -53,7 +51,15 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 import torch
 
-from evaluation.benchmarking import add_benchmark_args, emit_json, environment, loadavg
+from evaluation.benchmarking import (
+    add_benchmark_args,
+    agreement,
+    emit_json,
+    environment,
+    loadavg,
+    make_prompts,
+    tokens_summary,
+)
 from trainer.args import add_branch_counts_arg, nonneg_int, positive_int
 from trainer.cli import ArgParser, cli_main, make_parser
 
@@ -83,15 +89,6 @@ def build_model(device: torch.device, dtype: torch.dtype, quick: bool, seed: int
     return model.to(device=device, dtype=dtype).eval()
 
 
-def make_prompts(n: int, lo: int, hi: int, vocab: int, seed: int) -> list[list[int]]:
-    """n distinct random token-id prompts with lengths in [lo, hi] (ids 3.. avoid pad/bos/eos)."""
-    rng = random.Random(seed)
-    out: list[list[int]] = []
-    while len(out) < n:
-        p = [rng.randrange(3, vocab) for _ in range(rng.randint(lo, hi))]
-        if p not in out:
-            out.append(p)
-    return out
 
 
 def left_pad(seqs: list[list[int]], device: torch.device, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,24 +153,6 @@ def run_rows(rows: dict, repeats: int, device: torch.device, calls: int = 1) -> 
     return times, outputs
 
 
-def summarise(seconds: list[float], tokens: int, calls: int = 1) -> dict:
-    """Per-call seconds -> tokens/s of the median call (and the spread)."""
-    med = statistics.median(seconds)
-    return {"tokens_per_s": round(tokens / med, 1), "median_s": round(med, 4), "min_s": round(min(seconds), 4),
-            "max_s": round(max(seconds), 4), "runs": len(seconds), "calls_per_run": calls, "tokens": tokens}
-
-
-def agreement(a: list[list[int]], b: list[list[int]]) -> float:
-    """Share of positions where two token lists agree, counted up to the first difference of each branch."""
-    same = total = 0
-    for x, y in zip(a, b):
-        k = 0
-        while k < min(len(x), len(y)) and x[k] == y[k]:
-            k += 1
-        same, total = same + k, total + max(len(x), len(y))
-    return round(same / max(1, total), 4)
-
-
 # --- benchmarks -------------------------------------------------------------------------------------
 
 def bench_branches(model, device, ns, new_tokens, repeats, prompt_len, seed, min_tokens: int = 0) -> dict:
@@ -198,7 +177,7 @@ def bench_branches(model, device, ns, new_tokens, repeats, prompt_len, seed, min
         }
         calls = max(1, -(-min_tokens // (n * new_tokens)))
         times, outputs = run_rows(rows, repeats, device, calls)
-        res = {name: summarise(t, n * new_tokens, calls) for name, t in times.items()}
+        res = {name: tokens_summary(t, n * new_tokens, calls) for name, t in times.items()}
         best = max(("sequential_hf", "sequential_engine"), key=lambda k: res[k]["tokens_per_s"])
         res["sequential"] = {**res[best], "source": best}
         res["prompt_tokens"] = [len(p) for p in prompts]
@@ -225,7 +204,7 @@ def bench_shared(model, device, context_len, n_questions, question_len, new_toke
         "batched": lambda: hf_generate(model, [context + q for q in questions], new_tokens, device),
     }
     times, outputs = run_rows(rows, repeats, device)
-    res: dict = {name: summarise(t, n_questions * new_tokens) for name, t in times.items()}
+    res: dict = {name: tokens_summary(t, n_questions * new_tokens) for name, t in times.items()}
     res["config"] = {"context_tokens": len(context), "questions": n_questions,
                      "question_tokens": [len(q) for q in questions], "new_tokens": new_tokens}
     res["note"] = ("isolated answers see the context and their own question only, like batched decoding, but "
@@ -260,7 +239,7 @@ def bench_joining(model, device, n, new_tokens, repeats, prompt_len, seed, gap) 
         "sequential_engine": lambda: [engine_generate(isolated, {"branches": [x]}, new_tokens)[0] for x in prompts],
     }
     times, outputs = run_rows(rows, repeats, device)
-    res: dict = {name: summarise(t, n * new_tokens) for name, t in times.items()}
+    res: dict = {name: tokens_summary(t, n * new_tokens) for name, t in times.items()}
     res["config"] = {"samples": n, "joins_every_steps": gap, "new_tokens": new_tokens}
     res["agreement"] = {"joining_vs_sequential_engine": agreement(outputs["joining"], outputs["sequential_engine"])}
     return res

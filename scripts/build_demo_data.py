@@ -5,8 +5,9 @@
     python scripts/build_demo_data.py --train_tokenizer     # also (re)train the tokenizer on the new text
 
 Writes pretrain_demo.jsonl, pretrain_demo_val.jsonl, parallel_demo.jsonl, sft_demo.jsonl, dpo_demo.jsonl,
-eval_tasks_demo.jsonl and eval_prompts_demo.jsonl (formats: `parallel_data/demo/corpus.py`), then prints
-a summary. Also runs as `python -m scripts.build_demo_data`.
+eval_tasks_demo.jsonl and eval_prompts_demo.jsonl (formats: `parallel_data/demo/corpus.py`),
+reason_demo.jsonl (`parallel_data/demo/posttrain.py`) and rl_prompts_demo.jsonl
+(`parallel_data/demo/rl_prompts.py`), then prints a summary. Also runs as `python -m scripts.build_demo_data`.
 
 Chicken and egg: the default tokenizer (`model/tokenizer.json`) is trained on pretrain_demo.jsonl by
 `scripts/train_tokenizer.py`, while parallel_demo.jsonl stores `answer_offset`s counted in tokens of
@@ -36,6 +37,8 @@ from parallel_data.demo.corpus import (
     generate_demo_corpus,
     heldout_from_eval,
 )
+from parallel_data.demo.posttrain import DEFAULT_SIZES, POSTTRAIN_FILES, build_posttrain
+from parallel_data.demo.rl_prompts import RL_PROMPTS_FILE, build_rl_prompts
 from parallel_data.io import DataError, iter_jsonl_field, one_line, write_jsonl_atomic
 
 TOKENIZER_FREE = ("pretrain", "val", "sft", "dpo", "eval_tasks", "eval_prompts")  # written before the tokenizer step
@@ -58,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                         ("eval_groups", "eval fact contexts (4..16 questions each)"),
                         ("eval_peer", "eval peer groups (16 branches each)")):
         p.add_argument(f"--n_{name}", type=int, default=getattr(d, name), help=f"{help_} (default: %(default)s)")
+    p.add_argument("--n_reason", type=int, default=DEFAULT_SIZES["reason"],
+                   help="R1-style reasoning conversations, reason_demo.jsonl (default: %(default)s)")
     return p
 
 
@@ -94,11 +99,12 @@ def resolve_tokenizer(args: argparse.Namespace, pretrain_path: Path):
 
 def _summary(out_dir: Path, written: list[str]) -> None:
     print(f"{'file':<28}{'lines':>9}{'MB':>9}")
+    names = {**FILE_NAMES, **POSTTRAIN_FILES, "rl_prompts": RL_PROMPTS_FILE}
     for name in written:
-        path = out_dir / FILE_NAMES[name]
+        path = out_dir / names[name]
         with open(path, "rb") as f:
             lines = sum(1 for _ in f)
-        print(f"{FILE_NAMES[name]:<28}{lines:>9}{path.stat().st_size / 1e6:>9.2f}")
+        print(f"{names[name]:<28}{lines:>9}{path.stat().st_size / 1e6:>9.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = DemoSizes(pretrain=args.n_pretrain, val=args.n_val, parallel=args.n_parallel, sft=args.n_sft,
                       dpo=args.n_dpo, eval_tasks=args.n_eval_tasks, eval_groups=args.n_eval_groups,
                       eval_peer=args.n_eval_peer)
-    if min(vars(sizes).values()) < 0 or args.vocab_size < 1:
+    if min(*vars(sizes).values(), args.n_reason) < 0 or args.vocab_size < 1:
         print("error: sizes must be >= 0 and --vocab_size > 0", file=sys.stderr)
         return 2
     out_dir = Path(args.out_dir)
@@ -116,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in TOKENIZER_FREE:  # pretrain first: the tokenizer is trained on it
         write_jsonl_atomic(out_dir / FILE_NAMES[name], corpus[name])
         written.append(name)
+    for name, records in build_posttrain(args.seed, heldout_from_eval(corpus["eval_tasks"]),
+                                         {"reason": args.n_reason}).items():  # parallel_data/demo/posttrain.py
+        write_jsonl_atomic(out_dir / POSTTRAIN_FILES[name], records)
+        written.append(name)
+    write_jsonl_atomic(out_dir / RL_PROMPTS_FILE, build_rl_prompts(args.seed, held=heldout_from_eval(
+        corpus["eval_tasks"])))  # verifiable PPO / GRPO prompts (parallel_data/demo/rl_prompts.py)
+    written.append("rl_prompts")
     print(f"generated and wrote the text files in {time.time() - t0:.1f}s")
     try:
         tok = resolve_tokenizer(args, out_dir / FILE_NAMES["pretrain"])

@@ -56,11 +56,11 @@ STAGE1_STEPS = 800
 STAGE1 = ["--batch_size", "64", "--batch_by_samples", "--max_branches_per_sample", "1", "--min_branches_per_sample", "1",
           "--learning_rate", "4e-3", "--warmup_iters", "50", "--epochs", "4", "--log_interval", "100",
           "--save_interval", "400"]
-STEPS = 600  # stage 2
+STEPS = 1000  # stage 2
 TRAIN = ["--batch_size", "8", "--batch_by_samples", "--max_branches_per_sample", "16", "--min_branches_per_sample", "1",
-         "--learning_rate", "1e-3", "--warmup_iters", "20", "--log_interval", "50", "--save_interval", "300"]
-PRETRAIN_DOCS = 1500  # pretraining documents in the stage-2 mix (the first of dataset/pretrain_demo.jsonl)
-SINGLES_IN_STAGE2 = 0.25  # share of the one-task records that stage 2 keeps (stage 1 had all of them)
+         "--learning_rate", "2e-3", "--warmup_iters", "20", "--log_interval", "100", "--save_interval", "500"]
+PRETRAIN_DOCS = 500  # pretraining documents in the stage-2 mix (the first of dataset/pretrain_demo.jsonl)
+SINGLES_IN_STAGE2 = 0.35  # share of the one-task records that stage 2 keeps (stage 1 had all of them)
 BRANCHES_LOSS = "1,2,4,8,16,32"
 BRANCHES_TASKS = "1,2,4,8,16"
 BRANCHES_PEER = "2,4,8,16"

@@ -1,2 +1,2 @@
-"""Training: one shared engine (trainer/engine/), losses (loss.py), shared flags (args.py) and thin stage fronts
+"""Training: one shared engine (trainer/engine/), losses (loss.py), shared flags (args/) and thin stage fronts
 (train_*.py)."""

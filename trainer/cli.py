@@ -27,6 +27,7 @@ import functools
 import math
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,7 @@ from model.device import canonical_dtype, check_device_name
 TRACEBACK_ENV = "PARALLELMIND_TRACEBACK"
 EXIT_USAGE = 2
 EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
 
 
 class UsageError(ValueError):
@@ -170,6 +172,17 @@ nonneg_float = _bounded(_float, lambda f: f >= 0, "a number >= 0", "nonneg_float
 positive_float = _bounded(_float, lambda f: f > 0, "a number > 0", "positive_float")
 ratio = _bounded(_float, lambda f: 0.0 <= f <= 1.0, "a value in [0, 1]", "ratio")
 probability = _bounded(_float, lambda f: 0.0 < f <= 1.0, "a value in (0, 1]", "probability")
+port_number = _bounded(_int, lambda i: 1 <= i <= 65535, "a port number in 1..65535", "port_number")
+
+
+def http_url(v) -> str:
+    """An http(s) URL such as http://127.0.0.1:6006/v1 (trailing slash dropped)."""
+    from urllib.parse import urlparse
+
+    u = urlparse(str(v))
+    if u.scheme not in ("http", "https") or not u.netloc:
+        raise argparse.ArgumentTypeError(f"expected an http:// or https:// URL, got {v!r}")
+    return str(v).rstrip("/")
 
 
 def int_list(v) -> list[int]:
@@ -306,33 +319,68 @@ def report_error(prog: str, exc: BaseException | str) -> int:
     return EXIT_USAGE
 
 
-def cli_main(build_parser: Callable[[], ArgParser]):
+def cli_main(build_parser: Callable[[], ArgParser], prog: str | None = None):
     """`@cli_main(build_parser)` over `main(args) -> int` gives the entry point `main(argv=None) -> int`.
 
     The arguments are parsed (and checked) inside the wrapper, so a bad flag, a bad file and a bad record
-    all come back as one line and exit status 2; see the module docstring.
+    all come back as one line and exit status 2; see the module docstring. prog: the name in those
+    lines (default: the file that defines `main`).
     """
     def decorate(main: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
         module = sys.modules.get(main.__module__)
-        prog = Path(getattr(module, "__file__", None) or sys.argv[0] or "parallelmind").stem
+        name = prog or Path(getattr(module, "__file__", None) or sys.argv[0] or "parallelmind").stem
 
         @functools.wraps(main)
         def wrapper(argv: list[str] | None = None) -> int:
-            try:
-                return main(build_parser().parse_args(argv))
-            except SystemExit as e:  # argparse (2, or 0 after --help), a trainer's 130/143, or a message
-                if e.code is None or isinstance(e.code, int):
-                    return e.code or 0
-                return report_error(prog, e)
-            except (ValueError, OSError) as e:  # DataError, UsageError, FileNotFoundError, PermissionError, ...
-                if os.environ.get(TRACEBACK_ENV):
-                    raise
-                return report_error(prog, e)
-            except KeyboardInterrupt:
-                print(f"{prog}: interrupted", file=sys.stderr, flush=True)
-                return EXIT_SIGINT
+            status = _run_main(main, build_parser, name, argv)
+            if argv is None and status in (EXIT_SIGINT, EXIT_SIGTERM):
+                # a command stopped by a signal has saved its work: a further Ctrl-C (a terminal sends one to
+                # the whole process group) must not turn the exit status into death by signal
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            return status
 
         wrapper.build_parser = build_parser
         return wrapper
 
     return decorate
+
+
+def stage_front(doc: str | None, prog: str, add_args: Callable[[ArgParser], None], stage: Callable[[], object]):
+    """-> (build_parser, parse_args, main) of a trainer front whose stage is built elsewhere.
+
+    The flags come from `add_args(parser)`; `main(argv=None) -> int` runs the engine on `stage()`. The
+    engine and the stage are imported only by `main`, so `--help` and a bad flag answer before torch loads.
+    """
+    def build_parser() -> ArgParser:
+        p = make_parser(doc, prog)
+        add_args(p)
+        return p
+
+    def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+        return build_parser().parse_args(argv)
+
+    @cli_main(build_parser, prog)
+    def main(args: argparse.Namespace) -> int:
+        from trainer.engine import run
+
+        return run(args, stage())
+
+    return build_parser, parse_args, main
+
+
+def _run_main(main, build_parser, prog: str, argv: list[str] | None) -> int:
+    """Parse, run, and turn data and argument errors into one line and exit status 2."""
+    try:
+        return main(build_parser().parse_args(argv))
+    except SystemExit as e:  # argparse (2, or 0 after --help), a trainer's 130/143, or a message
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        return report_error(prog, e)
+    except (ValueError, OSError) as e:  # DataError, UsageError, FileNotFoundError, PermissionError, ...
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        return report_error(prog, e)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        return EXIT_SIGINT

@@ -52,6 +52,13 @@ def init_distributed(device_arg: str | None = None, ddp_flag: bool = False, loca
     return DistInfo(rank, world, local_rank, device)
 
 
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) when not distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def all_reduce(values: list[float], op: str = "sum", device=None) -> list[float]:
     """All-reduce a few numbers (float64) in one call; identity when not distributed."""
     if not (dist.is_available() and dist.is_initialized()):

@@ -4,7 +4,8 @@ Model construction from flags, strict warm starts from a checkpoint (its config 
 flag is an error), tokenizer selection (--tokenizer, else the checkpoint's own, else model/) and the
 output stem `{stage}_{hidden}[_moe]`. Each checkpoint file is read once: the stem, the tokenizer and
 the weights all come from the same payload. A front subclasses it, sets `name`, and adds
-`build_dataset` (and `default_init` when it warm-starts by default).
+`build_dataset` (`sft_dataset` for conversations), and `warm_start_from` when it warm-starts by default.
+`load_companion_checkpoint` loads a frozen model beside the policy (a DPO reference, a teacher).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from model.checkpoint import model_from_payload, read_checkpoint, tokenizer_from_files
 from model.model_minimind import MiniMindConfig, MiniMindForCausalLM
 from model.tokenizer import load_tokenizer
+from parallel_data.parallel_dataset import ParallelSFTDataset
+from parallel_data.prepass import tokenizer_fingerprint
 from trainer.args import MODEL_DEFAULTS
 from trainer.engine.stage import Stage
 
@@ -56,15 +59,52 @@ def _inference_overrides(args) -> dict:
     return {"mask_mode": args.mask_mode, "use_flex_attention": args.use_flex_attention or None}
 
 
+def checkpoint_overrides(args) -> dict:
+    """What a checkpoint load is given: the model flags (checked against the saved config) and the
+    inference-time settings it may change."""
+    return {**model_overrides(args), **_inference_overrides(args)}
+
+
+def load_companion_checkpoint(path: str, args, what: str, tokenizer=None, build=model_from_payload):
+    """A MiniMind checkpoint as a frozen companion (a DPO reference, a distillation teacher, a reward model), on
+    CPU, strict; a missing or unreadable file, or (given `tokenizer`) a checkpoint trained with another
+    tokenizer, stops the run with one line naming `what`. `build(payload, source=, overrides=)` makes the
+    model (default: a `MiniMindForCausalLM`; `model.value_head.value_model_from_payload` for a reward model)."""
+    try:
+        payload = read_checkpoint(path)
+        model = build(payload, source=path, overrides=_inference_overrides(args))
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"cannot load the {what} {path}: {e}") from None
+    files = payload.get("tokenizer_files")
+    if tokenizer is not None and files and tokenizer_fingerprint(tokenizer_from_files(files)) != \
+            tokenizer_fingerprint(tokenizer):
+        raise SystemExit(f"the {what} {path} was trained with another tokenizer than this run's; token ids would "
+                         "not mean the same to both models")
+    return model
+
+
+def sft_dataset(args, tokenizer, dataset_cls=ParallelSFTDataset, **extra):
+    """The conversation dataset of a front from its data flags (SFT, LoRA, distillation, reasoning)."""
+    return dataset_cls(tokenizer, data_path=args.data_path, hf_dataset=args.hf_dataset, hf_subset=args.hf_subset,
+                       hf_split=args.hf_split, max_samples=args.max_samples, max_seq_len=args.max_seq_len,
+                       val_samples=args.val_samples, seed=args.seed, fmt=args.format, strict_data=args.strict_data,
+                       **extra)
+
+
 class MiniMindStage(Stage):
     """MiniMind model, tokenizer and stem for a front; `build_dataset` comes from the front."""
+
+    # the stage whose output is the default --init_weight, {out_dir}/{warm_start_from}_{hidden}[_moe].pth
+    warm_start_from: str | None = None
 
     def __init__(self):
         self._payloads: dict[str, dict] = {}
 
     def default_init(self, args) -> str | None:
         """The warm-start checkpoint used when --init_weight is not given (None: from scratch)."""
-        return None
+        if self.warm_start_from is None:
+            return None
+        return str(Path(args.out_dir) / f"{stem_from_args(self.warm_start_from, args)}.pth")
 
     def _payload(self, path: str) -> dict:
         """The checkpoint at `path`, read once per run (kept until the model is built)."""
@@ -82,10 +122,14 @@ class MiniMindStage(Stage):
                              "--init_weight none to start from random weights)")
         return init
 
+    def stem_prefix(self, args) -> str:
+        """What the output stem starts with (`{prefix}_{hidden}[_moe]`): the stage name by default."""
+        return self.name
+
     def checkpoint_stem(self, args) -> str:
         init = self._init_checkpoint(args)
         saved = self._payload(init).get("config") if init and Path(init).is_file() else None
-        return stem_from_args(self.name, args, saved)
+        return stem_from_args(self.stem_prefix(args), args, saved)
 
     def _weights_source(self, args, resume: bool) -> str | None:
         if resume:
@@ -118,8 +162,7 @@ class MiniMindStage(Stage):
                              "--init_weight none to start from random weights)")
         payload = self._payload(path)
         try:
-            model = model_from_payload(payload, source=path,
-                                       overrides={**model_overrides(args), **_inference_overrides(args)})
+            model = model_from_payload(payload, source=path, overrides=checkpoint_overrides(args))
         except ValueError as e:
             raise SystemExit(f"cannot start from {path}: {e}") from None
         model.train()
@@ -132,7 +175,7 @@ class MiniMindStage(Stage):
 
     def _fresh(self, args, tokenizer) -> MiniMindForCausalLM:
         m = resolved_model_args(args)
-        cfg = MiniMindConfig(vocab_size=len(tokenizer), mask_mode=args.mask_mode,
+        cfg = MiniMindConfig(vocab_size=len(tokenizer), mask_mode=args.mask_mode or "columnar",
                              use_flex_attention=args.use_flex_attention,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                              bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 1,

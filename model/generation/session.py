@@ -91,6 +91,7 @@ class _Request:
     tokens: dict  # the sample with every text replaced by its token ids
     layout: object  # its layout alone (parallel.layout.BatchLayout) at branch stride max(stride, 1)
     params: list[SamplingParams]
+    branches: list[BranchState]  # the sample's branches this row carries (all of them, or one)
     isolated: bool
     sync: bool
     stride: int
@@ -153,10 +154,28 @@ class GenerationSession:
                                 None if p.greedy else self._stream(seed, k))
                     for k, p in enumerate(params)]
         handle = SampleHandle(sid, sample, branches)
-        self._pending.append(_Request(handle, tokens, layout, params, mode == "isolated",
-                                      mode == "columnar" or gen.runner.reads_flat_index, stride))
+        sync = mode == "columnar" or gen.runner.reads_flat_index
+        for row_tokens, row_layout, ks in self._rows_of(tokens, layout, sid, stride, mode == "isolated" and not sync):
+            self._pending.append(_Request(handle, row_tokens, row_layout, [params[k] for k in ks],
+                                          [branches[k] for k in ks], mode == "isolated", sync, stride))
         self._next_id += 1
         return handle
+
+    def _rows_of(self, tokens: dict, layout, sid: int, stride: int, own_clocks: bool) -> list[tuple]:
+        """The rows a sample is decoded in: -> [(tokens, layout, its branch indices)].
+
+        Isolated branches at coordinate 0 (stride 0) with no main share nothing, so each one gets a row
+        of its own: a decode step then attends over the branch's own keys (a batch of N rows) instead of
+        masking the keys of all N branches in one row. Positions, clocks and random streams are the
+        branch's own either way, so the tokens are the same."""
+        n = len(tokens["branches"])
+        if not own_clocks or stride != 0 or n == 1 or tokens.get("main"):
+            return [(tokens, layout, list(range(n)))]
+        rows = []
+        for k, br in enumerate(tokens["branches"]):
+            one = {"branches": [br]}
+            rows.append((one, self.gen.tokenize_sample(one, sid, stride)[1], [k]))
+        return rows
 
     def step(self) -> list[StepToken]:
         """One forward: the prefill of the samples added since the last step, else one decode step.
@@ -197,7 +216,7 @@ class GenerationSession:
             st.cancel()
         queued = [r for r in self._pending if r.handle is handle]
         if queued:
-            self._pending.remove(queued[0])
+            self._pending = [r for r in self._pending if r.handle is not handle]
         elif self._batch is not None and handle.id in self._batch.samples:
             self._close_window()
             b = self._batch
@@ -230,7 +249,7 @@ class GenerationSession:
         lay = self._layout(requests)
         new = self._new_rows(requests, lay)
         for r in requests:
-            if all(st.finished for st in r.handle.branches):  # nothing to generate (limits 0)
+            if not r.handle.finished and all(st.finished for st in r.handle.branches):  # nothing to generate
                 self._finish(r.handle)
         if not bool(new.active.any()):
             return []
@@ -274,7 +293,7 @@ class GenerationSession:
             order = torch.argsort(bid[own], stable=True)  # each branch's tokens together, in time order
             flat = lay.input_ids[row][own][order].tolist()
             ends = torch.bincount(bid[own], minlength=W + 1)[1:].cumsum(0).tolist()
-            for k, (st, p) in enumerate(zip(r.handle.branches, r.params)):
+            for k, (st, p) in enumerate(zip(r.branches, r.params)):
                 branches[row * W + k], params[row * W + k] = st, p
                 st.prompt_ids = flat[ends[k - 1] if k else 0:ends[k]]
         valid = (torch.arange(W, device=dev)[None, :] < lay.branch_counts[:, None]).reshape(-1)  # [B*W]

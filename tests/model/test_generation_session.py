@@ -170,3 +170,33 @@ def test_steps_run_in_eval_mode_and_restore_training():
         session.step()
     hook.remove()
     assert modes == [False, False, False] and model.training and all(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize("kind", ["minimind", "qwen2"])
+def test_isolated_branches_without_a_main_decode_in_rows_of_their_own(tiny_hf_dirs, kind):
+    """At stride 0 with no main each isolated branch is a row of its own (a decode step attends over its own
+    keys only); every branch still decodes exactly as it does alone, random stream and time offset included."""
+    gen = ParallelGenerator(make_model(kind, tiny_hf_dirs), None, mask_mode="isolated", branch_stride=0)
+    sample = {"branches": [[40, 41, 42, 43, 44], [50, 51], {"input_ids": [52, 53, 54], "time_offset": 3}, [60]]}
+    params = [HOT, SamplingParams(), HOT, SamplingParams(repetition_penalty=1.5)]
+    session = gen.session()
+    h = session.add(sample, params, seed=5, eos_token_ids=NO_EOS, max_new_tokens=6)
+    other = session.add({"branches": [[70, 71], [72]]}, seed=9, eos_token_ids=NO_EOS, max_new_tokens=8)
+    session.step()
+    assert session.num_rows == 6
+    while not session.idle:
+        session.step()
+    for k, br in enumerate(sample["branches"]):
+        one = alone(gen, {"branches": [br]}, dict(sampling=params[k], seed=5 + k, max_new_tokens=6))
+        assert h.result.branches[k].token_ids == one[0], k
+    assert [len(b.token_ids) for b in other.result.branches] == [8, 8]
+    session = gen.session()
+    h = session.add(sample, params, seed=5, eos_token_ids=NO_EOS, max_new_tokens=6)
+    kept = session.add({"main": [70], "branches": [[71], [72]]}, eos_token_ids=NO_EOS, max_new_tokens=6)
+    session.step()
+    assert session.num_rows == 5  # the sample with a main keeps its one row
+    session.cancel(h)
+    assert session.num_rows == 1 and [b.finish_reason for b in h.result.branches] == ["cancelled"] * 4
+    while not session.idle:
+        session.step()
+    assert kept.result is not None and all(b.finish_reason == "length" for b in kept.result.branches)

@@ -6,7 +6,6 @@ model and contradicting flags are refused, unsupported architectures are refused
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -244,7 +243,6 @@ def test_prefix_sharing_flags_are_accepted_on_any_model(tiny_hf_dirs, tmp_path):
 @pytest.mark.parametrize("flag,value,msg", [
     ("rope_2d_ratio", 0.5, "rope_2d_ratio=0.25, but --rope_2d_ratio 0.5 was given"),
     ("rope_2d_scheme", "additive", "rope_2d_scheme='reference', but --rope_2d_scheme 'additive' was given"),
-    ("branch_stride", 128, "branch_stride=64, but --branch_stride 128 was given"),
     ("mask_mode", "columnar", "mask_mode='isolated', but --mask 'columnar' was given"),
     ("patch_rope", False, "patch_rope=True, but --patch_rope/--no_patch_rope False was given"),
     ("lora_rank", 8, "rank \\[4\\], but --lora_rank 8 was given"),
@@ -253,6 +251,20 @@ def test_contradicting_flags_are_refused(tiny_hf_dirs, qwen2_adapter, flag, valu
     path, _ = qwen2_adapter
     with pytest.raises(ValueError, match=msg):
         load_parallel_model(hf_base_model=str(tiny_hf_dirs["qwen2"]), lora_path=str(path), **{flag: value})
+
+
+def test_a_different_branch_stride_is_honoured_with_a_warning(tiny_hf_dirs, qwen2_adapter, caplog):
+    """The stride only sets the branch coordinates (seed README: trained with 512, run with 256)."""
+    path, _ = qwen2_adapter
+    with caplog.at_level("WARNING", logger="parallelmind"):
+        loaded = load_parallel_model(hf_base_model=str(tiny_hf_dirs["qwen2"]), lora_path=str(path), branch_stride=128)
+    assert loaded.branch_stride == 128
+    assert "trained with branch_stride=64; using --branch_stride 128 as given" in caplog.text
+    ref = load_parallel_model(hf_base_model=str(tiny_hf_dirs["qwen2"]), lora_path=str(path))
+    assert ref.branch_stride == 64
+    # the weights are the same; only the coordinates differ: stride 128 == the stride-64 model fed stride 128
+    assert torch.equal(parallel_logits(loaded.model, stride=128, mode="isolated"),
+                       parallel_logits(ref.model, stride=128, mode="isolated"))
 
 
 def test_adapter_onto_a_differently_patched_or_other_model_is_refused(tiny_hf_dirs, qwen2_adapter):
@@ -353,12 +365,3 @@ def test_seed_002_inference_snippet_runs(tiny_tokenizer, tmp_path, monkeypatch):
     namespace = {"__name__": "seed_002_snippet"}
     exec(compile(code, "seed_002_snippet", "exec"), namespace)  # noqa: S102 - the seed's own snippet
     assert namespace["model"].config.parallelmind["pair_indices"] == [1, 3, 6, 8]
-
-
-def test_hf_parallel_lora_trainer_is_not_there_yet(capsys, monkeypatch):
-    import runpy
-
-    monkeypatch.setattr(sys, "argv", ["trainer/train_hf_parallel_lora.py", "--base_model", "x"])
-    with pytest.raises(SystemExit) as e:
-        runpy.run_path(str(ROOT / "trainer" / "train_hf_parallel_lora.py"), run_name="__main__")
-    assert e.value.code == 2 and "training entry point is not implemented yet" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The shared CLI layer: flag groups (trainer/args.py), the parser and the main() wrapper (trainer/cli.py)."""
+"""The shared CLI layer: flag groups (trainer/args/), the parser and the main() wrapper (trainer/cli.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ from trainer.cli import UsageError, cli_main, error_message, make_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_OWNED = {"scripts/run_demo.py", "scripts/build_demo_data.py"}  # the demo generator's own tools
-SAME_NAME_OTHER_MEANING = {"--mode"}  # seed names: parallel_generate's prompt mode, convert_dataset's output kind
+# seed names: parallel_generate's prompt mode / convert_dataset's output kind; the sampling temperature /
+# train_distillation's softmax temperature of the KL term; the conversation format of records / convert_model's
+# output format (the issue's spelling)
+SAME_NAME_OTHER_MEANING = {"--mode", "--temperature", "--format"}
 
 
 def parse(module, *argv: str):
@@ -27,7 +30,7 @@ def parse(module, *argv: str):
 def _declarations() -> dict[str, list[str]]:
     """Every option string given to add_argument in trainer/ and scripts/ -> the files declaring it."""
     where: dict[str, list[str]] = defaultdict(list)
-    for path in [*ROOT.glob("trainer/*.py"), *ROOT.glob("scripts/*.py")]:
+    for path in [*ROOT.glob("trainer/*.py"), *ROOT.glob("trainer/args/*.py"), *ROOT.glob("scripts/*.py")]:
         rel = str(path.relative_to(ROOT))
         if rel in DEMO_OWNED:
             continue
@@ -43,7 +46,7 @@ def test_each_flag_is_declared_once():
     repeated = {flag: files for flag, files in _declarations().items()
                 if len(files) > 1 and flag not in SAME_NAME_OTHER_MEANING}
     assert not repeated, repeated
-    assert _declarations()["--mask"] == ["trainer/args.py"]
+    assert _declarations()["--mask"] == ["trainer/args/groups.py"]
 
 
 def test_choices_come_from_the_library_names():

@@ -166,7 +166,9 @@ def test_sigint_saves_a_resumable_checkpoint_and_exits_130(data, tmp_path):
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
-    assert "Traceback" not in err and "already stopping" in err
+    # on a fast machine the run can finish before the second Ctrl-C; it must still exit 130, one line, saved
+    # (tests/trainer/test_guarantees.py sends the second one deterministically during the save)
+    assert "Traceback" not in err and "stopping at the next step boundary" in err
     st = torch.load(tmp_path / "pretrain_64_resume.pth", weights_only=True)
     meta = torch.load(tmp_path / "pretrain_64.pth", weights_only=True)["meta"]
     assert 2 <= st["train_state"]["step"] < 400 and "continue with --resume" in err

@@ -1,7 +1,10 @@
 """The checkpointer: owns '{out_dir}/{stem}.*', writes the model file and the resume state as a pair.
 
-* `claim` (before anything is written): refuses an out_dir holding this stage's outputs unless
-  `--resume` or `--overwrite`, and takes the run lock ('{stem}.lock', see lock.py).
+A stem may name a folder inside out_dir ('lora/lora_identity_512'): every file of the run goes there.
+
+* `claim` (before anything is written): refuses an out_dir holding this stage's outputs (the pair, and
+  the stage's exports, `Stage.export_patterns`) unless `--resume` or `--overwrite` (which removes the
+  old exports), and takes the run lock ('{stem}.lock', see lock.py).
 * `save` writes both new files completely under temporary names first (space checked before, a full
   disk named with the space needed), then swaps them in: the previous resume state becomes
   '{stem}_resume.prev.pth', the new one takes its place, the new model file replaces the old one,
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -38,15 +42,17 @@ def new_save_id() -> str:
 
 
 class Checkpointer:
-    def __init__(self, out_dir: str | Path, stem: str, *, is_main: bool):
+    def __init__(self, out_dir: str | Path, stem: str, *, is_main: bool, exports: list[str] | tuple[str, ...] = ()):
         self.out_dir = Path(out_dir)
         self.stem = stem
+        self.exports = tuple(exports)  # glob patterns of the stage's extra outputs
         self.is_main = is_main
         self.model_path = self.out_dir / f"{stem}.pth"
         self.resume_path = self.out_dir / f"{stem}_resume.pth"
         self.prev_resume_path = self.out_dir / f"{stem}_resume.prev.pth"
         self.metrics_path = self.out_dir / f"{stem}_metrics.jsonl"
         self.lock = RunLock(self.out_dir / f"{stem}.lock")
+        self.folder = self.model_path.parent  # out_dir, or a folder inside it for a stem like "lora/x_512"
         self.saved_step: int | None = None
 
     # --- start of a run ---------------------------------------------------------------------------
@@ -66,19 +72,26 @@ class Checkpointer:
             return (f"--resume: there is no checkpoint {self.model_path} to continue (train without --resume first, "
                     "with the same --out_dir and model size flags)")
         try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(parents=True, exist_ok=True)
             self.lock.acquire()
         except SystemExit as e:
             return str(e.code)
         except OSError as e:
             return f"--out_dir {self.out_dir} is not writable: {e.strerror or e}"
-        for tmp in self.out_dir.glob(f".{self.stem}*.tmp"):  # left by a run that died mid-save (we hold the lock)
+        for tmp in self.folder.glob(f".{self.model_path.stem}*.tmp"):  # left by a run that died mid-save (locked)
             tmp.unlink(missing_ok=True)
+        exports = sorted({p for pattern in self.exports for p in self.out_dir.glob(pattern)})
         existing = [p.name for p in (self.model_path, self.resume_path, self.prev_resume_path) if p.exists()]
+        existing += [p.name for p in exports]
         if existing and not (resume or overwrite):
             self.lock.release()
-            return (f"{self.out_dir} already holds {', '.join(existing)} from an earlier run; continue it with "
+            shown = ", ".join(existing[:6]) + (f" (and {len(existing) - 6} more)" if len(existing) > 6 else "")
+            return (f"{self.folder} already holds {shown} from an earlier run; continue it with "
                     "--resume, replace it with --overwrite, or choose another --out_dir")
+        if overwrite and exports:
+            log.info("--overwrite: removing %d exports of the earlier run in %s", len(exports), self.out_dir)
+            for p in exports:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
         return None
 
     def release(self) -> None:
@@ -104,7 +117,7 @@ class Checkpointer:
         """Write the pair (rank 0 only); see the module docstring for the order that keeps it consistent."""
         resume_state = {"format": RESUME_FORMAT, **resume_state}
         needed = payload_nbytes(model_payload) + payload_nbytes(resume_state)
-        ensure_space(self.out_dir, needed, self.model_path)
+        ensure_space(self.folder, needed, self.model_path)
         tmp_model, tmp_resume = temp_path_for(self.model_path), temp_path_for(self.resume_path)
         try:
             try:
@@ -116,7 +129,7 @@ class Checkpointer:
                 os.replace(self.resume_path, self.prev_resume_path)
             os.replace(tmp_resume, self.resume_path)
             os.replace(tmp_model, self.model_path)
-            fsync_dir(self.out_dir)
+            fsync_dir(self.folder)
             self.prev_resume_path.unlink(missing_ok=True)
         finally:
             for tmp in (tmp_model, tmp_resume):

@@ -2,6 +2,8 @@
 
 Weight decay applies to matrices (dim >= 2) only. The schedule is a linear warm-up to the peak over
 `--warmup_iters` steps, then a cosine decay to `peak * --min_lr_ratio` at the schedule's length.
+With a sharded model (`--fsdp`) each rank's optimizer holds the state of its shards; `state_dict`
+gathers it whole (keyed by parameter name, a collective) and `load_state_dict` hands each rank its part.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ def lr_at(step: int, total: int, peak: float, warmup: int, min_ratio: float) -> 
 
 
 class OptimizerComponent:
-    def __init__(self, args, model: nn.Module, device: torch.device, amp: torch.dtype | None):
+    def __init__(self, args, model: nn.Module, device: torch.device, amp: torch.dtype | None, *,
+                 sharded: bool = False):
         self.args = args
         self.model = model
+        self.sharded = sharded
         decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
@@ -52,8 +56,22 @@ class OptimizerComponent:
         self.optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+        """The optimizer and scaler state (sharded: a collective, complete on rank 0 only)."""
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            opt = get_optimizer_state_dict(self.model, self.optimizer,
+                                           options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        else:
+            opt = self.optimizer.state_dict()
+        return {"optimizer": opt, "scaler": self.scaler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])

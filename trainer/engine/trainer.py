@@ -15,7 +15,6 @@ of targets, so any accumulation or world size gives the same update as one big b
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import math
@@ -42,7 +41,7 @@ from trainer.engine.resume import capture_rng, check_resume_identity, jsonable, 
 from trainer.engine.stage import RolloutContext, Stage
 from trainer.engine.state import TrainState
 from trainer.engine.validator import Validator
-from trainer.loss import autocast_context, to_device
+from trainer.loss import CrossEntropyLoss, autocast_context, metric_means, to_device
 from trainer.tracking import NullTracker, Progress, build_tracker, check_wandb_ready, setup_logging
 
 log = logging.getLogger("parallelmind")
@@ -79,14 +78,17 @@ class LogWindow:
     targets: float = 0.0
     tokens: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
+    metric_counts: dict[str, float] = field(default_factory=dict)  # own denominators (LossOutput.counts)
     t0: float = field(default_factory=time.perf_counter)
 
-    def add(self, loss: float, counts: StepCounts, metrics: dict[str, float]) -> None:
+    def add(self, loss: float, counts: StepCounts, metrics: dict[str, float], metric_counts: dict[str, float]) -> None:
         self.loss += loss
         self.targets += counts.targets
         self.tokens += counts.tokens
         for k, v in metrics.items():
             self.metrics[k] = self.metrics.get(k, 0.0) + v
+        for k, v in metric_counts.items():
+            self.metric_counts[k] = self.metric_counts.get(k, 0.0) + v
 
 
 def seed_everything(seed: int) -> None:
@@ -110,6 +112,7 @@ class Trainer:
     def __init__(self, args, stage: Stage):
         self.args, self.stage = args, stage
         self.stop = StopFlag()
+        stage.stop = self.stop  # builders with long set-up work poll it
         self.state = TrainState()
         self.tracker = NullTracker()
         self.checkpointer = None  # type: ignore[assignment]
@@ -137,8 +140,10 @@ class Trainer:
     def setup(self) -> None:
         a, d = self.args, self.dist
         self._check_args()
+        self.stage.check_args(a)
         seed_everything(a.seed + d.rank)
-        self.checkpointer = Checkpointer(a.out_dir, self.stage.checkpoint_stem(a), is_main=d.is_main)
+        self.checkpointer = Checkpointer(self.stage.checkpoint_dir(a), self.stage.checkpoint_stem(a), is_main=d.is_main,
+                                         exports=self.stage.export_patterns(a))
         self.checkpointer.claim(resume=a.resume, overwrite=a.overwrite)
         self.tokenizer = self.stage.load_tokenizer(a)
         self.models = ModelComponent(self.stage, a, self.tokenizer, d, resume=a.resume)
@@ -153,11 +158,12 @@ class Trainer:
             check_resume_identity(saved, self.settings, self.identity, a.resume_override or [])
         self.state.total_steps = self.data.count_steps()
         self.models.wrap()
-        self.optim = OptimizerComponent(a, self.models.raw, d.device, self.amp)
+        self.optim = OptimizerComponent(a, self.models.raw, d.device, self.amp, sharded=self.models.sharded)
         self.loss_fn = self.stage.build_loss(a, self.models.companions)
+        self.models.drop_released_companions()  # e.g. a reference the loss hook precomputed from and let go
         self.rollout = self.stage.build_rollout(a, self.tokenizer)
-        self.validator = Validator(a, dataset, self.tokenizer, stride, d, self.amp, self.loss_fn) \
-            if a.val_samples else None
+        self.validator = Validator(a, dataset, self.tokenizer, stride, d, self.amp, self.loss_fn,
+                                   rollout=self.rollout is not None, sharded=self.models.sharded) if a.val_samples else None
         if saved is not None:
             self._restore(saved)
         if self.validator is not None:
@@ -237,15 +243,29 @@ class Trainer:
         if not c.targets:
             self._skip(len(micro))
             return Outcome.SKIPPED
-        step_loss, metrics = self.forward_backward(micro, c.targets)
-        self.optim.step()
+        step_loss, metrics, metric_counts = self.update(micro, c.targets)
         self.state.advance(tokens=int(c.tokens), targets=int(c.targets), samples=int(c.samples), texts=int(c.texts))
         self.steps_this_run += 1
         self.nonfinite_steps += not math.isfinite(step_loss)
-        self.window.add(step_loss, c, metrics)
+        self.window.add(step_loss, c, metrics, metric_counts)
         local_targets = sum(self.loss_fn.count_targets(b) for b in micro)
         self.step_stats = (step_loss, local_targets, c.tokens, time.perf_counter() - t0)
         return Outcome.TRAINED
+
+    def update(self, micro: list[dict], global_targets: float) -> tuple[float, dict[str, float], dict[str, float]]:
+        """The step's optimizer updates on its batches: one, or the rollout's `updates` (PPO epochs, GRPO
+        iterations) on the same rollout -> (loss, metrics, metric counts), averaged over the updates."""
+        n = self.rollout.updates if self.rollout is not None else 1
+        loss, metrics, counts = 0.0, {}, {}
+        for _ in range(n):
+            step_loss, step_metrics, step_counts = self.forward_backward(micro, global_targets)
+            self.optim.step()
+            loss += step_loss / n
+            for k, v in step_metrics.items():
+                metrics[k] = metrics.get(k, 0.0) + v / n
+            for k, v in step_counts.items():
+                counts[k] = counts.get(k, 0.0) + v / n
+        return loss, metrics, counts
 
     def global_counts(self, micro: list[dict]) -> StepCounts:
         sig = self.stop.signum
@@ -254,40 +274,58 @@ class Trainer:
                  1.0 if micro else 0.0, float(sig == signal.SIGINT), float(sig is not None and sig != signal.SIGINT)]
         return StepCounts(*all_reduce(local))
 
+    def rollout_context(self, micro: int, *, validation: bool = False) -> RolloutContext:
+        """What the rollout of micro-batch `micro` sees; validation rollouts use step -1 in their seed."""
+        a, step = self.args, -1 if validation else self.state.step
+        return RolloutContext(policy=self.models.raw, tokenizer=self.tokenizer, companions=self.models.companions,
+                              mask_mode=a.mask_mode, branch_stride=self.branch_stride, step=self.state.step,
+                              seed=rollout_seed(a.seed, self.dist.rank, step, micro), device=self.dist.device,
+                              amp=self.amp, validation=validation)
+
     def roll_out(self, batches: list[dict]) -> list[dict]:
         """The rollout phase: each data batch -> a training batch generated from the current weights."""
-        a, raw = self.args, self.models.raw
-        out = []
         with torch.no_grad():
-            for i, batch in enumerate(batches):
-                ctx = RolloutContext(policy=raw, tokenizer=self.tokenizer, companions=self.models.companions,
-                                     mask_mode=a.mask_mode, branch_stride=self.branch_stride,
-                                     step=self.state.step, seed=rollout_seed(a.seed, self.dist.rank, self.state.step, i))
-                out.append(self.rollout(ctx, batch))
-        return out
+            return [self.rollout(self.rollout_context(i), batch) for i, batch in enumerate(batches)]
 
-    def forward_backward(self, micro: list[dict], global_targets: float) -> tuple[float, dict[str, float]]:
-        """Backward of every micro-batch's loss scaled by world size / global targets -> (summed loss, metrics)."""
+    def validation_rollout(self, k: int, batch: dict) -> dict:
+        return self.rollout(self.rollout_context(k, validation=True), batch)
+
+    def forward_backward(self, micro: list[dict], global_targets: float) -> tuple[float, dict, dict]:
+        """Backward of every micro-batch's loss scaled by world size / global targets
+        -> (summed loss, summed metrics, summed metric counts).
+
+        A sharded model (--fsdp) needs the same number of forwards on every rank: a rank with fewer
+        micro-batches (the end of the data) runs its last one again with weight 0.
+        """
         d, model = self.dist, self.models.wrapped
         scale = d.world_size / max(global_targets, 1.0)
-        step_loss, metrics = 0.0, {}
-        for i, batch in enumerate(micro):
-            batch = to_device(batch, d.device, non_blocking=True)
-            sync = contextlib.nullcontext() if (not d.enabled or i == len(micro) - 1) else model.no_sync()
-            with sync:
+        step_loss, metrics, counts = 0.0, {}, {}
+        n = len(micro)
+        if self.models.sharded:
+            n = int(all_reduce([float(n)], op="max")[0])
+        for i in range(n):
+            real = i < len(micro)
+            batch = to_device(micro[min(i, len(micro) - 1)], d.device, non_blocking=True)
+            with self.models.grad_sync(last=i == n - 1):
                 with autocast_context(d.device, self.amp):
                     out = self.loss_fn(model, batch)
                     loss = out.loss * scale
                     if out.aux_loss is not None:
                         loss = loss + out.aux_loss / len(micro)
+                    if not real:
+                        loss = loss * 0.0
                 self.optim.backward(loss)
+            if not real:
+                continue
             if out.targets != self.loss_fn.count_targets(batch):
                 raise RuntimeError(f"{type(self.loss_fn).__name__} took the loss over {out.targets} targets but its "
                                    f"count_targets gives {self.loss_fn.count_targets(batch)}: they must agree")
             step_loss += float(out.loss.detach())
             for k, v in out.metrics.items():
                 metrics[k] = metrics.get(k, 0.0) + float(v)
-        return step_loss, metrics
+            for k, v in out.counts.items():
+                counts[k] = counts.get(k, 0.0) + float(v)
+        return step_loss, metrics, counts
 
     def _skip(self, n_batches: int) -> None:
         if not self.skipped_batches:
@@ -307,18 +345,20 @@ class Trainer:
 
     def _log_window(self) -> None:
         st, w = self.state, self.window
-        names = sorted(w.metrics)
-        loss, *sums = all_reduce([w.loss, *(w.metrics[k] for k in names)])
+        names, cnames = sorted(w.metrics), sorted(w.metric_counts)
+        loss, *rest = all_reduce([w.loss, *(w.metrics[k] for k in names), *(w.metric_counts[k] for k in cnames)])
+        sums, counts = dict(zip(names, rest[:len(names)])), dict(zip(cnames, rest[len(names):]))
         if not math.isfinite(loss):
             raise SystemExit(self._diverged(loss))
         rec = {"loss": loss / max(w.targets, 1.0), "lr": self.lr,
                "tokens_per_s": w.tokens / max(time.perf_counter() - w.t0, 1e-9), "tokens_seen": st.tokens_seen,
                "targets_seen": st.targets_seen, "samples_seen": st.samples_seen, "texts_seen": st.texts_seen,
                "epoch": self.data.epoch, "elapsed_s": time.perf_counter() - self.t0}
-        rec.update({k: v / max(w.targets, 1.0) for k, v in zip(names, sums)})
+        rec.update(metric_means(sums, counts, w.targets))
         self.tracker.log(rec, st.step)
-        self.progress.write(f"step {st.step}/{self.total_display} | loss {rec['loss']:.4f} | lr {self.lr:.2e} | "
-                            f"{rec['tokens_per_s']:,.0f} tok/s | {st.targets_seen:,} target tokens")
+        metrics = "".join(f" | {k} {rec[k]:.4g}" for k in names)  # the loss hook's own numbers, per target
+        self.progress.write(f"step {st.step}/{self.total_display} | loss {rec['loss']:.4f}{metrics} | "
+                            f"lr {self.lr:.2e} | {rec['tokens_per_s']:,.0f} tok/s | {st.targets_seen:,} target tokens")
         self.window = LogWindow()
 
     def _diverged(self, loss: float) -> str:
@@ -329,11 +369,38 @@ class Trainer:
     def maybe_validate(self) -> None:
         if self.validator is None or not self.validator.due(self.state):
             return
-        res = self.last_val = self.validator.run(self.models.wrapped)
+        res = self.last_val = self.validate()
         self.validator.schedule_from(self.state)
-        self.tracker.log({"val_loss": res["loss"], "val_ppl": res["ppl"], "val_tokens": res["tokens"]}, self.state.step)
-        self.progress.write(f"step {self.state.step}: validation loss {res['loss']:.4f} (ppl {res['ppl']:.2f}, "
-                            f"{res['tokens']:,} tokens, {res['samples']} samples)")
+        self.tracker.log({"val_loss": res["loss"], **res["extra"], "val_tokens": res["tokens"]}, self.state.step)
+        self.progress.write(f"step {self.state.step}: validation {self._val_text(res)}")
+
+    def validate(self) -> dict:
+        """The held-out loss, plus `extra`: val_ppl (for a cross-entropy loss or a `perplexity_metric`; a perplexity
+        means nothing for other objectives), the loss hook's metrics and the stage's own evaluation, as val_<name>. A rollout stage
+        validates on rollouts of the held-out prompts (greedy; `RolloutContext.validation`)."""
+        prepare = self.validation_rollout if self.rollout is not None else None
+        res = self.validator.run(self.models.wrapped, prepare=prepare)
+        extra = {"val_ppl": res["ppl"]} if self._has_ppl() else {}
+        extra.update({f"val_{k}": v for k, v in res.get("metrics", {}).items()})
+        ctx = self.rollout_context(0, validation=True)
+        was_training = self.models.raw.training
+        self.models.raw.eval()
+        with torch.no_grad():
+            extra.update({f"val_{k}": v for k, v in self.stage.evaluate(ctx, self.validator.dataset).items()})
+        self.models.raw.train(was_training)
+        res["extra"] = extra
+        return res
+
+    def _has_ppl(self) -> bool:
+        """A perplexity means something for a cross-entropy loss or a hook naming its cross-entropy metric."""
+        return isinstance(self.loss_fn, CrossEntropyLoss) or getattr(self.loss_fn, "perplexity_metric", None) is not None
+
+    def _val_text(self, res: dict) -> str:
+        ce = self._has_ppl()
+        extra = "".join(f", {k.removeprefix('val_')} {v:.4g}" for k, v in res["extra"].items() if k != "val_ppl")
+        ppl = f"ppl {res['ppl']:.2f}, " if ce else ""
+        return (f"loss {res['loss']:.4f} ({ppl}{res['tokens']:,} {'tokens' if ce else 'targets'}, "
+                f"{res['samples']} samples){extra}")
 
     def maybe_save_and_stop(self, outcome: Outcome) -> bool:
         """Save every --save_interval steps and when stopping; True when the run stops here."""
@@ -355,10 +422,13 @@ class Trainer:
         if bad:
             raise SystemExit(self._diverged(float("nan")))
         states = gather_objects({"rng": capture_rng(), "data": self.data.state_dict()}, self.dist.is_main)
+        gathered = None  # a sharded model is gathered whole by every rank together
+        if self.models.sharded:
+            gathered = (self.models.full_state_dict(), self.optim.state_dict())
         error = None
         if self.dist.is_main:
             try:
-                self._write_checkpoint(states, final)
+                self._write_checkpoint(states, final, gathered)
             except DiskFullError as e:
                 kept = f"the checkpoint pair of step {self.saved_at} is intact" if self.saved_at else \
                     "no checkpoint was written"
@@ -368,7 +438,7 @@ class Trainer:
             raise SystemExit(error)
         self.saved_at = self.state.step
 
-    def _write_checkpoint(self, states: list[dict], final: bool) -> None:
+    def _write_checkpoint(self, states: list[dict], final: bool, gathered: tuple[dict, dict] | None) -> None:
         a, st = self.args, self.state
         data_states: dict[int, dict] = {}
         for s in states:
@@ -376,12 +446,16 @@ class Trainer:
         save_id = new_save_id()
         meta = {"stage": self.stage.name, "step": st.step, "tokens_seen": st.tokens_seen,
                 "targets_seen": st.targets_seen, "final": final, "save_id": save_id, "args": jsonable(vars(a))}
-        resume = {"save_id": save_id, "train_state": st.state_dict(), **self.optim.state_dict(),
+        model_sd, optim_state = gathered if gathered is not None else (None, self.optim.state_dict())
+        resume = {"save_id": save_id, "train_state": st.state_dict(), **optim_state,
                   "rng": [s["rng"] for s in states], "data_states": data_states, "num_streams": self.data.num_streams,
                   "world_size": self.dist.world_size, "wandb_run_id": self.wandb_id, "settings": self.settings,
                   "data": self.identity, "companions": self.models.changing_companions_state()}
-        self.checkpointer.save(self.stage.checkpoint_payload(self.models.raw, self.tokenizer, meta), resume)
+        kw = {"state_dict": model_sd} if model_sd is not None else {}
+        payload = self.stage.checkpoint_payload(self.models.raw, self.tokenizer, meta, **kw)
+        self.checkpointer.save(payload, resume)
         log.info("saved %s (step %d)", self.checkpointer.model_path, st.step)
+        self.stage.after_save(a, self.models.raw, self.tokenizer, payload)
 
     # --- the end --------------------------------------------------------------------------------------
     def finish(self) -> int:
@@ -397,10 +471,9 @@ class Trainer:
                         "units: texts split at max_seq_len, or packed chunks); the learning rate stayed at its floor "
                         "for those", st.step, st.step - st.total_steps)
         if self.validator is not None and finished:
-            res = self.last_val = self.validator.run(self.models.wrapped)
-            self.tracker.log({"val_loss": res["loss"], "val_ppl": res["ppl"], "final": True}, st.step)
-            log.info("final validation loss %.4f (ppl %.2f) over %s tokens", res["loss"], res["ppl"],
-                     f"{res['tokens']:,}")
+            res = self.last_val = self.validate()
+            self.tracker.log({"val_loss": res["loss"], **res["extra"], "final": True}, st.step)
+            log.info("final validation %s", self._val_text(res))
         self._check_replicas()
         self._summarize()
         if self.stopping and self.counts.stop:
@@ -416,7 +489,7 @@ class Trainer:
 
     def _check_replicas(self) -> None:
         """Under DDP every rank must end with bit-identical weights."""
-        if not self.dist.enabled:
+        if not self.dist.enabled or self.models.sharded:  # shards are not replicas
             return
         digests = gather_objects(weights_digest(self.models.raw), self.dist.is_main)
         if self.dist.is_main:
@@ -436,6 +509,7 @@ class Trainer:
             summary["batches_without_targets"] = self.skipped_batches
         if self.last_val:
             summary["val_loss"] = self.last_val["loss"]
+            summary.update(self.last_val["extra"])
         self.tracker.summary(summary)
         self.tracker.finish()
         if truncated:

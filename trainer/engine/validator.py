@@ -27,8 +27,13 @@ def _next_multiple(value: int, interval: int) -> float:
 
 
 class Validator:
-    def __init__(self, args, dataset, tokenizer, branch_stride: int, dist: DistInfo, amp, loss_fn: LossFn):
+    def __init__(self, args, dataset, tokenizer, branch_stride: int, dist: DistInfo, amp, loss_fn: LossFn,
+                 rollout: bool = False, *, sharded: bool = False):
+        """rollout: the held-out batches are prompts a rollout turns into the loss hook's batches (RL stages).
+        sharded: every rank must run the same number of forwards (FSDP)."""
         self.args, self.dataset, self.dist, self.amp, self.loss_fn = args, dataset, dist, amp, loss_fn
+        self.rollout = rollout
+        self.sharded = sharded
         self.collator_kwargs = collator_kwargs(args, tokenizer, branch_stride, training=False)
         self.settings = eval_branch_setting(args)  # --val_*_branches_per_sample, else the training ones
         self._cache: list | None = None
@@ -52,7 +57,8 @@ class Validator:
     def check_has_targets(self) -> None:
         """Collate the validation set once (no forward): it must hold at least one target token."""
         batches, _ = self._batches()
-        (targets,) = all_reduce([sum(self.loss_fn.count_targets(b) for b in batches)])
+        count = (lambda b: b["num_texts"]) if self.rollout else self.loss_fn.count_targets  # prompts, or targets
+        (targets,) = all_reduce([sum(count(b) for b in batches)])
         if not targets:
             raise DataError(f"the validation set (--val_samples {self.args.val_samples} held-out records) has no "
                             "target tokens: every held-out record is empty or has no text after its answer_offset",
@@ -70,10 +76,11 @@ class Validator:
                     or (a.val_interval_samples and state.samples_seen >= self._next["samples"])
                     or (a.val_interval_tokens and state.targets_seen >= self._next["tokens"]))
 
-    def run(self, model) -> dict:
-        """{"loss", "ppl", "tokens", "batches", "samples", "texts", "leftover_texts"}, the same on every rank."""
+    def run(self, model, prepare=None) -> dict:
+        """{"loss", "ppl", "tokens", "batches", "metrics", "samples", "texts", "leftover_texts"}, the same on
+        every rank. `prepare(k, batch)`: the rollout of held-out batch k (see `evaluate_loss`)."""
         batches, info = self._batches()
         res = evaluate_loss(model, batches, self.dist.device, mask_mode=self.args.mask_mode, amp_dtype=self.amp,
-                            loss_fn=self.loss_fn)
+                            loss_fn=self.loss_fn, prepare=prepare, same_count=self.sharded)
         res.update({k: info[k] for k in ("samples", "texts", "leftover_texts")})
         return res

@@ -1,0 +1,56 @@
+"""scripts/hf_columnar_experiment.py: the bundled prompt set, the agreement measure, and the evaluation on a
+tiny model against oracles (N = 1 NLL == the plain model's loss on each answer; N = 1 answers == `generate`)."""
+
+import argparse
+import json
+
+import pytest
+import torch
+from conftest import build_tiny_hf, load_hf
+
+from model.loading import load_parallel_model
+from parallel_data.demo.chat_prompts import chat_prompts
+from scripts import hf_columnar_experiment as exp
+
+
+def test_chat_prompts_are_distinct_seeded_and_bounded():
+    a, b = chat_prompts(150, seed=0), chat_prompts(150, seed=0)
+    assert a == b and len(set(a)) == 150 and chat_prompts(150, seed=1) != a
+    assert any("capital" in p for p in a) and any("plus" in p for p in a) and any("legs" in p for p in a)
+    with pytest.raises(ValueError, match="distinct prompts"):
+        chat_prompts(10_000)
+
+
+def test_agreement_counts_missing_tokens_as_disagreeing():
+    assert exp.agreement([1, 2, 3], [1, 2, 3], 32) == 1.0
+    assert exp.agreement([1, 2, 3, 4], [1, 9, 3], 32) == 0.5
+    assert exp.agreement([1, 2, 3, 4], [1, 2, 3, 5], 3) == 1.0  # only the first k tokens count
+    assert exp.agreement([], [], 32) == 1.0
+
+
+def test_evaluate_against_oracles(tmp_path, tiny_tokenizer):
+    folder = build_tiny_hf("llama", tmp_path / "llama", vocab_size=len(tiny_tokenizer))
+    tiny_tokenizer.save_pretrained(str(folder))
+    held = tmp_path / "held.jsonl"
+    convs = [{"conversations": [{"role": "user", "content": f"what is {i} plus {i}"},
+                                {"role": "assistant", "content": f"{2 * i} is the answer"}]} for i in range(4)]
+    held.write_text("".join(json.dumps(c) + "\n" for c in convs))
+    args = argparse.Namespace(branch_stride=32, branches=[1, 2], max_new_tokens=5)
+    loaded = load_parallel_model(hf_base_model=str(folder), branch_stride=32)
+    res = exp.evaluate(args, loaded.model, loaded.tokenizer, held)
+    assert set(res) == {1, 2} and res[1]["exact"] == 1.0 and 0 <= res[2]["agreement"] <= 1
+
+    plain = load_hf(folder)  # N = 1: each conversation alone through the unpatched model
+    total, n = 0.0, 0
+    for c in convs:
+        text = tiny_tokenizer.apply_chat_template(c["conversations"], tokenize=False)
+        prompt = tiny_tokenizer.apply_chat_template(c["conversations"][:1], tokenize=False, add_generation_prompt=True)
+        ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+        start = len(tiny_tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        end = max(i for i, t in enumerate(ids) if t == tiny_tokenizer.convert_tokens_to_ids("<|im_end|>")) + 1
+        with torch.no_grad():
+            logits = plain(torch.tensor([ids])).logits[0]
+        total += float(torch.nn.functional.cross_entropy(logits[start - 1:end - 1], torch.tensor(ids[start:end]),
+                                                         reduction="sum"))
+        n += end - start
+    assert res[1]["nll"] == pytest.approx(total / n, rel=1e-5)
