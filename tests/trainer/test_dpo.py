@@ -74,7 +74,7 @@ def test_shared_prompt_pairs_equal_separate_sequences(tok, scheme, loss_type):
         batch = ParallelCollator(tok, branch_stride=stride).collate(pair_units(tok, 6, layout=layout))
         out = loss_fn(model, batch)
         assert out.targets == 6
-        assert abs(float(out.loss) - float(expected)) <= 1e-5, layout
+        assert abs(float(out.loss) - float(expected)) <= 1e-5 * max(1.0, abs(float(expected))), layout  # IPO ~25
         g = grads_of(model, out.loss)
         assert g.keys() == g_expected.keys()
         assert max(float((g[k] - g_expected[k]).abs().max()) for k in g) <= 1e-5, layout
