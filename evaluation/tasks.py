@@ -5,6 +5,9 @@ dataset/eval_tasks_demo.jsonl). A generation is correct when its first line, str
 answer. Independent tasks (empty context) are decoded N at a time as the branches of one sample, and
 one at a time as plain prompts. Shared-context tasks are decoded as ``{"main": context, "branches":
 N questions}`` (the context prefilled once) and, one at a time, as the plain text context + question.
+Games (tasks with a ``game`` id, e.g. the demo's peer games) are decoded together: for N branches, the
+first N tasks of each game form one sample, and only tasks whose ``scored`` is not false count; one at a
+time, each scored task is decoded alone (without the branches it needs).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from parallel_data.io import DataError, check_input_file, describe_type, iter_js
 
 @dataclass
 class TaskRow:
-    setting: str  # "independent" | "shared_context"
+    setting: str  # "independent" | "shared_context" | "game"
     mode: str  # "parallel" | "sequential"
     branches: int
     correct: int
@@ -49,6 +52,11 @@ def read_tasks(path: str | Path) -> list[dict]:
                 if not isinstance(rec.get(f), str) or not rec[f].strip():
                     raise DataError(f"expected a non-empty string, got {describe_type(rec.get(f))}", path=p, line=no,
                                     field=f)
+            if "game" in rec and not isinstance(rec["game"], str):
+                raise DataError(f"expected a string, got {describe_type(rec['game'])}", path=p, line=no, field="game")
+            if not isinstance(rec.get("scored", True), bool):
+                raise DataError(f"expected true or false, got {describe_type(rec['scored'])}", path=p, line=no,
+                                field="scored")
             rec.setdefault("context", "")
             rec.setdefault("kind", "task")
             out.append(rec)
@@ -63,8 +71,9 @@ def is_correct(generated: str, answer: str) -> bool:
     return generated.split("\n", 1)[0].strip() == answer.strip()
 
 
-def _run(gen: ParallelGenerator, samples: list[dict], answers: list[list[str]], max_new_tokens: int,
+def _run(gen: ParallelGenerator, samples: list[dict], answers: list[list[str | None]], max_new_tokens: int,
          batch_samples: int) -> tuple[int, int, float, int]:
+    """(correct, scored, seconds, new tokens) of greedy decoding; a None answer is decoded, not scored."""
     correct = total = new_tokens = 0
     t0 = time.perf_counter()
     greedy = SamplingParams()
@@ -72,19 +81,23 @@ def _run(gen: ParallelGenerator, samples: list[dict], answers: list[list[str]], 
         res = gen.generate(samples[i:i + batch_samples], greedy, max_new_tokens=max_new_tokens, stop_strings=["\n"])
         for smp, ans in zip(res, answers[i:i + batch_samples]):
             for br, a in zip(smp.branches, ans):
-                correct += is_correct(br.text, a)
-                total += 1
                 new_tokens += br.num_new_tokens
+                if a is not None:
+                    correct += is_correct(br.text, a)
+                    total += 1
     return correct, total, time.perf_counter() - t0, new_tokens
 
 
 def evaluate_tasks(gen: ParallelGenerator, tasks: list[dict], branch_counts: list[int], *, max_tasks: int = 128,
                    max_new_tokens: int = 12, batch_samples: int = 1, log=print) -> dict:
     """Accuracy and speed per branch count, parallel vs sequential, on the same tasks."""
-    indep = [t for t in tasks if not t["context"]]
+    indep = [t for t in tasks if not t["context"] and not t.get("game")]
     by_ctx: dict[str, list[dict]] = defaultdict(list)
+    games: dict[str, list[dict]] = defaultdict(list)
     for t in tasks:
-        if t["context"]:
+        if t.get("game"):
+            games[t["game"]].append(t)
+        elif t["context"]:
             by_ctx[t["context"]].append(t)
     rows: list[TaskRow] = []
     biggest = max(branch_counts)
@@ -115,4 +128,44 @@ def evaluate_tasks(gen: ParallelGenerator, tasks: list[dict], branch_counts: lis
             rows.append(TaskRow("shared_context", "sequential", b, c2, n2, s2, k2))
             log(f"shared context, {b} questions: parallel {c}/{n} ({k / s:.1f} tok/s), one at a time {c2}/{n2} "
                 f"({k2 / s2:.1f} tok/s)")
+    if games:
+        rows += _game_rows(gen, list(games.values()), branch_counts, max_tasks, max_new_tokens, batch_samples, log)
     return {"rows": [r.as_dict() for r in rows], "mask": gen.mask_mode, "max_new_tokens": max_new_tokens}
+
+
+def _game_samples(games: list[list[dict]], b: int, max_tasks: int) -> list[list[dict]]:
+    """Samples of `b` branches cut from games: a game's unscored tasks (e.g. the dealer) first, then the
+    next `b - len(unscored)` scored tasks; stops after `max_tasks` scored tasks."""
+    out, scored_total = [], 0
+    for g in games:
+        given = [t for t in g if not t.get("scored", True)]
+        asked = [t for t in g if t.get("scored", True)]
+        per = b - len(given)
+        for i in range(0, len(asked) - per + 1, per) if per >= 1 else ():
+            if scored_total >= max_tasks:
+                return out
+            out.append(given + asked[i:i + per])
+            scored_total += per
+    return out
+
+
+def _game_rows(gen: ParallelGenerator, games: list[list[dict]], branch_counts: list[int], max_tasks: int,
+               max_new_tokens: int, batch_samples: int, log) -> list[TaskRow]:
+    """Per branch count N: samples of N branches cut from the games (`_game_samples`), scored tasks
+    counted; one at a time: each scored task alone."""
+    rows: list[TaskRow] = []
+    alone = [t for g in games for t in g if t.get("scored", True)][:max_tasks]
+    c, n, s, k = _run(gen, [{"branches": [t["prompt"]]} for t in alone], [[t["answer"]] for t in alone],
+                      max_new_tokens, 1)
+    rows.append(TaskRow("game", "sequential", 1, c, n, s, k))
+    log(f"games, one prompt at a time: {c}/{n} correct")
+    for b in branch_counts:
+        chosen = _game_samples(games, b, max_tasks)
+        if not chosen:
+            continue
+        c, n, s, k = _run(gen, [{"branches": [t["prompt"] for t in ch]} for ch in chosen],
+                          [[t["answer"] if t.get("scored", True) else None for t in ch] for ch in chosen],
+                          max_new_tokens, batch_samples)
+        rows.append(TaskRow("game", "parallel", b, c, n, s, k))
+        log(f"games of {b} branches decoded together: {c}/{n} correct, {k / s:.1f} tokens/s")
+    return rows

@@ -10,8 +10,8 @@
 3. evaluates the loss at 1..32 branches per sample on held-out text (scripts/eval_loss.py);
 4. evaluates exact-match accuracy on held-out tasks at 1, 2, 4, 8, 16 branches, parallel vs one prompt
    at a time, for independent tasks and for questions about a shared context (scripts/eval_tasks.py);
-5. evaluates the peer game, where each branch needs another branch's card, with the columnar and the
-   isolated mask (scripts/eval_tasks.py --kinds peer --mask ...);
+5. evaluates the peer game, where every branch but the dealer needs the dealer's card, with the columnar
+   and the isolated mask (scripts/eval_tasks.py --kinds peer,dealer --mask ...);
 6. streams parallel generations (a shared context and its questions, independent tasks, a peer game)
    to the terminal (scripts/parallel_generate.py --streaming);
 7. writes out/demo/report.md (tables, plots, timings) and out/demo/summary.json (the headline numbers).
@@ -108,8 +108,8 @@ def demo_prompt_file(out: Path) -> Path:
     tasks = [json.loads(x) for x in (DATA / "eval_tasks_demo.jsonl").read_text().splitlines() if x.strip()]
     ctx = next(t["context"] for t in tasks if t["context"] and sum(u["context"] == t["context"] for u in tasks) >= 8)
     qs = [t["prompt"] for t in tasks if t["context"] == ctx][:8]
-    indep = [t["prompt"] for t in tasks if not t["context"] and t["kind"] != "peer"][:8]
-    peer = [t["prompt"] for t in tasks if t["kind"] == "peer"][:8]
+    indep = [t["prompt"] for t in tasks if not t["context"] and not t.get("game")][:8]
+    peer = [t["prompt"] for t in tasks if t.get("game")][:8]  # the dealer and 7 players of the first game
     out.write_text("".join(json.dumps(r) + "\n" for r in ({"main": ctx, "branches": qs}, {"branches": indep},
                                                            {"branches": peer})))
     return out
@@ -152,8 +152,8 @@ def summarize(out_dir: Path, ckpt: Path, timings: dict, wall_s: float, load: tup
                          "sequential_total": s["total"], "parallel_tok_s": r["tokens_per_s"],
                          "sequential_tok_s": s["tokens_per_s"]})
         settings[setting] = rows
-    pc, pi = _rows(peer["columnar"], "independent", "parallel"), _rows(peer["isolated"], "independent", "parallel")
-    pseq = _rows(peer["columnar"], "independent", "sequential").get(1)
+    pc, pi = _rows(peer["columnar"], "game", "parallel"), _rows(peer["isolated"], "game", "parallel")
+    pseq = _rows(peer["columnar"], "game", "sequential").get(1)
     peer_rows = [{"branches": b, "columnar": r["accuracy"], "isolated": pi[b]["accuracy"] if b in pi else None,
                   "total": r["total"]} for b, r in sorted(pc.items())]
     return {
@@ -220,10 +220,10 @@ def speed_line(summary: dict) -> str:
 def peer_section(summary: dict) -> str:
     return f"""## Branches that need each other: the peer game
 
-Every branch says its own card and asks for another player's card ("Mira's card is 7. What is Tomas's
-card?", answered "3"); the answer is only in the other branch. With the columnar mask a
-branch sees the others' earlier tokens and can read the card; with the isolated mask (or one prompt at a
-time) it can only guess.
+One branch, the dealer, says its card ("I am the dealer and my card is 7. What is my card?"); every other
+branch asks "What is the dealer's card?" (answered "7"): the answer is only in the dealer's branch. With
+the columnar mask a branch sees the others' earlier tokens and can read the card; with the isolated mask
+(or one prompt at a time) it can only guess (one card in nine). Scored: the asking branches.
 
 {peer_table(summary)}
 
@@ -441,7 +441,7 @@ def main(argv=None) -> int:
                                         "--out", str(out_dir / "tasks.json")], log))
     for mask in ("columnar", "isolated"):
         stage(f"peer game ({mask})", lambda mask=mask: run(
-            [py, "scripts/eval_tasks.py", "--model_path", str(ckpt), "--branches", BRANCHES_PEER, "--kinds", "peer",
+            [py, "scripts/eval_tasks.py", "--model_path", str(ckpt), "--branches", BRANCHES_PEER, "--kinds", "peer,dealer",
              "--max_tasks", str(args.max_tasks), "--mask", mask, "--out", str(out_dir / f"peer_{mask}.json")], log))
     prompts = demo_prompt_file(out_dir / "demo_prompts.jsonl")
     stage("streamed generation", lambda: run([py, "scripts/parallel_generate.py", "--mode", "pretrain",

@@ -13,14 +13,16 @@ Files (all JSONL, one record per line):
 | parallel_demo.jsonl | `{"main", "branches": [{"text", "answer_offset"}]}`: a shared fact context and 1..16 questions about it, or `main == ""` and 1..16 independent tasks, or a peer game of 2..16 branches |
 | sft_demo.jsonl | `{"conversations": [{"role", "content"}]}`: tasks (single and multi-turn) and chit-chat |
 | dpo_demo.jsonl | `{"chosen": [...], "rejected": [...]}`: the same prompt with a correct and a wrong answer |
-| eval_tasks_demo.jsonl | `{"id", "kind", "context", "prompt", "answer"}`: held-out checkable tasks (independent, fact groups, peer groups) |
+| eval_tasks_demo.jsonl | `{"id", "kind", "context", "prompt", "answer"}` (+ `game`, `scored` in peer games): held-out checkable tasks (independent, fact groups, peer games) |
 | eval_prompts_demo.jsonl | `{"branches"}` / `{"main", "branches"}` prompts for scripts/parallel_generate.py |
 
 Task format (see `parallel_data/demo/tasks.py`): `Q: <question>\\nA: <answer>`. An eval task's `prompt` ends
 with `A:`; its `answer` is stored stripped; `context + prompt` is exactly the text the model saw in
 pretraining (a fact context is one line and ends with "\\n" in `context` and in a parallel record's `main`).
-Peer eval tasks (`kind == "peer"`) come in groups of 16 consecutive lines (ids `peer-GGGGG-bJ`) that must be
-decoded together: each branch asks for its partner's card (`peer_partner`).
+Peer games come as 16 consecutive eval lines with the same `game` id (`peer-GGGGG`): the dealer first
+(`kind == "dealer"`, `"scored": false`), then 15 peers (`kind == "peer"`) asking for its card; the lines of
+a game are decoded together (scripts/eval_tasks.py takes the first N of a game for N branches) and only
+the peers are scored. A game is not held out line by line: every game's answer is its own dealer's card.
 
 Held out: the eval tasks are drawn first; no training record may contain an eval question line (for
 independent tasks) or an eval context line (for fact groups). `find_leaks` checks it over every file.
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 
 from parallel_data.demo import words as W
 from parallel_data.demo.tasks import (
+    FACTS,
     PEER_KIND,
     TASK_KINDS,
     Task,
@@ -69,7 +72,7 @@ class DemoSizes:
     dpo: int = 4000
     eval_tasks: int = 500  # independent eval tasks, spread evenly over TASK_KINDS
     eval_groups: int = 120  # fact contexts with 4..16 eval questions each
-    eval_peer: int = 16  # peer groups of 16 branches each
+    eval_peer: int = 16  # peer games of 16 branches each
 
 
 def stream_rng(seed: int, stream: str) -> random.Random:
@@ -110,21 +113,15 @@ def _fresh_context(rng: random.Random, held: HeldOut) -> tuple[str, list[Task]]:
 # ---- eval tasks (drawn first: they define the held-out set) ----------------------------------------------
 
 def _eval_context(rng: random.Random, g: int) -> tuple[str, list[Task]]:
-    """Every third eval context states all 8 facts (16 questions, for 16 branches)."""
+    """Every third eval context states every fact (16 questions, for 16 branches)."""
     if g % 3 == 0:
-        return fact_context(rng, facts=(8, 8))
-    return fact_context(rng, facts=(2, 8))
-
-
-def peer_partner(i: int) -> int:
-    """Eval peer groups ask in pairs (0 <-> 1, 2 <-> 3, ...): every aligned run of 2, 4, 8 or 16 branches of
-    a group is a complete game, so `scripts/eval_tasks.py --kinds peer` can cut a group at any power of two."""
-    return i ^ 1
+        return fact_context(rng, facts=(FACTS[1], FACTS[1]))
+    return fact_context(rng, facts=FACTS)
 
 
 def build_eval_tasks(seed: int, n_tasks: int = 500, n_groups: int = 120, n_peer: int = 16) -> list[dict]:
     """Held-out checkable tasks: `n_tasks` independent ones, `n_groups` fact groups of 4..16 questions, and
-    `n_peer` peer groups of 16 branches (in this order)."""
+    `n_peer` peer games of 16 branches (in this order)."""
     rng = stream_rng(seed, "eval_tasks")
     out, seen = [], set()
     i = 0
@@ -150,9 +147,9 @@ def build_eval_tasks(seed: int, n_tasks: int = 500, n_groups: int = 120, n_peer:
             out.append({"id": f"fact-{g:05d}-q{j}", "kind": "fact", "context": ctx + "\n",
                         "prompt": prompt_text(t.question), "answer": t.answer})
     for g in range(n_peer):
-        for j, t in enumerate(peer_group(rng, 16, peer_partner)):
-            out.append({"id": f"peer-{g:05d}-b{j}", "kind": PEER_KIND, "context": "",
-                        "prompt": prompt_text(t.question), "answer": t.answer})
+        for j, t in enumerate(peer_group(rng, 16)):
+            out.append({"id": f"peer-{g:05d}-b{j}", "kind": t.kind, "context": "", "prompt": prompt_text(t.question),
+                        "answer": t.answer, "game": f"peer-{g:05d}", "scored": t.kind == PEER_KIND})
     return out
 
 
@@ -163,6 +160,8 @@ def _question_of(prompt: str) -> str:
 def heldout_from_eval(eval_tasks: Iterable[dict]) -> HeldOut:
     qs, cs = set(), set()
     for t in eval_tasks:
+        if t.get("game"):  # a game's lines repeat across games; its answer is its own dealer's card
+            continue
         if t["context"]:
             cs.add(t["context"].rstrip("\n"))
         else:
@@ -228,12 +227,11 @@ PARALLEL_MIX = (("single", 0.60), ("fact", 0.15), ("independent", 0.15), ("peer"
 MAX_BRANCHES = 16
 
 
-def _fresh_peer(rng: random.Random, held: HeldOut, size: int) -> list[Task]:
-    for _ in range(1000):
-        tasks = peer_group(rng, size)
-        if not any(t.question in held.questions for t in tasks):
-            return tasks
-    raise RuntimeError("could not draw a peer group outside the held-out set")
+def _peer_game(rng: random.Random, size: int) -> list[Task]:
+    """A peer game with the dealer at a random branch (the eval games put it first)."""
+    tasks = peer_group(rng, size)
+    rng.shuffle(tasks)
+    return tasks
 
 
 def _branch_count(rng: random.Random, lo: int = 1) -> int:
@@ -241,14 +239,30 @@ def _branch_count(rng: random.Random, lo: int = 1) -> int:
     return rng.randint(lo, MAX_BRANCHES)
 
 
-SINGLE_FACT_SHARE = 0.6  # of the one-task records, the share that is a fact context and its question
+SINGLE_FACT_SHARE = 0.6  # of the one-task records, the share that is a fact context and its questions
+QUESTIONS_PER_CONTEXT = 4  # at most, in a one-task fact record: one question per fact, in random order
+
+
+def one_question_per_fact(rng: random.Random, tasks: list[Task]) -> list[Task]:
+    """One wording of each fact's question (a fact's questions share its answer: every attribute has
+    its own values), in random order."""
+    by_answer: dict[str, list[Task]] = {}
+    for t in tasks:
+        by_answer.setdefault(t.answer, []).append(t)
+    qs = [rng.choice(ts) for ts in by_answer.values()]
+    rng.shuffle(qs)
+    return qs
 
 
 def _single(rng: random.Random, held: HeldOut) -> dict:
+    """One branch in the one-at-a-time format: an independent task, or a fact context followed by
+    questions about several of its facts (the loss starts at the first answer, so every answer after
+    the context trains the retrieval: several retrievals for one context's tokens)."""
     if rng.random() < SINGLE_FACT_SHARE:
         ctx, tasks = _fresh_context(rng, held)
-        t = rng.choice(tasks)
-        return {"main": "", "branches": [(f"{ctx}\n{prompt_text(t.question)}", t.answer)]}
+        qs = one_question_per_fact(rng, tasks)[:QUESTIONS_PER_CONTEXT]
+        rest = "\n".join([qs[0].answer] + [qa_text(t.question, t.answer) for t in qs[1:]])
+        return {"main": "", "branches": [(f"{ctx}\n{prompt_text(qs[0].question)}", rest)]}
     t = _fresh_task(rng, held)
     return {"main": "", "branches": [(prompt_text(t.question), t.answer)]}
 
@@ -284,7 +298,7 @@ def build_parallel_raw(seed: int, n: int, held: HeldOut = NO_HELDOUT) -> list[di
                     seen.add(t.question)
                     tasks.append(t)
         else:
-            main, tasks = "", _fresh_peer(rng, held, _branch_count(rng, 2))
+            main, tasks = "", _peer_game(rng, _branch_count(rng, 2))
         out.append({"main": main, "branches": [(prompt_text(t.question), t.answer) for t in tasks]})
     return out
 
@@ -416,6 +430,8 @@ def build_eval_prompts(eval_tasks: list[dict]) -> list[dict]:
     by_kind: dict[str, list[dict]] = {}
     groups: dict[str, list[dict]] = {}
     for t in eval_tasks:
+        if t.get("game"):  # a game's lines repeat across games; its answer is its own dealer's card
+            continue
         if t["context"]:
             groups.setdefault(t["context"], []).append(t)
         else:

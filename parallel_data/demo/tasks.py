@@ -18,13 +18,14 @@ why, with the measurements):
 * independent (`TASK_KINDS`): copying 3 words, counting 1..4 words, naming the last of 2..4 words, all
   drawn from `WORDS` (single tokens); the answer is read off the prompt at a fixed distance, which a
   small model learns within a few hundred steps;
-* `fact`: a one-line context of up to 8 facts about one person (`fact_context`), and two questions per
+* `fact`: a one-line context of 2..4 facts about one person (`fact_context`), and four questions per
   fact, answered by the value alone ("Where does Mira live?" -> "Oslo"); every attribute has its own
   values, so the answer is the one word of its kind in the context; one context serves up to 16
   question branches;
-* `peer` (`peer_group`): every branch states its own card and asks for another branch's card ("Mira's
-  card is 7. What is Tomas's card?" -> "3"). Only a branch that sees the other branches (the columnar
-  mask) can answer; one prompt at a time, or the isolated mask, leaves it guessing (one card in nine).
+* `peer` (`peer_group`): a card game; one branch, the dealer, states its card ("I am the dealer and my
+  card is 7. What is my card?"), every other branch asks "I am Mira. What is the dealer's card?" -> "7". Only a
+  branch that sees the other branches (the columnar mask) can answer; one prompt at a time, or the
+  isolated mask, leaves it guessing (one card in nine).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from parallel_data.demo import words as W
 from parallel_data.demo.text import article
 
 TASK_KINDS = ("copy", "count", "last")  # independent kinds; "fact" needs a context, "peer" siblings
-PEER_KIND = "peer"
+PEER_KIND = "peer"  # asks for the dealer's card, which another branch states
+DEALER_KIND = "dealer"  # states its card and is asked for it: the branch the peers need
 
 
 @dataclass(frozen=True)
@@ -105,26 +107,28 @@ def independent_task(rng: random.Random, kind: str | None = None) -> Task:
 # ---- fact contexts --------------------------------------------------------------------------------------
 # attribute: (values, statement, questions). A context is about one person; every attribute draws from its
 # own set of single-token values, so a question is answered by finding the one word of its kind in the
-# context and copying it. Two wordings per question: a context of all 8 facts has 16 distinct questions.
+# context and copying it. Four attributes with four wordings each: a context of all four facts has 16
+# distinct questions (one per branch at 16 branches); with eight attributes of two wordings a 0.9M model
+# learns only some of the attributes in the budget (docs/DEMO_EXPERIMENTS.md, e16-e19).
 _VALUES = 12
 _PERSON_ATTRS = {
-    "city": (W.CITIES[:_VALUES], "{n} lives in {v}.", ("Where does {n} live?", "Which city does {n} live in?")),
-    "job": (W.JOBS[:_VALUES], "{n} works as {a_v}.", ("What is {n}'s job?", "What does {n} work as?")),
-    "food": (W.FOODS[:_VALUES], "{n} loves {v}.", ("What does {n} love to eat?", "Which food does {n} love?")),
-    "drink": (W.DRINKS, "{n} drinks {v}.", ("What does {n} drink?", "Which drink does {n} like?")),
-    "hobby": (W.HOBBIES[:_VALUES], "{n} enjoys {v}.", ("What does {n} enjoy?", "What is {n}'s hobby?")),
-    "instrument": (W.INSTRUMENTS, "{n} plays the {v}.", ("Which instrument does {n} play?",
-                                                          "What does {n} play?")),
+    "city": (W.CITIES[:_VALUES], "{n} lives in {v}.", ("Where does {n} live?", "Which city does {n} live in?",
+                                                        "In which city does {n} live?", "What is {n}'s home town?")),
+    "food": (W.FOODS[:_VALUES], "{n} loves {v}.", ("What does {n} love to eat?", "Which food does {n} love?",
+                                                    "What is {n}'s favourite food?", "What food does {n} love?")),
     "pet": (tuple(a[0] for a in W.ANIMALS[:_VALUES]), "{n} has {a_v}.", ("Which animal does {n} have?",
-                                                                         "What pet does {n} have?")),
-    "colour": (W.COLOURS[:_VALUES], "{n} likes {v}.", ("What colour does {n} like?",
-                                                        "Which colour does {n} like best?")),
+                                                                         "What pet does {n} have?",
+                                                                         "What is {n}'s pet?",
+                                                                         "Which pet does {n} keep?")),
+    "colour": (W.COLOURS[:_VALUES], "{n} likes {v}.", ("What colour does {n} like?", "Which colour does {n} like best?",
+                                                        "What is {n}'s favourite colour?",
+                                                        "Which colour is {n}'s favourite?")),
 }
-FACTS = (2, 8)  # facts per training context
+FACTS = (2, len(_PERSON_ATTRS))  # facts per training context
 
 
 def fact_context(rng: random.Random, facts: tuple[int, int] = FACTS) -> tuple[str, list[Task]]:
-    """A one-line text of `facts` facts about one person, in random order, and both questions about each
+    """A one-line text of `facts` facts about one person, in random order, and every question about each
     fact, answered by the fact's value ("Where does Mira live?" -> "Oslo")."""
     n = rng.choice(W.NAMES_F + W.NAMES_M)
     sentences: list[str] = []
@@ -138,19 +142,19 @@ def fact_context(rng: random.Random, facts: tuple[int, int] = FACTS) -> tuple[st
     return " ".join(sentences), tasks
 
 
-# ---- peer groups: the answer is in another branch ---------------------------------------------------------
-_PEER_ASK = ("What is {m}'s card?",)
+# ---- peer games: the answer is in another branch ---------------------------------------------------------
+_DEALER = ("I am the dealer and my card is {c}. What is my card?",)
+_ASK = ("I am {n}. What is the dealer's card?",)
 
 
-def peer_group(rng: random.Random, size: int, partner_of=None) -> list[Task]:
-    """`size` branches; branch i says its own card ("Mira's card is 7.") and asks for the card of branch
-    `partner_of(i)` (default: a random other branch), answered in the same words ("Tomas's card is 3.").
-    The cards are 1..9; names are distinct within the group."""
-    names = rng.sample(W.NAMES_F + W.NAMES_M, size)
-    cards = [rng.randint(1, 9) for _ in range(size)]
-    out = []
-    for i, n in enumerate(names):
-        j = partner_of(i) if partner_of else rng.choice([x for x in range(size) if x != i])
-        q = f"{n}'s card is {cards[i]}. " + rng.choice(_PEER_ASK).format(m=names[j])
-        out.append(Task(PEER_KIND, q, str(cards[j]), tuple(str(c) for c in range(1, 10) if c != cards[j])))
-    return out
+def peer_group(rng: random.Random, size: int) -> list[Task]:
+    """A card game of `size` branches: branch 0 is the dealer, who states a card (1..9) and is asked for
+    it (kind `DEALER_KIND`, answered from its own prompt); every other branch asks for the dealer's card
+    (kind `PEER_KIND`: "I am Mira. What is the dealer's card?" -> "7"; the players' names are distinct),
+    which only a branch that sees the dealer's branch (the columnar mask) can answer; one prompt at a time,
+    or the isolated mask, leaves it guessing (one card in nine)."""
+    card = rng.randint(1, 9)
+    wrong = tuple(str(c) for c in range(1, 10) if c != card)
+    dealer = Task(DEALER_KIND, rng.choice(_DEALER).format(c=card), str(card), wrong)
+    names = rng.sample(W.NAMES_F + W.NAMES_M, size - 1)
+    return [dealer] + [Task(PEER_KIND, rng.choice(_ASK).format(n=n), str(card), wrong) for n in names]

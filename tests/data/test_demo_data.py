@@ -24,7 +24,7 @@ from parallel_data.demo.corpus import (
     heldout_from_eval,
     record_texts,
 )
-from parallel_data.demo.tasks import PEER_KIND, TASK_KINDS
+from parallel_data.demo.tasks import DEALER_KIND, PEER_KIND, TASK_KINDS
 from parallel_data.formats import normalize_conversation
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ def solve(q: str) -> tuple[str, str] | None:
     low = q.lower()
     if "\n" in q:  # a context line before the question
         return None
-    if re.fullmatch(r"\w+'s card is \d\. .*", q):  # a peer game: the answer is in another branch
+    if DEALER_RE.fullmatch(f"Q: {q}\nA:") or ASK_RE.fullmatch(f"Q: {q}\nA:"):  # a peer game: the answer is the dealer's card
         return None
     if low.startswith(("how many", "count")) and ": " in q:
         return "count", str(len(_tail(q).split(" ")))
@@ -66,21 +66,16 @@ def solve(q: str) -> tuple[str, str] | None:
     return None
 
 
-PEER_RE = re.compile(r"Q: (\w+)'s card is (\d)\. (?:What is (\w+)'s card\?|Which card does (\w+) have\?)\nA:")
+DEALER_RE = re.compile(r"Q: I am the dealer and my card is (\d)\. What is my card\?\nA:")
+ASK_RE = re.compile(r"Q: I am \w+\. What is the dealer's card\?\nA:")
 
 
-def cards_of(record: dict) -> dict[str, str]:
-    """name -> card stated in a peer record's branches (or in a list of eval tasks' prompts)."""
-    texts = [b["text"] if isinstance(b, dict) else b for b in record["branches"]]
-    found = [PEER_RE.match(t) for t in texts]
-    assert all(found), texts
-    return {m[1]: m[2] for m in found}
-
-
-def asked_name(text: str) -> str:
-    """The player a peer prompt asks about."""
-    m = PEER_RE.match(text)
-    return m[3] or m[4]
+def dealer_card(texts: list[str]) -> str:
+    """The card of a peer game's one dealer among its branches' texts; every other branch asks for it."""
+    dealt = [m[1] for m in map(DEALER_RE.match, texts) if m]
+    assert len(dealt) == 1, texts
+    assert all(DEALER_RE.match(t) or ASK_RE.match(t) for t in texts), texts
+    return dealt[0]
 
 
 def _qa_pairs(text: str):
@@ -191,17 +186,23 @@ def test_answer_offsets_cover_exactly_the_answer(corpus, tiny_tokenizer):
             prompt_ids = tok(text[:cut], add_special_tokens=False)["input_ids"]
             assert off == len(prompt_ids) and ids[:off] == prompt_ids
             assert tok.decode(ids[off:]) == text[cut:] and text[cut] == " " and text.endswith("\n")
-            answer = text[cut + 1:-1]
-            if PEER_RE.match(text):  # peer game: the answer is the card another branch of the record states
-                assert answer == cards_of(r)[asked_name(text)]
+            answer, *more = text[cut + 1:-1].split("\n")
+            if DEALER_RE.match(text) or ASK_RE.match(text):  # peer game: the dealer's card
+                assert answer == dealer_card([x["text"] for x in r["branches"]]) and not more
             else:
-                before, q = text[:cut].rsplit("Q: ", 1)  # a single fact question carries its context line
+                before, q = text[:cut].rsplit("Q: ", 1)  # a one-task fact record carries its context line
                 got = solve(_question("Q: " + q))
                 if got is None:  # fact: the answer is a word of the context (the main or the branch's own)
                     assert before in ("", r["main"]) or r["main"] == ""
-                    assert answer in re.findall(r"\w+", r["main"] + before)
+                    words = re.findall(r"\w+", r["main"] + before)
+                    # a one-task fact record goes on with questions about the other facts, one each
+                    pairs = list(zip(more[::2], more[1::2]))
+                    assert len(more) % 2 == 0 and (not pairs or r["main"] == "")
+                    assert all(qq.startswith("Q: ") and aa.startswith("A: ") for qq, aa in pairs)
+                    answers = [answer] + [aa[3:] for _, aa in pairs]
+                    assert all(a in words for a in answers) and len(set(answers)) == len(answers)
                 else:
-                    assert not before and got[1] == answer
+                    assert not before and got[1] == answer and not more
 
 
 def test_answer_offsets_with_the_repo_tokenizer():
@@ -213,7 +214,8 @@ def test_answer_offsets_with_the_repo_tokenizer():
         for b in r["branches"]:
             ids = tok(b["text"], add_special_tokens=False)["input_ids"]
             assert tok.decode(ids[b["answer_offset"]:]) == " " + b["text"].split("\nA: ", 1)[1]
-            assert len(ids) - b["answer_offset"] <= 12  # short answers
+            first_answer = b["text"].split("\nA: ", 1)[1].split("\n")[0]
+            assert len(tok(" " + first_answer, add_special_tokens=False)["input_ids"]) <= 12  # short answers
 
 
 def test_answer_offsets_fail_loudly_when_tokens_cross_the_boundary():
@@ -232,14 +234,18 @@ def test_eval_tasks_fields_and_groups(corpus):
     assert len({t["id"] for t in tasks}) == len(tasks)
     groups: dict[str, list[dict]] = {}
     for t in tasks:
-        assert set(t) == {"id", "kind", "context", "prompt", "answer"} and all(isinstance(v, str) for v in t.values())
+        if t.get("game"):
+            assert set(t) == {"id", "kind", "context", "prompt", "answer", "game", "scored"}
+            assert t["scored"] == (t["kind"] == PEER_KIND) and t["kind"] in (PEER_KIND, DEALER_KIND)
+            t = {k: v for k, v in t.items() if k != "scored"}
+        assert set(t) <= {"id", "kind", "context", "prompt", "answer", "game"} and all(isinstance(v, str) for v in t.values())
         assert t["answer"] and t["answer"] == t["answer"].strip() and "\n" not in t["answer"]
         _question(t["prompt"])
         if t["kind"] == "fact":
             assert re.fullmatch(r"fact-\d{5}-q\d+", t["id"]) and t["context"].endswith("\n")
             groups.setdefault(t["id"].rsplit("-", 1)[0], []).append(t)
-        elif t["kind"] == PEER_KIND:
-            assert re.fullmatch(r"peer-\d{5}-b\d+", t["id"]) and t["context"] == ""
+        elif t.get("game"):
+            assert re.fullmatch(r"peer-\d{5}-b\d+", t["id"]) and t["context"] == "" and t["id"].startswith(t["game"])
         else:
             assert t["kind"] in TASK_KINDS and t["context"] == "" and t["id"].startswith(t["kind"] + "-")
     assert sum(t["kind"] in TASK_KINDS for t in tasks) == SMALL.eval_tasks
@@ -253,22 +259,21 @@ def test_eval_tasks_fields_and_groups(corpus):
         ids.index(g[-1]["id"]) - ids.index(g[0]["id"]) == len(g) - 1 for g in groups.values())
 
 
-def test_peer_eval_groups_pair_up(corpus):
-    """Peer eval tasks: groups of 16 consecutive tasks; branch j asks for the card of branch j ^ 1, so every
-    aligned run of 2, 4, 8 or 16 branches (how scripts/eval_tasks.py cuts them) holds both partners."""
-    peer = [t for t in corpus["eval_tasks"] if t["kind"] == PEER_KIND]
-    assert len(peer) == 16 * SMALL.eval_peer
+def test_peer_eval_games(corpus):
+    """Peer eval games: 16 consecutive tasks with one game id, the dealer first (unscored), 15 peers asking
+    for its card (scored); training peer records hold one dealer at any branch and peers after it."""
+    game = [t for t in corpus["eval_tasks"] if t.get("game")]
+    assert len(game) == 16 * SMALL.eval_peer
     for g in range(SMALL.eval_peer):
-        group = peer[16 * g:16 * (g + 1)]
+        group = game[16 * g:16 * (g + 1)]
         assert [t["id"] for t in group] == [f"peer-{g:05d}-b{j}" for j in range(16)]
-        cards = cards_of({"branches": [t["prompt"] for t in group]})
-        assert len(cards) == 16  # distinct names
-        for j, t in enumerate(group):
-            partner = PEER_RE.match(group[j ^ 1]["prompt"])
-            assert asked_name(t["prompt"]) == partner[1] != PEER_RE.match(t["prompt"])[1]
-            assert t["answer"] == partner[2]
-    recs = [r for r in corpus["parallel"] if r["main"] == "" and PEER_RE.match(r["branches"][0]["text"])]
+        assert {t["game"] for t in group} == {f"peer-{g:05d}"}
+        assert [t["kind"] for t in group] == [DEALER_KIND] + [PEER_KIND] * 15
+        card = dealer_card([t["prompt"] for t in group])
+        assert all(t["answer"] == card for t in group)
+    recs = [r for r in corpus["parallel"] if r["main"] == "" and any(DEALER_RE.match(b["text"]) for b in r["branches"])]
     assert recs and all(2 <= len(r["branches"]) <= 16 for r in recs)
+    assert any(not DEALER_RE.match(r["branches"][0]["text"]) for r in recs)  # the dealer is not always first
 
 
 def test_default_eval_sizes_meet_the_minimums():
@@ -282,7 +287,8 @@ def test_default_eval_sizes_meet_the_minimums():
             group_sizes[gid] = group_sizes.get(gid, 0) + 1
     assert len(group_sizes) >= 100 and all(4 <= n <= 16 for n in group_sizes.values())
     assert sum(n == 16 for n in group_sizes.values()) >= 16  # 16-branch evaluation needs whole 16-question groups
-    assert sum(t["kind"] == PEER_KIND for t in tasks) == 16 * DemoSizes().eval_peer
+    assert sum(t["kind"] == PEER_KIND for t in tasks) == 15 * DemoSizes().eval_peer
+    assert sum(t["kind"] == DEALER_KIND for t in tasks) == DemoSizes().eval_peer
 
 
 def test_checkable_answers_are_recomputed(corpus):
@@ -292,7 +298,7 @@ def test_checkable_answers_are_recomputed(corpus):
         if t["kind"] == "fact":
             assert got is None
             assert t["answer"] in re.findall(r"\w+", t["context"])
-        elif t["kind"] == PEER_KIND:
+        elif t.get("game"):
             assert got is None
         else:
             assert got == (t["kind"], t["answer"]), t
@@ -315,6 +321,8 @@ def test_eval_tasks_are_held_out(corpus):
     joined = "\n".join(train_texts)
     train_lines = set(joined.split("\n"))
     for t in tasks:
+        if t.get("game"):  # games are not held out line by line: a game's answer is its own dealer's card
+            continue
         if t["context"]:
             assert t["context"].rstrip("\n") not in train_lines
             assert t["context"] + t["prompt"] not in joined

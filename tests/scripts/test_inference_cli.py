@@ -219,3 +219,36 @@ def test_eval_tasks_parallel_vs_sequential(ckpt, tmp_path):
     assert ("shared_context", "parallel", 4) in modes and ("shared_context", "sequential", 4) in modes
     assert all(r["total"] > 0 and 0.0 <= r["accuracy"] <= 1.0 for r in rep["rows"])
     assert out.with_suffix(".png").exists()
+
+
+def test_eval_tasks_games_cut_and_score(ckpt):
+    """Games: for N branches a sample is the game's unscored task (the dealer) + the next N-1 scored tasks;
+    only scored tasks count. Oracle: the generator run on exactly those samples."""
+    from evaluation.tasks import _game_samples, evaluate_tasks
+    from model.loading import load_parallel_model
+    from model.parallel_generation import ParallelGenerator
+    from parallel.sampling import SamplingParams
+
+    lm = load_parallel_model(model_path=str(ckpt), device="cpu")
+    gen = ParallelGenerator(lm.model, lm.tokenizer, mask_mode="columnar", branch_stride=lm.branch_stride)
+    games = [[{"id": f"g{g}-d", "kind": "dealer", "context": "", "prompt": f"dealer {g} says seven", "answer": "7",
+               "game": f"g{g}", "scored": False}] +
+             [{"id": f"g{g}-{j}", "kind": "peer", "context": "", "prompt": f"player {j} asks", "answer": "?",
+               "game": f"g{g}"} for j in range(5)] for g in range(2)]
+    samples = _game_samples(games, 3, max_tasks=100)
+    assert [[t["id"] for t in s] for s in samples] == [["g0-d", "g0-0", "g0-1"], ["g0-d", "g0-2", "g0-3"],
+                                                       ["g1-d", "g1-0", "g1-1"], ["g1-d", "g1-2", "g1-3"]]
+    out = gen.generate([{"branches": [t["prompt"] for t in s]} for s in samples], SamplingParams(), max_new_tokens=3,
+                       stop_strings=["\n"])
+    for s, o in zip(samples, out):  # make the first asker of every sample right, and the dealer "right" too
+        s[1]["answer"] = o.branches[1].text.split("\n")[0].strip() or "?"
+        s[0]["answer"] = o.branches[0].text.split("\n")[0].strip() or "?"
+    rows = evaluate_tasks(gen, [t for g in games for t in g], [3], max_tasks=100, max_new_tokens=3,
+                          log=lambda m: None)["rows"]
+    par = next(r for r in rows if r["setting"] == "game" and r["mode"] == "parallel")
+    assert par["branches"] == 3 and par["total"] == 8  # 4 samples x 2 scored; the dealer is never counted
+    assert par["correct"] == sum(s[1]["answer"] != "?" for s in samples) + sum(
+        s[2]["answer"] == o.branches[2].text.split("\n")[0].strip() for s, o in zip(samples, out))
+    seq = next(r for r in rows if r["setting"] == "game" and r["mode"] == "sequential")
+    assert seq["total"] == 10  # every scored task alone
+    assert _game_samples(games, 1, 100) == []  # no room for a scored task next to the dealer
