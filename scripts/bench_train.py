@@ -43,7 +43,10 @@ def ensure_data(quick: bool, tmp: Path) -> Path:
         path.write_text("".join(json.dumps({"text": t}) + "\n" for t in build_pretrain(7, 600)))
         return path
     path = ROOT / "dataset" / "pretrain_demo.jsonl"
-    if not path.exists():
+    from model.tokenizer import DEFAULT_TOKENIZER_DIR
+    from parallel_data.demo.corpus import corpus_is_current
+
+    if not corpus_is_current(ROOT / "dataset", DEFAULT_TOKENIZER_DIR / "tokenizer.json"):  # missing or stale
         subprocess.run([sys.executable, "scripts/build_demo_data.py"], cwd=ROOT, check=True)
     return path
 

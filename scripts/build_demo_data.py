@@ -7,7 +7,9 @@
 Writes pretrain_demo.jsonl, pretrain_demo_val.jsonl, parallel_demo.jsonl, sft_demo.jsonl, dpo_demo.jsonl,
 eval_tasks_demo.jsonl and eval_prompts_demo.jsonl (formats: `parallel_data/demo/corpus.py`),
 reason_demo.jsonl (`parallel_data/demo/posttrain.py`) and rl_prompts_demo.jsonl
-(`parallel_data/demo/rl_prompts.py`), then prints a summary. Also runs as `python -m scripts.build_demo_data`.
+(`parallel_data/demo/rl_prompts.py`), then prints a summary. Last, it writes `.demo_corpus`, the
+fingerprint of the generators, seed, sizes and tokenizer the files come from: `make demo` and the other
+scripts that need the default corpus rebuild it when the fingerprint differs (after a code change). Also runs as `python -m scripts.build_demo_data`.
 
 Chicken and egg: the default tokenizer (`model/tokenizer.json`) is trained on pretrain_demo.jsonl by
 `scripts/train_tokenizer.py`, while parallel_demo.jsonl stores `answer_offset`s counted in tokens of
@@ -29,11 +31,13 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 from model.tokenizer import DEFAULT_TOKENIZER_DIR, load_tokenizer, train_and_save_tokenizer
 from parallel_data.demo.corpus import (
+    CORPUS_STAMP,
     DEFAULT_SEED,
     FILE_NAMES,
     DemoSizes,
     attach_answer_offsets,
     check_no_leaks,
+    corpus_fingerprint,
     generate_demo_corpus,
     heldout_from_eval,
 )
@@ -146,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     chars = sum(len(t) for t in val_text)
     ratio = f", {chars / n_tok:.2f} chars/token on {FILE_NAMES['val']}" if n_tok else ""
     print(f"tokenizer {args.tokenizer}: vocab {len(tok)}{ratio}")
+    tok_file = Path(args.tokenizer).expanduser() / "tokenizer.json" if _looks_local(args.tokenizer) else None
+    (out_dir / CORPUS_STAMP).write_text(corpus_fingerprint(args.seed, sizes, tok_file) + "\n")  # last: all written
     print(f"done in {time.time() - t0:.1f}s -> {out_dir}/")
     return 0
 

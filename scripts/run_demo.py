@@ -52,8 +52,8 @@ MODEL = ["--hidden_size", str(HIDDEN), "--num_hidden_layers", "2", "--num_attent
          "--num_key_value_heads", "2"]
 COMMON = ["--max_seq_len", "160", "--random_branch_slots", "32", "--no_random_time_offset", "--num_workers", "0",
           "--seed", str(SEED)]
-STAGE1_STEPS = 800
-STAGE1 = ["--batch_size", "64", "--batch_by_samples", "--max_branches_per_sample", "1", "--min_branches_per_sample", "1",
+STAGE1_STEPS = 1000
+STAGE1 = ["--batch_size", "32", "--batch_by_samples", "--max_branches_per_sample", "1", "--min_branches_per_sample", "1",
           "--learning_rate", "4e-3", "--warmup_iters", "50", "--epochs", "4", "--log_interval", "100",
           "--save_interval", "400"]
 STEPS = 1000  # stage 2
@@ -68,6 +68,19 @@ TASK_KINDS = "copy,count,last,fact"
 MAX_TASKS = 64
 TARGET_ACC, TARGET_GAP = 0.80, 0.03
 BLOCK_START, BLOCK_END = "<!-- demo-results:start -->", "<!-- demo-results:end -->"
+
+
+def demo_data_ready(log) -> bool:
+    """The default demo corpus is in dataset/ and was built by the current generators (else it is rebuilt)."""
+    from model.tokenizer import DEFAULT_TOKENIZER_DIR
+    from parallel_data.demo.corpus import corpus_is_current
+
+    if not all((DATA / f).exists() for f in NEEDED):
+        return False
+    if corpus_is_current(DATA, DEFAULT_TOKENIZER_DIR / "tokenizer.json"):
+        return True
+    log("dataset/ was built by other generators, sizes or tokenizer (no matching .demo_corpus): rebuilding it")
+    return False
 
 
 def run(cmd: list[str], log) -> None:
@@ -418,7 +431,7 @@ def main(argv=None) -> int:
         fn()
         timings[name] = time.perf_counter() - t
 
-    if not all((DATA / f).exists() for f in NEEDED):
+    if not demo_data_ready(log):
         stage("build data", lambda: run([py, "scripts/build_demo_data.py"], log))
     if not (args.skip_training and ckpt.exists()):
         stage1_dir = out_dir / "stage1"

@@ -130,7 +130,10 @@ def _check_only(args) -> None:
 @cli_main(build_parser)
 def main(args: argparse.Namespace) -> int:
     py, out = sys.executable, ROOT / args.out_dir
-    if not (ROOT / "dataset" / "pretrain_demo.jsonl").exists():
+    from model.tokenizer import DEFAULT_TOKENIZER_DIR
+    from parallel_data.demo.corpus import corpus_is_current
+
+    if not corpus_is_current(ROOT / "dataset", DEFAULT_TOKENIZER_DIR / "tokenizer.json"):  # missing or stale
         sh([py, "scripts/build_demo_data.py"])
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}

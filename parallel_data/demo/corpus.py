@@ -35,9 +35,12 @@ parallel file is built.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from parallel_data.demo import words as W
 from parallel_data.demo.tasks import (
@@ -73,6 +76,29 @@ class DemoSizes:
     eval_tasks: int = 500  # independent eval tasks, spread evenly over TASK_KINDS
     eval_groups: int = 120  # fact contexts with 4..16 eval questions each
     eval_peer: int = 16  # peer games of 16 branches each
+
+
+CORPUS_STAMP = ".demo_corpus"  # written last by scripts/build_demo_data.py: what the files were built from
+
+
+def corpus_fingerprint(seed: int, sizes: DemoSizes, tokenizer_file: str | Path | None) -> str:
+    """A hash of everything the demo files depend on: the generator modules' source (this folder), the
+    seed, the sizes and the tokenizer file that counted the answer offsets."""
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    h.update(json.dumps({"seed": seed, "sizes": asdict(sizes)}, sort_keys=True).encode())
+    if tokenizer_file is not None and Path(tokenizer_file).is_file():
+        h.update(Path(tokenizer_file).read_bytes())
+    return h.hexdigest()[:20]
+
+
+def corpus_is_current(data_dir: str | Path, tokenizer_file: str | Path) -> bool:
+    """True when `data_dir` holds the default corpus (DEFAULT_SEED, DemoSizes()) built by the current
+    generators with `tokenizer_file`: a stale dataset/ (older code, other sizes) is rebuilt, never used."""
+    stamp = Path(data_dir) / CORPUS_STAMP
+    return stamp.is_file() and stamp.read_text().strip() == corpus_fingerprint(DEFAULT_SEED, DemoSizes(),
+                                                                                  tokenizer_file)
 
 
 def stream_rng(seed: int, stream: str) -> random.Random:
@@ -239,7 +265,7 @@ def _branch_count(rng: random.Random, lo: int = 1) -> int:
     return rng.randint(lo, MAX_BRANCHES)
 
 
-SINGLE_FACT_SHARE = 0.6  # of the one-task records, the share that is a fact context and its questions
+SINGLE_FACT_SHARE = 0.4  # of the one-task records, the share that is a fact context and its questions
 QUESTIONS_PER_CONTEXT = 4  # at most, in a one-task fact record: one question per fact, in random order
 
 

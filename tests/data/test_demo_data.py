@@ -14,11 +14,15 @@ from pathlib import Path
 import pytest
 
 from parallel_data.demo.corpus import (
+    CORPUS_STAMP,
+    DEFAULT_SEED,
     FILE_NAMES,
     DemoSizes,
     attach_answer_offsets,
     build_eval_tasks,
     build_parallel_raw,
+    corpus_fingerprint,
+    corpus_is_current,
     find_leaks,
     generate_demo_corpus,
     heldout_from_eval,
@@ -110,6 +114,23 @@ def test_cli_writes_byte_identical_files(tmp_path, tiny_tokenizer_dir, capsys):
     assert "pretrain_demo.jsonl" in summary and "parallel_demo.jsonl" in summary and "chars/token" in summary
     lines = (tmp_path / "a" / FILE_NAMES["pretrain"]).read_text().splitlines()
     assert len(lines) == 300
+    # the stamp says what the files were built from: other seed -> other stamp; not the default corpus
+    stamps = {run: (tmp_path / run / CORPUS_STAMP).read_text() for run in "abc"}
+    assert stamps["a"] == stamps["b"] != stamps["c"]
+    assert not corpus_is_current(tmp_path / "a", tiny_tokenizer_dir / "tokenizer.json")
+
+
+def test_corpus_stamp_tracks_generators_sizes_and_tokenizer(tmp_path, tiny_tokenizer_dir):
+    tok = tiny_tokenizer_dir / "tokenizer.json"
+    base = corpus_fingerprint(DEFAULT_SEED, DemoSizes(), tok)
+    assert base == corpus_fingerprint(DEFAULT_SEED, DemoSizes(), tok)
+    assert base != corpus_fingerprint(DEFAULT_SEED, DemoSizes(pretrain=5), tok)
+    other_tok = tmp_path / "tokenizer.json"
+    other_tok.write_bytes(tok.read_bytes() + b" ")
+    assert base != corpus_fingerprint(DEFAULT_SEED, DemoSizes(), other_tok)
+    assert not corpus_is_current(tmp_path, tok)  # no stamp: rebuild
+    (tmp_path / CORPUS_STAMP).write_text(base + "\n")
+    assert corpus_is_current(tmp_path, tok) and not corpus_is_current(tmp_path, other_tok)
 
 
 def test_cli_without_tokenizer_writes_text_then_says_how_to_build_it(tmp_path, capsys):

@@ -31,7 +31,7 @@ def _write_stage_outputs(d: Path, shared_par16: int = 61) -> Path:
                  _row("shared_context", "sequential", b, 62, tok_s=40.0)]
     (d / "tasks.json").write_text(json.dumps({"rows": rows}))
     for mask, right in (("columnar", 63), ("isolated", 8)):
-        peer = [_row("independent", "sequential", 1, 7)] + [_row("independent", "parallel", b, right)
+        peer = [_row("game", "sequential", 1, 7)] + [_row("game", "parallel", b, right)
                                                               for b in (2, 4, 8, 16)]
         (d / f"peer_{mask}.json").write_text(json.dumps({"rows": peer}))
     (d / "pretrain_128_metrics.jsonl").write_text(
