@@ -14,14 +14,32 @@ DEFAULT_TOKENIZER_DIR = Path(__file__).resolve().parent
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # ids 0, 1, 2
 
 # ChatML, as Qwen uses it: one `<|im_start|>{role}\n{content}<|im_end|>\n` block per message and
-# `<|im_start|>assistant\n` as the generation prompt. No default system message, so a branch
-# rendered here is exactly what a user-supplied conversation says.
+# `<|im_start|>assistant\n` as the generation prompt. No default system message unless asked for, so
+# a branch rendered here is exactly what a user-supplied conversation says. The template option
+# `default_system` (`apply_chat_template(messages, default_system=MINILLM_DEFAULT_SYSTEM)`) opens a
+# conversation that has no system message with that system turn, as MiniLLM's template does.
+MINILLM_DEFAULT_SYSTEM = "You are a helpful assistant"
 CHATML_TEMPLATE = (
+    "{% if default_system is defined and default_system and (messages | length == 0 or "
+    "messages[0]['role'] != 'system') %}"
+    "{{ '<|im_start|>system\\n' + default_system + '<|im_end|>\\n' }}"
+    "{% endif %}"
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+
+
+def with_default_system(messages: list[dict], system: str | None) -> list[dict]:
+    """`messages` opened by a `system` turn when they have none (MiniLLM's default system turn).
+
+    The same rule as the template option `default_system`, for any tokenizer's template (a checkpoint's
+    own tokenizer, a Hugging Face model's); `system` None or "" leaves the conversation as it is.
+    """
+    if not system or (messages and messages[0].get("role") == "system"):
+        return list(messages)
+    return [{"role": "system", "content": system}, *messages]
 
 
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 6400, min_frequency: int = 2):

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model.tokenizer import with_default_system
 from parallel_data.io import DataError, check_input_file, describe_type, iter_jsonl, iter_text_lines
 
 
@@ -133,12 +134,14 @@ def collect_samples(prompts: list[str] | None, prompts_file: str | None, *, bran
     return samples
 
 
-def render_sample(sample: PromptSample, tokenizer, chat_template: bool) -> dict:
+def render_sample(sample: PromptSample, tokenizer, chat_template: bool, default_system: str | None = None) -> dict:
     """-> a sample dict for the layout / generator (chat-formatted when asked).
 
     With a main, each branch is the rest of the whole conversation `[system: main, user: branch]` after
     the rendered system turn, so main + branch is exactly what the template gives for that conversation
     (templates that add a default system prompt when none leads add it once, to a branch without a main).
+    `default_system` (MiniLLM's default system turn, `--default_system`) opens each branch of a sample
+    without a main with that system turn; a main is the sample's own system turn and is kept.
     """
     if not chat_template:
         return {"main": sample.main, "branches": list(sample.branches)}
@@ -148,7 +151,8 @@ def render_sample(sample: PromptSample, tokenizer, chat_template: bool) -> dict:
     def render(messages, gen):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
     if not sample.main:
-        return {"main": "", "branches": [render([{"role": "user", "content": b}], True) for b in sample.branches]}
+        return {"main": "", "branches": [render(with_default_system([{"role": "user", "content": b}], default_system),
+                                                True) for b in sample.branches]}
     system = [{"role": "system", "content": sample.main}]
     main = render(system, False)
     branches = []

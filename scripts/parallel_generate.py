@@ -6,6 +6,8 @@ Run from the repo root (see README.md, "3. Parallel Inference"):
         --branches_per_sample 2 --model_path out/pretrain_512.pth --streaming
     python scripts/parallel_generate.py --prompts "Introduce yourself" "Recommend a book" \\
         --model_path out/full_sft_512.pth --chat_template --streaming
+    python scripts/parallel_generate.py --prompts "Hi" --model_path out/full_sft_512.pth \\
+        --default_system          # MiniLLM's "You are a helpful assistant" system turn first
     python scripts/parallel_generate.py --mode pretrain --prompts_file prompts.jsonl --model_path out/pretrain_512.pth \\
         --out_path out/results.jsonl
     python scripts/parallel_generate.py --hf_base_model <qwen folder> --lora_path out/lora/hf_lora.pth --prompts ...
@@ -44,12 +46,12 @@ from trainer.cli import ArgParser, UsageError, cli_main, make_parser
 def build_parser() -> ArgParser:
     p = make_parser(__doc__, "parallel_generate")
     g = p.add_argument_group("prompts")
-    g.add_argument("--mode", choices=["pretrain", "sft"], default="sft",
-                   help="pretrain: plain completion; sft: chat template on (unless --no_chat_template)")
+    flags.add_prompt_mode_arg(g)
     flags.add_prompts_arg(g, help="prompts; in pretrain mode 'a||b' is one sample")
     flags.add_branches_per_sample_arg(g, 4, "single prompts per sample")
     flags.add_chat_template_arg(g, default=None, help="wrap each prompt as a user turn (ChatML); default: on in sft "
                                                       "mode, off in pretrain mode")
+    flags.add_default_system_arg(g)
     g.add_argument("--max_prompt_length", type=flags.positive_int, default=2048,
                    help="longest prompt (tokens) accepted; longer prompts are an error, never cut silently")
     flags.add_source_args(p, hf=False, text_column=False, max_samples=False, data_aliases=("--prompts_file",),
@@ -76,6 +78,7 @@ def build_parser() -> ArgParser:
 def _check_prompts(args) -> None:
     if not args.prompts and args.data_path is None:
         raise UsageError("no prompts: pass --prompts TEXT ... or --prompts_file FILE")
+    flags.check_default_system(args, args.mode == "sft" if args.chat_template is None else args.chat_template)
 
 
 def _check_default_model(args) -> None:
@@ -167,7 +170,7 @@ def run(args) -> int:
                                  rope_2d_ratio=args.rope_2d_ratio, rope_2d_scheme=args.rope_2d_scheme,
                                  branch_stride=None if prefix_sharing else args.branch_stride, pe=args.pe)
     tok = loaded.tokenizer
-    samples = [render_sample(p, tok, use_template) for p in prompts]
+    samples = [render_sample(p, tok, use_template, args.default_system) for p in prompts]
     for p, s in zip(prompts, samples):
         for k, b in enumerate(s["branches"]):
             n = len(tok(s["main"] + b, add_special_tokens=False)["input_ids"]) if s["main"] else \

@@ -62,6 +62,7 @@ def build_parser() -> ArgParser:
     g = p.add_argument_group("prompts")
     flags.add_chat_template_arg(g, default=False, help="wrap each branch as a user turn of the tokenizer's chat "
                                                        "template (a main becomes the system turn)")
+    flags.add_default_system_arg(g)
     flags.add_rope_args(p, prefix_sharing=True, patch_rope=True)
     flags.add_mask_args(p, default=None)
     flags.add_branch_args(p, default_branches=4, batch_size=16, inference=True)
@@ -71,6 +72,7 @@ def build_parser() -> ArgParser:
                           out_path_help="JSONL, one record per input record, in input order (written atomically)")
     flags.add_overwrite_arg(p, "replace an existing --out_path")
     p.add_check(_check_model_and_rope)
+    p.add_check(lambda a: flags.check_default_system(a, a.chat_template))
     p.add_check(_check_paths, paths=True)
     return p
 
@@ -168,7 +170,8 @@ def _prepare(gen, plan_shard, records, args, stride: int) -> list[list[tuple[obj
         for s in batch:
             where = f"{args.data_path}:{records[s.records[0]].line}"
             try:
-                rendered = render_sample(PromptSample(s.branches, s.main, where), gen.tokenizer, args.chat_template)
+                rendered = render_sample(PromptSample(s.branches, s.main, where), gen.tokenizer, args.chat_template,
+                                         args.default_system)
                 if not rendered["main"]:
                     del rendered["main"]  # no main: the branches take slots 0..n-1
                 ids, _ = gen.tokenize_sample(rendered, s.index, stride)

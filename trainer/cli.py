@@ -333,6 +333,8 @@ def cli_main(build_parser: Callable[[], ArgParser], prog: str | None = None):
         @functools.wraps(main)
         def wrapper(argv: list[str] | None = None) -> int:
             status = _run_main(main, build_parser, name, argv)
+            if argv is None and _closed_a_process_group():
+                _exit_now(status)
             if argv is None and status in (EXIT_SIGINT, EXIT_SIGTERM):
                 # a command stopped by a signal has saved its work: a further Ctrl-C (a terminal sends one to
                 # the whole process group) must not turn the exit status into death by signal
@@ -344,6 +346,26 @@ def cli_main(build_parser: Callable[[], ArgParser], prog: str | None = None):
         return wrapper
 
     return decorate
+
+
+def _closed_a_process_group() -> bool:
+    mod = sys.modules.get("trainer.distributed")  # never imported here: only a run that used it can say yes
+    return bool(mod is not None and mod.group_closed())
+
+
+def _exit_now(status: int) -> None:
+    """End a process whose run finished, saved and closed its process group, skipping the interpreter's
+    teardown: there, gloo's C++ threads can abort ("terminate called without an active exception", exit -6)
+    or hang after a complete run (pytorch/pytorch#75097), which would turn a finished run into a failure."""
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
 
 
 def stage_front(doc: str | None, prog: str, add_args: Callable[[ArgParser], None], stage: Callable[[], object]):

@@ -90,7 +90,19 @@ def barrier() -> None:
         dist.barrier()
 
 
+_GROUP_CLOSED = False  # this process ran a process group and closed it (see `group_closed`)
+
+
 def cleanup() -> None:
+    """Wait for every rank, then destroy the process group."""
+    global _GROUP_CLOSED
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+        _GROUP_CLOSED = True
+
+
+def group_closed() -> bool:
+    """Whether `cleanup` closed a process group in this process: its entry point then exits without the
+    interpreter's teardown (trainer/cli.py), where gloo's threads can abort or hang after a finished run."""
+    return _GROUP_CLOSED

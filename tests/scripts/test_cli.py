@@ -202,3 +202,34 @@ def test_eval_loss_log_interval_prints_progress(tmp_path, tiny_tokenizer, capsys
     assert [ln.split(": ")[1].split()[0] for ln in progress] == ["2"]  # 12 texts / 2 per sample / 2 per batch = 3
     assert eval_loss.main([*args, "--log_interval", "1"]) == 0
     assert sum("batches in" in ln for ln in capsys.readouterr().err.splitlines()) == 3
+
+
+def test_an_entry_point_that_closed_a_process_group_exits_without_teardown(tmp_path):
+    """After `cleanup()` destroyed the group, the process ends with the run's status and its output flushed,
+    but no interpreter teardown (atexit), where gloo's threads can abort or hang after a finished run."""
+    import subprocess
+    import sys
+
+    script = f'''
+import atexit, sys
+import torch.distributed as dist
+from trainer import distributed
+from trainer.cli import cli_main, make_parser
+
+atexit.register(lambda: print("teardown ran", flush=True))
+
+@cli_main(lambda: make_parser("closes a group", "closer"))
+def main(args):
+    dist.init_process_group("gloo", init_method="file://{tmp_path / 'store'}", rank=0, world_size=1)
+    distributed.cleanup()
+    print("saved", end="")  # unflushed: the exit must flush it
+    return 3
+
+sys.exit(main())
+'''
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3 and r.stdout == "saved", (r.returncode, r.stdout, r.stderr[-2000:])
+    plain = script.replace("    distributed.cleanup()\n", "")  # no group closed: the ordinary exit, atexit included
+    r = subprocess.run([sys.executable, "-c", plain], cwd=root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3 and "teardown ran" in r.stdout

@@ -1,5 +1,5 @@
 """Every Python block of docs/POSITION_ENCODING.md runs (its asserts check the worked examples), and the
-pictures it embeds exist and are drawn by scripts/plot_layout.py."""
+pictures it embeds exist and are drawn by scripts/visualize_layout.py."""
 
 import re
 from pathlib import Path
@@ -35,17 +35,17 @@ def test_doc_block_runs(line, src):
 
 def test_doc_images_exist_and_are_embedded():
     text = DOC.read_text()
-    for name in ("layout_example.png", "masks.png"):
+    for name in ("layout_example.png", "mask_columnar.png", "mask_isolated.png"):
         assert f"(images/{name})" in text
         path = ROOT / "docs" / "images" / name
         assert path.exists() and 0 < path.stat().st_size < 150_000
 
 
-def test_plot_layout_script(tmp_path):
+def test_visualize_layout_script(tmp_path):
     pytest.importorskip("matplotlib")
-    from scripts.plot_layout import main
+    from scripts.visualize_layout import main
 
     assert main(["--out_dir", str(tmp_path)]) == 0
-    for name in ("layout_example.png", "masks.png"):
+    for name in ("layout_example.png", "mask_columnar.png", "mask_isolated.png"):
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 150_000

@@ -4,7 +4,8 @@ An entry point is `build_parser()` = `trainer.cli.make_parser(__doc__, name)` pl
 calls. Every group also registers its checks, which run right after parsing (before torch, models or
 data are loaded) and stop with one line naming the flag(s). Torch-free on purpose. The groups:
 
-* `add_model_shape_args`: --hidden_size --num_hidden_layers --num_attention_heads --num_key_value_heads
+* `add_model_shape_args`: --preset (small|moe|base: the MiniMind2 table, model/presets.py; an explicit shape
+  flag overrides that one value) --hidden_size --num_hidden_layers --num_attention_heads --num_key_value_heads
   --use_moe (training: --use_flex_attention --gradient_checkpointing);
 * `add_rope_args`: --pe --rope_2d_ratio --rope_2d_scheme --branch_stride (--stride; generation may take
   0 = prefix sharing) (training: --fpe_theta --fpe_max_positions --fpe_learnable);

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from model.device import DTYPE_ALIASES, DTYPE_NAMES
+from model.presets import MODEL_PRESETS, PRESET_NAMES
+from model.tokenizer import MINILLM_DEFAULT_SYSTEM
 from parallel.names import ALIGNMENTS, MASK_MODES, PAIR_LAYOUTS, PE_TYPES, ROPE_2D_SCHEMES
 from trainer.cli import (  # the value types and path checks are re-exported for the entry points
     ArgParser,
@@ -35,6 +37,10 @@ MODEL_DEFAULTS = dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=
 
 def add_model_shape_args(p: ArgParser, *, training: bool = False) -> None:
     g = p.add_argument_group("model shape (a checkpoint's own config wins; a contradicting flag is an error)")
+    g.add_argument("--preset", choices=PRESET_NAMES, default=None,
+                   help="a MiniMind2 shape: small (MiniMind2-Small, 512x8), moe (MiniMind2-MoE, 640x8, 1+4 experts), "
+                        "base (MiniMind2, 768x16); a shape flag given beside it overrides that one value "
+                        "(model/presets.py)")
     g.add_argument("--hidden_size", type=positive_int, default=None, help="default 512")
     g.add_argument("--num_hidden_layers", type=positive_int, default=None, help="default 8")
     g.add_argument("--num_attention_heads", type=positive_int, default=None, help="default 8")
@@ -44,7 +50,17 @@ def add_model_shape_args(p: ArgParser, *, training: bool = False) -> None:
     if training:
         g.add_argument("--use_flex_attention", action="store_true", help="FlexAttention BlockMask on CUDA")
         add_gradient_checkpointing_arg(g)
+    p.add_check(apply_preset)  # before _check_heads: the preset's values are checked like given ones
     p.add_check(_check_heads)
+
+
+def apply_preset(args) -> None:
+    """Fill the shape flags not given from `--preset` (a flag given explicitly keeps its value)."""
+    if getattr(args, "preset", None) is None:
+        return
+    for key, value in MODEL_PRESETS[args.preset].shape.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
 
 
 def add_gradient_checkpointing_arg(g) -> None:
@@ -91,11 +107,7 @@ def add_rope_args(p: ArgParser, *, training: bool = False, prefix_sharing: bool 
                    help="additive (default: one branch == the plain model)" + (" or reference" if len(schemes) > 1
                                                                                 else ""))
     if stride:
-        g.add_argument("--branch_stride", "--stride", dest="branch_stride",
-                       type=nonneg_int if prefix_sharing else positive_int, default=None,
-                       help="branch coordinate step (default 128 for rope, 1 for fpe)"
-                            + ("; 0 = prefix sharing (every branch continues the main at coordinate 0, --mask "
-                               "isolated)" if prefix_sharing else ""))
+        add_branch_stride_arg(g, prefix_sharing=prefix_sharing)
     if training:
         g.add_argument("--fpe_theta", type=positive_float, default=None,
                        help="pe=fpe: base of the sinusoid (default 1e4)")
@@ -104,6 +116,16 @@ def add_rope_args(p: ArgParser, *, training: bool = False, prefix_sharing: bool 
                        help="pe=fpe: train the embedding table (default false)")
     if prefix_sharing:
         p.add_check(_check_prefix_sharing)
+
+
+def add_branch_stride_arg(g, *, prefix_sharing: bool = False, default: int | None = None) -> None:
+    """`--branch_stride` (`--stride`): the branch coordinate step (`default` None: the model's or 128 / 1)."""
+    g.add_argument("--branch_stride", "--stride", dest="branch_stride",
+                   type=nonneg_int if prefix_sharing else positive_int, default=default,
+                   help="branch coordinate step " + ("(default 128 for rope, 1 for fpe)" if default is None else
+                                                     f"(default {default})")
+                        + ("; 0 = prefix sharing (every branch continues the main at coordinate 0, --mask "
+                           "isolated)" if prefix_sharing else ""))
 
 
 def _check_prefix_sharing(args) -> None:
@@ -295,6 +317,12 @@ def add_learning_rate_arg(g, default: float, help: str = "peak learning rate (Ad
     g.add_argument("--learning_rate", type=nonneg_float, default=default, help=help)
 
 
+def add_prompt_mode_arg(g) -> None:
+    """`--mode pretrain|sft`: plain completion, or chat prompts (the chat template on unless --no_chat_template)."""
+    g.add_argument("--mode", choices=["pretrain", "sft"], default="sft",
+                   help="pretrain: plain completion; sft: chat template on (unless --no_chat_template)")
+
+
 def add_prompts_arg(g, *, default: list[str] | None = None, nargs: str = "*", help: str = "prompts") -> None:
     g.add_argument("--prompts", nargs=nargs, default=default, help=help)
 
@@ -308,6 +336,21 @@ def add_conversation_args(g, *, system_help: str, history_help: str) -> None:
 def add_chat_template_arg(g, *, default: bool | None, help: str) -> None:
     """`--chat_template` / `--no_chat_template`: wrap each prompt as a user turn of the tokenizer's chat template."""
     g.add_argument("--chat_template", action=BoolFlag, default=default, help=help)
+
+
+def add_default_system_arg(g) -> None:
+    """`--default_system [TEXT]`: MiniLLM's default system turn for a conversation that has none."""
+    g.add_argument("--default_system", nargs="?", const=MINILLM_DEFAULT_SYSTEM, default=None, metavar="TEXT",
+                   help=f"open each chat-formatted branch without a system message (no main) with a system turn "
+                        f"(MiniLLM's template; bare flag: {MINILLM_DEFAULT_SYSTEM!r}); default: none")
+
+
+def check_default_system(args, template_on: bool) -> None:
+    """--default_system only applies to chat-formatted prompts."""
+    if args.default_system is not None and not template_on:
+        raise UsageError("--default_system only applies with the chat template (--chat_template, or --mode sft)")
+    if args.default_system is not None and not args.default_system.strip():
+        raise UsageError("--default_system: the system text is empty")
 
 
 def _check_sampling(args) -> None:

@@ -34,6 +34,7 @@ RUN_ONLY_SETTINGS = frozenset({
     "init_weight", "gradient_checkpointing", "use_flex_attention", "val_interval", "val_interval_samples",
     "val_interval_tokens", "val_branches_per_sample", "val_min_branches_per_sample", "val_max_branches_per_sample",
     "data_path", "hf_dataset",  # compared through the data identity
+    "preset",  # the shape flags it fills are checked by the strict checkpoint load
 })
 
 
