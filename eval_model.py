@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from trainer import args as flags
-from trainer.cli import ArgParser, cli_main, make_parser
+from trainer.cli import ArgParser, cli_main, make_parser, refuse_overwrite
 
 
 def build_parser() -> ArgParser:
@@ -53,8 +53,10 @@ def build_parser() -> ArgParser:
     flags.add_mask_args(p, default=None)
     flags.add_decoding_args(p, max_new_tokens=64, batch_groups=8)
     flags.add_runtime_args(p, seed=0)
+    flags.add_overwrite_arg(p, "replace existing report files")
     p.add_check(lambda a: flags.check_default_system(a, template_on(a)))
     p.add_check(_check_default_model, paths=True)
+    p.add_check(_check_reports, paths=True)
     return p
 
 
@@ -68,6 +70,14 @@ def _check_default_model(args) -> None:
         args.model_path = str(Path(args.out_dir) / f"{stage}_{args.hidden_size or 512}{'_moe' if args.use_moe else ''}"
                                                    ".pth")
         flags.check_model_path(args.model_path, "the default --model_path")
+
+
+def _check_reports(args) -> None:
+    if args.out_path:
+        from evaluation.chat_eval import report_paths
+
+        for path in report_paths(args.out_path):
+            refuse_overwrite(path, "--out_path", args.overwrite)
 
 
 def load_prompts(args) -> list:

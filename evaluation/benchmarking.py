@@ -68,6 +68,17 @@ def summary_ms(seconds: list[float]) -> dict:
             "runs": len(ms)}
 
 
+def bench_device(args) -> tuple[torch.device, torch.dtype]:
+    """A benchmark's device and compute dtype from its --device / --threads flags (threads set first):
+    bfloat16 on CUDA, float32 elsewhere."""
+    from model.device import resolve_device
+
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    return device, torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
 def tokens_summary(seconds: list[float], tokens: int, calls: int = 1) -> dict:
     """Per-call seconds of a row that generates `tokens` -> tokens/s of the median call (and the spread)."""
     med = statistics.median(seconds)

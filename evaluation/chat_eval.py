@@ -179,13 +179,16 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         raise
 
 
-def write_reports(ev: ChatEval, header: dict, out_path: str | Path) -> list[Path]:
-    """The markdown report at `out_path` and the JSON beside it (`.json`); a `.json` out_path: JSON only."""
+def report_paths(out_path: str | Path) -> list[Path]:
+    """The files `write_reports` writes: the markdown at `out_path` and the JSON beside it; a `.json` path: JSON only."""
     p = Path(out_path)
-    js = p if p.suffix == ".json" else p.with_suffix(".json")
-    written = []
-    if js != p:
-        write_text_atomic(p, report_markdown(ev, header))
-        written.append(p)
-    write_text_atomic(js, json.dumps(report_json(ev, header), indent=1, ensure_ascii=False) + "\n")
-    return [*written, js]
+    return [p] if p.suffix == ".json" else [p, p.with_suffix(".json")]
+
+
+def write_reports(ev: ChatEval, header: dict, out_path: str | Path) -> list[Path]:
+    """Write the reports of `report_paths(out_path)` (atomically). -> their paths."""
+    paths = report_paths(out_path)
+    if len(paths) == 2:
+        write_text_atomic(paths[0], report_markdown(ev, header))
+    write_text_atomic(paths[-1], json.dumps(report_json(ev, header), indent=1, ensure_ascii=False) + "\n")
+    return paths

@@ -132,8 +132,7 @@ def summarise(rates: dict[str, list[float]], batches: dict[str, dict]) -> dict:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from evaluation.benchmarking import emit_json, environment, loadavg
-    from model.device import resolve_device
+    from evaluation.benchmarking import bench_device, emit_json, environment, loadavg
     from model.tokenizer import load_tokenizer
     from parallel_data.parallel_collator import ParallelCollator
     from parallel_data.preference import pair_rows
@@ -141,10 +140,8 @@ def main(args: argparse.Namespace) -> int:
     from trainer.preference import DPOLoss
 
     load_start = loadavg()
-    device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    amp = torch.bfloat16 if device.type == "cuda" else None
+    device, dtype = bench_device(args)
+    amp = dtype if device.type == "cuda" else None
     tok = load_tokenizer()
     shape = SHAPES["quick" if args.quick else "tiny"]
     policy, reference = build_models(tok, shape, device, args.seed)

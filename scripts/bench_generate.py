@@ -54,6 +54,7 @@ import torch
 from evaluation.benchmarking import (
     add_benchmark_args,
     agreement,
+    bench_device,
     emit_json,
     environment,
     loadavg,
@@ -291,12 +292,8 @@ def build_parser() -> ArgParser:
 
 @cli_main(build_parser)
 def main(args: argparse.Namespace) -> int:
-    from model.device import resolve_device
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    device, dtype = bench_device(args)
     quick = args.quick
     new_tokens = args.new_tokens or (8 if quick else 64)
     ns = args.branches or ([1, 2] if quick else [1, 4, 16])

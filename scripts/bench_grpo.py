@@ -35,7 +35,15 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 import torch
 
-from evaluation.benchmarking import add_benchmark_args, alternating_timings, emit_json, environment, loadavg, summary_ms
+from evaluation.benchmarking import (
+    add_benchmark_args,
+    alternating_timings,
+    bench_device,
+    emit_json,
+    environment,
+    loadavg,
+    summary_ms,
+)
 from trainer.args import add_num_generations_arg, positive_int
 from trainer.cli import ArgParser, cli_main, make_parser
 
@@ -76,15 +84,11 @@ def score_batches(prompt: list[int], answers: list[list[int]], device: torch.dev
 
 @cli_main(build_parser)
 def main(args: argparse.Namespace) -> int:
-    from model.device import resolve_device
     from model.parallel_generation import ParallelGenerator
     from trainer.rl import TargetSegments
     from trainer.rollouts import logprobs
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    device, dtype = bench_device(args)
     G, quick = args.num_generations, args.quick
     prompt_len, new = args.prompt_tokens or (32 if quick else 256), args.answer_tokens or (4 if quick else 32)
     env = environment(device, dtype)  # its load average is the one at the start

@@ -137,13 +137,10 @@ def workload(rows: dict, ref: str, other: str, tokens: int, repeats: int, sync, 
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from evaluation.benchmarking import emit_json, environment, loadavg, make_prompts
+    from evaluation.benchmarking import bench_device, emit_json, environment, loadavg, make_prompts
     from model.parallel_generation import ParallelGenerator
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device or "cpu")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    device, dtype = bench_device(args)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     model, source = build_model(args, device, dtype)
     gen = ParallelGenerator(model, None, mask_mode="isolated", branch_stride=0)

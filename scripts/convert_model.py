@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer import args as flags
-from trainer.cli import ArgParser, UsageError, cli_main, make_parser
+from trainer.cli import ArgParser, UsageError, cli_main, make_parser, refuse_overwrite
 
 PROG = "convert_model"
 FORMATS = ("hf", "llama", "native")
@@ -89,8 +89,7 @@ def _check_paths(args) -> None:
     if args.export_format == "native":
         out = Path(args.out_path).expanduser()
         flags.check_writable_file(out, "--out_path")
-        if out.exists() and not args.overwrite:
-            raise UsageError(f"--out_path {args.out_path} already exists; pass --overwrite to replace it")
+        refuse_overwrite(out, "--out_path", args.overwrite)
         if out.resolve() == src.resolve():
             raise UsageError(f"--out_path {args.out_path} is the input model; write to another file")
         return

@@ -3,7 +3,7 @@
 Run from the repo root (SmolLM2 from `python scripts/fetch_smollm2.py`; `make demo-hf` runs this):
 
     python scripts/hf_columnar_experiment.py --model out/models/SmolLM2-135M-Instruct \\
-        --out_dir out/hf_columnar --n_train 160 --n_eval 32 --epochs 2
+        --out_dir out/hf_columnar --n_train 160 --n_eval 32 --epochs 3
 
 1. Data: the bundled prompt set (parallel_data/demo/chat_prompts.py), answered by the base model itself,
    one prompt at a time (isolated parallel decoding, greedy, which equals `generate` of each prompt
@@ -14,7 +14,7 @@ Run from the repo root (SmolLM2 from `python scripts/fetch_smollm2.py`; `make de
    decoding of the N prompts together compared with the answers the same model gives one prompt at a
    time (N = 1): exact match and token agreement over the first --max_new_tokens tokens.
 3. LoRA tuning in columnar mode on the training conversations (trainer/train_hf_lora.py, parallel_sft,
-   1 to max(--branches) branches per sample).
+   --min_train_branches to max(--branches) branches per sample; by default max(--branches), the hard case).
 4. After: step 2 again with the adapter. Writes `results.json`, `results.png` and prints a table.
 """
 
@@ -47,10 +47,13 @@ def build_parser() -> ArgParser:
     flags.add_max_new_tokens_arg(g, 32, minimum=1)
     flags.add_branch_counts_arg(g, default=[1, 2, 4, 8], help="comma-separated branch counts N to evaluate")
     t = p.add_argument_group("LoRA tuning (trainer/train_hf_lora.py)")
-    flags.add_epochs_arg(t, 2)
-    flags.add_learning_rate_arg(t, 1e-3)
+    flags.add_epochs_arg(t, 3)
+    flags.add_learning_rate_arg(t, 2e-3)
     flags.add_lora_rank_arg(t, 8, "LoRA rank")
-    flags.add_batch_size_arg(t, 2, "samples per optimizer step")
+    flags.add_batch_size_arg(t, 1, "samples per optimizer step")
+    t.add_argument("--min_train_branches", type=positive_int, default=None,
+                   help="fewest branches per training sample (the most is max(--branches); default: the most, "
+                        "so every sample has the hardest case's N branches)")
     flags.add_runtime_args(p, seed=0, dtype=False)
     p.set_defaults(lora_rank=8, rope_2d_ratio=0.5, branch_stride=128)
     p.add_check(_check, paths=True)
@@ -58,6 +61,11 @@ def build_parser() -> ArgParser:
 
 
 def _check(args) -> None:
+    if args.min_train_branches is None:
+        args.min_train_branches = max(args.branches)
+    if args.min_train_branches > max(args.branches):
+        raise UsageError(f"--min_train_branches {args.min_train_branches} is more than the largest of --branches "
+                         f"({max(args.branches)})")
     if not (Path(args.hf_base_model) / "config.json").is_file():
         raise UsageError(f"--model {args.hf_base_model}: no config.json there (fetch SmolLM2 with "
                          "`python scripts/fetch_smollm2.py`)")
@@ -163,14 +171,14 @@ def train_lora(args, train: Path, out: Path) -> Path:
     from trainer import train_hf_lora
 
     argv = ["--base_model", args.hf_base_model, "--data_path", str(train), "--data_mode", "parallel_sft",
-            "--batch_size", str(args.batch_size), "--batch_by_samples", "--max_branches_per_sample",
-            str(max(args.branches)), "--min_branches_per_sample", "1", "--branch_stride", str(args.branch_stride),
-            "--rope_2d_ratio", str(args.rope_2d_ratio), *(["--rope_2d_scheme", args.rope_2d_scheme]
-                                                          if args.rope_2d_scheme else []),
-            "--lora_rank", str(args.lora_rank), "--epochs",
-            str(args.epochs), "--learning_rate", str(args.learning_rate), "--max_seq_len", "256", "--log_interval",
-            "5", "--save_interval", "100000", "--out_dir", str(out), "--seed", str(args.seed), "--overwrite",
-            "--num_workers", "0"]
+            "--batch_size", str(args.batch_size), "--batch_by_samples",
+            "--max_branches_per_sample", str(max(args.branches)),
+            "--min_branches_per_sample", str(args.min_train_branches),
+            "--branch_stride", str(args.branch_stride), "--rope_2d_ratio", str(args.rope_2d_ratio),
+            *(["--rope_2d_scheme", args.rope_2d_scheme] if args.rope_2d_scheme else []),
+            "--lora_rank", str(args.lora_rank), "--epochs", str(args.epochs), "--learning_rate", str(args.learning_rate),
+            "--max_seq_len", "256", "--log_interval", "5", "--save_interval", "100000", "--out_dir", str(out),
+            "--seed", str(args.seed), "--overwrite", "--num_workers", "0"]
     log("training: python trainer/train_hf_lora.py " + " ".join(argv))
     if train_hf_lora.main(argv) != 0:
         raise SystemExit("the LoRA run failed (see above)")

@@ -47,7 +47,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer import args as flags
-from trainer.cli import ArgParser, UsageError, cli_main, make_parser
+from trainer.cli import ArgParser, UsageError, cli_main, make_parser, refuse_overwrite
 
 PROG = "parallel_inference_hf_lora"
 
@@ -100,8 +100,7 @@ def _check_paths(args) -> None:
     if args.model_path is not None and Path(args.model_path).is_file() and args.patch_rope is not None:
         raise UsageError("--patch_rope/--no_patch_rope apply to Hugging Face models (--base_model); a MiniMind "
                          "checkpoint carries its own position encoding")
-    if Path(args.out_path).expanduser().exists() and not args.overwrite:
-        raise UsageError(f"--out_path {args.out_path} already exists; pass --overwrite to replace it")
+    refuse_overwrite(args.out_path, "--out_path", args.overwrite)
 
 
 # --- the run ------------------------------------------------------------------------------------------

@@ -44,6 +44,12 @@ class UsageError(ValueError):
     """A flag value, or a combination of flags, that cannot work; the message names the flag(s)."""
 
 
+def refuse_overwrite(path: str | Path | None, flag: str, overwrite: bool) -> None:
+    """A run never replaces an existing output file unasked: UsageError naming `flag` unless --overwrite."""
+    if path is not None and Path(path).expanduser().exists() and not overwrite:
+        raise UsageError(f"{flag} {path} already exists; pass --overwrite to replace it")
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Defaults shown after each help text (unless it says its own); the epilog keeps its layout."""
 

@@ -144,3 +144,13 @@ def test_one_at_a_time_keeps_each_branch_at_its_parallel_coordinate(ckpt, tiny_t
     assert parallel == [{1: 16, 2: 32, 3: 48}, {1: 0, 2: 16}]
     got = [coords(s)[1] for s in alone]  # each alone sample has one branch (id 1)
     assert got == [16, 32, 48, 0, 16]
+
+
+def test_a_second_run_keeps_the_first_report_unless_overwrite(ckpt, tmp_path, capsys):
+    out = tmp_path / "r.md"
+    evaluate(ckpt[0], out, "--mask", "isolated")
+    before = (out.read_text(), out.with_suffix(".json").read_text())
+    assert eval_model.main(["--model_path", str(ckpt[0]), "--out_path", str(out), "--max_new_tokens", "2"]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert (out.read_text(), out.with_suffix(".json").read_text()) == before
+    evaluate(ckpt[0], out, "--mask", "isolated", "--overwrite")

@@ -54,3 +54,11 @@ def test_evaluate_against_oracles(tmp_path, tiny_tokenizer):
                                                          reduction="sum"))
         n += end - start
     assert res[1]["nll"] == pytest.approx(total / n, rel=1e-5)
+
+
+def test_training_samples_default_to_the_largest_branch_count(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    args = exp.build_parser().parse_args(["--model", str(tmp_path), "--branches", "1,2,4"])
+    assert args.min_train_branches == 4
+    args = exp.build_parser().parse_args(["--model", str(tmp_path), "--branches", "1,2,4", "--min_train_branches", "2"])
+    assert args.min_train_branches == 2
