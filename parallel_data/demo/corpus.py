@@ -266,27 +266,18 @@ def _branch_count(rng: random.Random, lo: int = 1) -> int:
 
 
 SINGLE_FACT_SHARE = 0.4  # of the one-task records, the share that is a fact context and its questions
-QUESTIONS_PER_CONTEXT = 4  # at most, in a one-task fact record: one question per fact, in random order
-
-
-def one_question_per_fact(rng: random.Random, tasks: list[Task]) -> list[Task]:
-    """One wording of each fact's question (a fact's questions share its answer: every attribute has
-    its own values), in random order."""
-    by_answer: dict[str, list[Task]] = {}
-    for t in tasks:
-        by_answer.setdefault(t.answer, []).append(t)
-    qs = [rng.choice(ts) for ts in by_answer.values()]
-    rng.shuffle(qs)
-    return qs
+QUESTIONS_PER_CONTEXT = 8  # at most, in a one-task fact record: distinct questions in random order, so a
+# fact may come twice in other words (twice the retrievals of one question per fact; with one per fact the
+# model learnt only some of the four attributes: docs/DEMO_EXPERIMENTS.md, p1-p4)
 
 
 def _single(rng: random.Random, held: HeldOut) -> dict:
-    """One branch in the one-at-a-time format: an independent task, or a fact context followed by
-    questions about several of its facts (the loss starts at the first answer, so every answer after
+    """One branch in the one-at-a-time format: an independent task, or a fact context followed by up to
+    QUESTIONS_PER_CONTEXT questions about it (the loss starts at the first answer, so every answer after
     the context trains the retrieval: several retrievals for one context's tokens)."""
     if rng.random() < SINGLE_FACT_SHARE:
         ctx, tasks = _fresh_context(rng, held)
-        qs = one_question_per_fact(rng, tasks)[:QUESTIONS_PER_CONTEXT]
+        qs = rng.sample(tasks, min(len(tasks), QUESTIONS_PER_CONTEXT))
         rest = "\n".join([qs[0].answer] + [qa_text(t.question, t.answer) for t in qs[1:]])
         return {"main": "", "branches": [(f"{ctx}\n{prompt_text(qs[0].question)}", rest)]}
     t = _fresh_task(rng, held)
