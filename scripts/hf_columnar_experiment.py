@@ -54,6 +54,8 @@ def build_parser() -> ArgParser:
     t.add_argument("--min_train_branches", type=positive_int, default=None,
                    help="fewest branches per training sample (the most is max(--branches); default: the most, "
                         "so every sample has the hardest case's N branches)")
+    flags.add_lora_layer_args(t)
+    flags.add_self_distill_args(p)
     flags.add_runtime_args(p, seed=0, dtype=False)
     p.set_defaults(lora_rank=8, rope_2d_ratio=0.5, branch_stride=128)
     p.add_check(_check, paths=True)
@@ -177,6 +179,11 @@ def train_lora(args, train: Path, out: Path) -> Path:
             "--branch_stride", str(args.branch_stride), "--rope_2d_ratio", str(args.rope_2d_ratio),
             *(["--rope_2d_scheme", args.rope_2d_scheme] if args.rope_2d_scheme else []),
             "--lora_rank", str(args.lora_rank), "--epochs", str(args.epochs), "--learning_rate", str(args.learning_rate),
+            *(["--lora_alpha", str(args.lora_alpha)] if args.lora_alpha is not None else []),
+            *(["--lora_dropout", str(args.lora_dropout)] if args.lora_dropout else []),
+            *(["--lora_target_modules", *args.lora_target_modules] if args.lora_target_modules else []),
+            *(["--self_distill", "--distill_alpha", str(args.distill_alpha), "--distill_temperature",
+               str(args.distill_temperature)] if args.self_distill else []),
             "--max_seq_len", "256", "--log_interval", "5", "--save_interval", "100000", "--out_dir", str(out),
             "--seed", str(args.seed), "--overwrite", "--num_workers", "0"]
     log("training: python trainer/train_hf_lora.py " + " ".join(argv))

@@ -30,6 +30,7 @@ from trainer.args.groups import (
 )
 from trainer.cli import (  # the value types and path checks are re-exported for the entry points
     ArgParser,
+    BoolFlag,
     UsageError,
     check_input_file,
     check_not_resume_state,
@@ -103,9 +104,10 @@ def _check_load_lora(args) -> None:
 
 
 def add_self_distill_args(p: ArgParser) -> None:
-    """--self_distill --distill_alpha --distill_temperature (LoRA fronts; trainer/hf.py `SelfDistillLoss`)."""
+    """--self_distill / --no_self_distill, --distill_alpha, --distill_temperature (the HF LoRA fronts and
+    scripts/hf_columnar_experiment.py; trainer/hf.py `SelfDistillLoss`)."""
     g = p.add_argument_group("self-distillation (LoRA)")
-    g.add_argument("--self_distill", action="store_true",
+    g.add_argument("--self_distill", action=BoolFlag, default=False,
                    help="learn the base model's own distribution of each branch decoded alone: the teacher is the "
                         "model with its adapter switched off under the isolated mask (no second model in memory)")
     g.add_argument("--distill_alpha", type=ratio, default=None,
