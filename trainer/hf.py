@@ -60,9 +60,9 @@ from model.model_lora import (
 from model.rope_settings import is_patched, unwrap
 from model.tokenizer import load_tokenizer
 from parallel_data.parallel_dataset import ParallelPretrainDataset, ParallelSFTDataset
+from trainer.distill import kd_kl
 from trainer.distributed import broadcast_object
 from trainer.engine.stage import Stage
-from trainer.distill import kd_kl
 from trainer.logprobs import target_logits
 from trainer.loss import CrossEntropyLoss, LossFn, LossOutput
 

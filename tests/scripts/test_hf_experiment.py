@@ -39,6 +39,7 @@ def test_evaluate_against_oracles(tmp_path, tiny_tokenizer):
     loaded = load_parallel_model(hf_base_model=str(folder), branch_stride=32)
     res = exp.evaluate(args, loaded.model, loaded.tokenizer, held)
     assert set(res) == {1, 2} and res[1]["exact"] == 1.0 and 0 <= res[2]["agreement"] <= 1
+    assert res[1]["tf_agreement"] == 1.0 and 0 <= res[2]["tf_agreement"] <= 1  # N = 1 fed its own answers
 
     plain = load_hf(folder)  # N = 1: each conversation alone through the unpatched model
     total, n = 0.0, 0
