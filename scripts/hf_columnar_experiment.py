@@ -3,7 +3,7 @@
 Run from the repo root (SmolLM2 from `python scripts/fetch_smollm2.py`; `make demo-hf` runs this):
 
     python scripts/hf_columnar_experiment.py --model out/models/SmolLM2-135M-Instruct \\
-        --out_dir out/hf_columnar --n_train 160 --n_eval 32 --epochs 3
+        --out_dir out/hf_columnar --n_train 160 --n_eval 32 --epochs 8
 
 1. Data: the bundled prompt set (parallel_data/demo/chat_prompts.py), answered by the base model itself,
    one prompt at a time (isolated parallel decoding, greedy, which equals `generate` of each prompt
@@ -49,7 +49,7 @@ def build_parser() -> ArgParser:
     flags.add_max_new_tokens_arg(g, 32, minimum=1)
     flags.add_branch_counts_arg(g, default=[1, 2, 4, 8], help="comma-separated branch counts N to evaluate")
     t = p.add_argument_group("LoRA tuning (trainer/train_hf_lora.py)")
-    flags.add_epochs_arg(t, 3)
+    flags.add_epochs_arg(t, 8)
     flags.add_learning_rate_arg(t, 2e-3)
     flags.add_lora_rank_arg(t, 8, "LoRA rank")
     flags.add_batch_size_arg(t, 1, "samples per optimizer step")
@@ -231,6 +231,7 @@ def plot(results: dict, path: Path) -> None:
           title="greedy columnar answers")
     for ax in (a, b):
         ax.set_xticks(ns, [str(n) for n in ns])
+        ax.minorticks_off()
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
