@@ -31,16 +31,18 @@ Files written by `save_lora(model, path)`:
 alpha; without one, scaling 1 as in the seed). It re-applies the saved 2D-RoPE settings to an
 unpatched model and refuses a model patched differently.
 
-For trainers: `lora_parameters` (what trains), `lora_payload` (the `.pth` dict, for a checkpoint),
+For trainers: `lora_disabled(model)` (a `with` block computing as the base model), `lora_parameters` (what trains), `lora_payload` (the `.pth` dict, for a checkpoint),
 `lora_state_dict` / `set_lora_state_dict` (checkpoints; a full state dict gathered from FSDP can be
 passed in), `merge_lora` (export).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,6 +195,26 @@ def apply_lora(model: nn.Module, rank: int = 8, *, alpha: float | None = None, d
     if has_lora(model):
         raise ValueError("the model already has a LoRA adapter (apply_lora was called twice?)")
     return _inject(model, make_lora_config(model, rank, alpha=alpha, dropout=dropout, targets=targets))
+
+
+@contextlib.contextmanager
+def lora_disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block the model computes as its base model (every LoRA layer switched off); the adapters
+    are switched back on at exit. A frozen copy of the base for free, e.g. the teacher of self-distillation."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    lora_config(model)
+    layers = [m for m in unwrap(model).modules() if isinstance(m, BaseTunerLayer)]
+    trains = [(p, p.requires_grad) for _, p in lora_parameters(model)]  # PEFT's toggle also sets requires_grad
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
+        for p, flag in trains:
+            p.requires_grad_(flag)
 
 
 def _unload(model: nn.Module, merge: bool) -> nn.Module:

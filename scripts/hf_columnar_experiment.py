@@ -3,7 +3,7 @@
 Run from the repo root (SmolLM2 from `python scripts/fetch_smollm2.py`; `make demo-hf` runs this):
 
     python scripts/hf_columnar_experiment.py --model out/models/SmolLM2-135M-Instruct \\
-        --out_dir out/hf_columnar --n_train 160 --n_eval 32 --epochs 3
+        --out_dir out/hf_columnar --n_train 160 --n_eval 32 --epochs 8
 
 1. Data: the bundled prompt set (parallel_data/demo/chat_prompts.py), answered by the base model itself,
    one prompt at a time (isolated parallel decoding, greedy, which equals `generate` of each prompt
@@ -12,7 +12,9 @@ Run from the repo root (SmolLM2 from `python scripts/fetch_smollm2.py`; `make de
 2. Before: for N in --branches (1, 2, 4, 8), the held-out conversations as samples of N branches under
    the columnar layout: the NLL per answer token of the reference answers, and greedy columnar
    decoding of the N prompts together compared with the answers the same model gives one prompt at a
-   time (N = 1): exact match and token agreement over the first --max_new_tokens tokens.
+   time (N = 1): exact match and token agreement over the first --max_new_tokens tokens, and the
+   teacher-forced agreement (each branch fed its N = 1 answer: the share of answer positions whose
+   columnar argmax is that answer's token, i.e. the flips the other branches cause without the cascade).
 3. LoRA tuning in columnar mode on the training conversations (trainer/train_hf_lora.py, parallel_sft,
    --min_train_branches to max(--branches) branches per sample; by default max(--branches), the hard case).
 4. After: step 2 again with the adapter. Writes `results.json`, `results.png` and prints a table.
@@ -47,13 +49,15 @@ def build_parser() -> ArgParser:
     flags.add_max_new_tokens_arg(g, 32, minimum=1)
     flags.add_branch_counts_arg(g, default=[1, 2, 4, 8], help="comma-separated branch counts N to evaluate")
     t = p.add_argument_group("LoRA tuning (trainer/train_hf_lora.py)")
-    flags.add_epochs_arg(t, 3)
+    flags.add_epochs_arg(t, 8)
     flags.add_learning_rate_arg(t, 2e-3)
     flags.add_lora_rank_arg(t, 8, "LoRA rank")
     flags.add_batch_size_arg(t, 1, "samples per optimizer step")
     t.add_argument("--min_train_branches", type=positive_int, default=None,
                    help="fewest branches per training sample (the most is max(--branches); default: the most, "
                         "so every sample has the hardest case's N branches)")
+    flags.add_lora_layer_args(t)
+    flags.add_self_distill_args(p)
     flags.add_runtime_args(p, seed=0, dtype=False)
     p.set_defaults(lora_rank=8, rope_2d_ratio=0.5, branch_stride=128)
     p.add_check(_check, paths=True)
@@ -82,6 +86,7 @@ from parallel_data.demo.chat_prompts import chat_prompts  # noqa: E402
 from parallel_data.io import write_jsonl_atomic  # noqa: E402
 from parallel_data.parallel_collator import ParallelCollator  # noqa: E402
 from parallel_data.parallel_dataset import ParallelSFTDataset  # noqa: E402
+from trainer.logprobs import target_logits  # noqa: E402
 from trainer.loss import CrossEntropyLoss  # noqa: E402
 
 
@@ -138,6 +143,19 @@ def agreement(a: list[int], b: list[int], k: int) -> float:
 
 
 @torch.no_grad()
+def forced_agreement(model, collate, prompts: list[list[int]], alone: list[list[int]], n: int) -> float:
+    """Teacher-forced agreement: every branch is fed its N = 1 answer, and the share of answer positions where the
+    columnar argmax is that answer's token. 1 at N = 1 by construction; below 1 where the other branches flip a
+    prediction by themselves (greedy agreement adds the cascade: one flipped token changes what follows)."""
+    same = total = 0
+    units = [{"input_ids": p + a, "loss_mask": [0] * len(p) + [1] * len(a)} for p, a in zip(prompts, alone) if a]
+    for group in chunks(units, n):
+        logits, labels, _ = target_logits(model, collate([{"branches": group}]), "columnar")
+        same, total = same + int((logits.argmax(-1) == labels).sum()), total + labels.numel()
+    return same / max(total, 1)
+
+
+@torch.no_grad()
 def evaluate(args, model, tok, held: Path) -> dict:
     """{N: {"nll", "exact", "agreement"}} over the held-out conversations (see the module docstring)."""
     units = list(ParallelSFTDataset(tok, data_path=str(held), max_seq_len=512).all_units())
@@ -160,9 +178,11 @@ def evaluate(args, model, tok, held: Path) -> dict:
             k = args.max_new_tokens
             row["exact"] = sum(a[:k] == b[:k] for a, b in zip(answers, alone)) / len(answers)
             row["agreement"] = sum(agreement(a, b, k) for a, b in zip(answers, alone)) / len(answers)
+            row["tf_agreement"] = forced_agreement(model, collate, prompts, alone, n)
         row["examples"] = [tok.decode(a) for a in answers[:2]]
         out[n] = row
-        log(f"  N={n}: NLL {row['nll']:.4f}" + (f", exact {row['exact']:.2f}, agreement {row['agreement']:.3f}"
+        log(f"  N={n}: NLL {row['nll']:.4f}" + (f", exact {row['exact']:.2f}, agreement {row['agreement']:.3f}, "
+                                                 f"teacher-forced agreement {row['tf_agreement']:.3f}"
                                                  if "exact" in row else ""))
     return out
 
@@ -177,6 +197,11 @@ def train_lora(args, train: Path, out: Path) -> Path:
             "--branch_stride", str(args.branch_stride), "--rope_2d_ratio", str(args.rope_2d_ratio),
             *(["--rope_2d_scheme", args.rope_2d_scheme] if args.rope_2d_scheme else []),
             "--lora_rank", str(args.lora_rank), "--epochs", str(args.epochs), "--learning_rate", str(args.learning_rate),
+            *(["--lora_alpha", str(args.lora_alpha)] if args.lora_alpha is not None else []),
+            *(["--lora_dropout", str(args.lora_dropout)] if args.lora_dropout else []),
+            *(["--lora_target_modules", *args.lora_target_modules] if args.lora_target_modules else []),
+            *(["--self_distill", "--distill_alpha", str(args.distill_alpha), "--distill_temperature",
+               str(args.distill_temperature)] if args.self_distill else []),
             "--max_seq_len", "256", "--log_interval", "5", "--save_interval", "100000", "--out_dir", str(out),
             "--seed", str(args.seed), "--overwrite", "--num_workers", "0"]
     log("training: python trainer/train_hf_lora.py " + " ".join(argv))
@@ -198,11 +223,15 @@ def plot(results: dict, path: Path) -> None:
         b.plot(ns, [results[name][n]["agreement"] for n in ns], style, label=f"{name} LoRA: token agreement")
         b.plot(ns, [results[name][n]["exact"] for n in ns], style.replace("o", "s"), alpha=0.6,
                label=f"{name} LoRA: exact match")
+        if name == "after":
+            b.plot(ns, [results[name][n]["tf_agreement"] for n in ns], "^:", alpha=0.8,
+                   label="after LoRA: teacher-forced agreement")
     a.set(xscale="log", xlabel="branches N (columnar)", ylabel="NLL per answer token", title="held-out reference NLL")
     b.set(xscale="log", xlabel="branches N (columnar)", ylabel="vs one prompt at a time", ylim=(0, 1.05),
           title="greedy columnar answers")
     for ax in (a, b):
         ax.set_xticks(ns, [str(n) for n in ns])
+        ax.minorticks_off()
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -229,11 +258,11 @@ def main(args: argparse.Namespace) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     plot(results, out / "results.png")
     print(f"{'N':>3} | {'NLL before':>10} {'after':>8} | {'exact before':>12} {'after':>6} | "
-          f"{'agree before':>12} {'after':>6}")
+          f"{'agree before':>12} {'after':>6} | {'forced before':>13} {'after':>6}")
     for n in sorted(before):
         b, a = before[n], after[n]
         print(f"{n:>3} | {b['nll']:>10.4f} {a['nll']:>8.4f} | {b['exact']:>12.2f} {a['exact']:>6.2f} | "
-              f"{b['agreement']:>12.3f} {a['agreement']:>6.3f}")
+              f"{b['agreement']:>12.3f} {a['agreement']:>6.3f} | {b['tf_agreement']:>13.3f} {a['tf_agreement']:>6.3f}")
     print(f"results: {out / 'results.json'}, plot: {out / 'results.png'} ({time.time() - t0:.0f} s)")
     return 0
 

@@ -18,7 +18,9 @@ Each piece is a builder or seam of the engine (trainer/engine/stage.py):
   parallel_sft (conversations: the loss is on the assistant turns only); --parallel_cache_dir keeps the
   tokenised records (parallel_data/unit_cache.py; rank 0 builds, the others load).
 * `build_loss`: cross-entropy from the logits with the aligned labels (trainer/loss.py), at the target
-  columns only; a model without 2D RoPE gets each token's time as its 1D position.
+  columns only; a model without 2D RoPE gets each token's time as its 1D position. LoRA with
+  --self_distill: `SelfDistillLoss`, the KL to the model's own base (adapter off) decoding each
+  branch alone (--distill_alpha mixes in the cross-entropy, --distill_temperature).
 * outputs (`checkpoint_dir` / `checkpoint_stem`, `checkpoint_payload`, `after_save`):
 
       LoRA  {out_dir}/lora/{stem}.pth               latest adapter + {stem}_resume.pth, {stem}_metrics.jsonl
@@ -49,17 +51,20 @@ from model.model_lora import (
     LORA_FORMAT,
     apply_lora,
     has_lora,
+    lora_disabled,
     lora_parameters,
     lora_payload,
     set_lora_state_dict,
     write_lora,
 )
-from model.rope_settings import is_patched
+from model.rope_settings import is_patched, unwrap
 from model.tokenizer import load_tokenizer
 from parallel_data.parallel_dataset import ParallelPretrainDataset, ParallelSFTDataset
+from trainer.distill import kd_kl
 from trainer.distributed import broadcast_object
 from trainer.engine.stage import Stage
-from trainer.loss import CrossEntropyLoss, LossOutput
+from trainer.logprobs import target_logits
+from trainer.loss import CrossEntropyLoss, LossFn, LossOutput
 
 log = logging.getLogger("parallelmind")
 FULL_FORMAT = "parallelmind-hf-full-v1"
@@ -70,6 +75,34 @@ class TimePositionsLoss(CrossEntropyLoss):
 
     def __call__(self, model: torch.nn.Module, batch: dict) -> LossOutput:
         return super().__call__(model, {**batch, "position_ids": batch["time_ids"].clamp(min=0)})
+
+
+class SelfDistillLoss(LossFn):
+    """alpha * CE + (1 - alpha) * T^2 * KL(base model alone || tuned model), summed over the target tokens.
+
+    The teacher is the model itself with its LoRA adapter switched off (`model_lora.lora_disabled`) under
+    the isolated mask: each branch then sees only its own tokens at one coordinate, which with the additive
+    2D RoPE is the base model decoding that conversation alone. The student is the tuned model under
+    `mask_mode` (columnar): the loss teaches it to give every branch the distribution that branch has
+    alone, at every answer position (soft targets, not only the argmax the labels hold).
+    """
+
+    perplexity_metric = "ce"
+
+    def __init__(self, mask_mode: str, *, alpha: float = 0.0, temperature: float = 1.0, time_positions: bool = False):
+        self.mask_mode, self.alpha, self.temperature = mask_mode, float(alpha), float(temperature)
+        self.time_positions = time_positions
+
+    def __call__(self, model: torch.nn.Module, batch: dict) -> LossOutput:
+        if self.time_positions:  # a model without 2D RoPE: its own rotary module gets each token's time
+            batch = {**batch, "position_ids": batch["time_ids"].clamp(min=0)}
+        with torch.no_grad(), lora_disabled(model):
+            teacher, _, _ = target_logits(unwrap(model), batch, "isolated")
+        student, labels, out = target_logits(model, batch, self.mask_mode)
+        ce = torch.nn.functional.cross_entropy(student.float(), labels, reduction="sum")
+        kl = kd_kl(student, teacher, self.temperature).sum()
+        loss = self.alpha * ce + (1.0 - self.alpha) * self.temperature ** 2 * kl
+        return LossOutput(loss, int(labels.numel()), {"ce": float(ce.detach()), "kl": float(kl.detach())})
 
 
 class HFStage(Stage):
@@ -128,7 +161,8 @@ class HFStage(Stage):
         if self.lora and not has_lora(model):
             with torch.random.fork_rng():  # the same adapter on every rank and for any number of ranks
                 torch.manual_seed(args.seed)
-                apply_lora(model, rank=args.lora_rank or 8)
+                apply_lora(model, rank=args.lora_rank or 8, alpha=args.lora_alpha, dropout=args.lora_dropout,
+                           targets=args.lora_target_modules)
         if self.lora and args.gradient_checkpointing:
             model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need input grads
         self.patched = loaded.kind != "hf" or is_patched(model)
@@ -179,6 +213,9 @@ class HFStage(Stage):
         return dataset
 
     def build_loss(self, args, companions):
+        if getattr(args, "self_distill", False):
+            return SelfDistillLoss(args.mask_mode, alpha=args.distill_alpha, temperature=args.distill_temperature,
+                                   time_positions=not self.patched)
         return CrossEntropyLoss(args.mask_mode) if self.patched else TimePositionsLoss(args.mask_mode)
 
     # --- outputs ------------------------------------------------------------------------------------

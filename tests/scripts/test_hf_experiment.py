@@ -39,6 +39,7 @@ def test_evaluate_against_oracles(tmp_path, tiny_tokenizer):
     loaded = load_parallel_model(hf_base_model=str(folder), branch_stride=32)
     res = exp.evaluate(args, loaded.model, loaded.tokenizer, held)
     assert set(res) == {1, 2} and res[1]["exact"] == 1.0 and 0 <= res[2]["agreement"] <= 1
+    assert res[1]["tf_agreement"] == 1.0 and 0 <= res[2]["tf_agreement"] <= 1  # N = 1 fed its own answers
 
     plain = load_hf(folder)  # N = 1: each conversation alone through the unpatched model
     total, n = 0.0, 0
@@ -62,3 +63,32 @@ def test_training_samples_default_to_the_largest_branch_count(tmp_path):
     assert args.min_train_branches == 4
     args = exp.build_parser().parse_args(["--model", str(tmp_path), "--branches", "1,2,4", "--min_train_branches", "2"])
     assert args.min_train_branches == 2
+
+
+def test_training_layout_of_decoded_answers_gives_the_decoding_logits(tmp_path, tiny_tokenizer):
+    """Train/inference layout check: N prompts of different lengths decoded together (columnar, greedy), then the
+    same conversations (prompt + decoded answer) laid out as the trainer lays out a parallel_sft sample
+    (ParallelCollator, the loss's mask and positions): at every answer position the forward gives the logits the
+    decoding step gave, so the argmax is the decoded token (training sees exactly what decoding builds)."""
+    from parallel_data.parallel_collator import ParallelCollator
+    from trainer.loss import batch_mask
+
+    folder = build_tiny_hf("llama", tmp_path / "llama", vocab_size=len(tiny_tokenizer))
+    tiny_tokenizer.save_pretrained(str(folder))
+    loaded = load_parallel_model(hf_base_model=str(folder), branch_stride=32, rope_2d_ratio=0.5)
+    model, tok = loaded.model.eval(), loaded.tokenizer
+    prompts = [exp.prompt_ids(tok, p) for p in ("hi", "what is two plus two, tell me", "name a colour")]
+    assert len({len(p) for p in prompts}) == 3  # the answers start at different times
+    gen = exp.ParallelGenerator(model, tok, mask_mode="columnar", branch_stride=32)
+    res = gen.generate([{"branches": prompts}], max_new_tokens=6, return_step_logits=True, eos_token_ids=[])
+    answers = [b.token_ids[:-1] for b in res[0].branches]  # the last token ends the branch by length: never fed
+    units = [{"input_ids": p + a, "loss_mask": [0] * len(p) + [1] * len(a)} for p, a in zip(prompts, answers)]
+    batch = ParallelCollator(tok, branch_stride=32).collate([{"branches": units}])
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch_mask(model, batch, "columnar"),
+                       position_ids=batch["position_ids"]).logits[0]
+    for k, (b, a) in enumerate(zip(res[0].branches, answers), start=1):
+        rows = torch.nonzero((batch["branch_ids"][0] == k) & (batch["labels"][0] != -100)).squeeze(1)
+        assert batch["labels"][0, rows].tolist() == a
+        torch.testing.assert_close(logits[rows], b.step_logits[:len(a)], rtol=0, atol=1e-4)
+        assert logits[rows].argmax(-1).tolist() == a

@@ -13,6 +13,7 @@ from trainer.args.groups import (
     add_epochs_arg,
     add_gradient_checkpointing_arg,
     add_learning_rate_arg,
+    add_lora_layer_args,
     add_lora_name_arg,
     add_lora_rank_arg,
     add_mask_args,
@@ -29,6 +30,7 @@ from trainer.args.groups import (
 )
 from trainer.cli import (  # the value types and path checks are re-exported for the entry points
     ArgParser,
+    BoolFlag,
     UsageError,
     check_input_file,
     check_not_resume_state,
@@ -71,10 +73,12 @@ def add_hf_model_args(p: ArgParser, *, lora: bool, lora_name: str = "hf_lora", m
                                                       " (full_{model_tag}...)"))
     if lora:
         add_lora_rank_arg(g, None, "LoRA rank (default 8; with --load_lora, the adapter's own)")
+        add_lora_layer_args(g)
         add_lora_name_arg(p, g, lora_name, "adapter name: out_dir/lora/{lora_name}_{model_tag}...")
         g.add_argument("--load_lora", default=None,
                        help="continue from this adapter (a .pth file or a PEFT folder written by a LoRA run)")
         p.add_check(_check_load_lora, paths=True)
+        add_self_distill_args(p)
     if fsdp:
         g.add_argument("--fsdp", action="store_true",
                        help="shard parameters, gradients and optimizer state over the ranks (FSDP2 fully_shard; "
@@ -91,6 +95,36 @@ def _check_fsdp(args) -> None:
 def _check_load_lora(args) -> None:
     if args.load_lora is not None and not Path(args.load_lora).expanduser().exists():
         raise UsageError(f"--load_lora {args.load_lora} does not exist")
+    if args.load_lora is not None:
+        given = [f for f, v, d in (("--lora_alpha", args.lora_alpha, None), ("--lora_dropout", args.lora_dropout, 0.0),
+                                   ("--lora_target_modules", args.lora_target_modules, None)) if v != d]
+        if given:
+            raise UsageError(f"{given[0]} shapes a new adapter; --load_lora {args.load_lora} continues one with its "
+                             "own settings")
+
+
+def add_self_distill_args(p: ArgParser) -> None:
+    """--self_distill / --no_self_distill, --distill_alpha, --distill_temperature (the HF LoRA fronts and
+    scripts/hf_columnar_experiment.py; trainer/hf.py `SelfDistillLoss`)."""
+    g = p.add_argument_group("self-distillation (LoRA)")
+    g.add_argument("--self_distill", action=BoolFlag, default=False,
+                   help="learn the base model's own distribution of each branch decoded alone: the teacher is the "
+                        "model with its adapter switched off under the isolated mask (no second model in memory)")
+    g.add_argument("--distill_alpha", type=ratio, default=None,
+                   help="with --self_distill: weight of the cross-entropy on the labels (default 0 = pure KL)")
+    g.add_argument("--distill_temperature", type=positive_float, default=None,
+                   help="with --self_distill: softmax temperature of the KL term (default 1)")
+    p.add_check(_check_self_distill)
+
+
+def _check_self_distill(args) -> None:
+    if not args.self_distill:
+        for flag, v in (("--distill_alpha", args.distill_alpha), ("--distill_temperature", args.distill_temperature)):
+            if v is not None:
+                raise UsageError(f"{flag} is a setting of --self_distill (add --self_distill, or drop {flag})")
+        return
+    args.distill_alpha = 0.0 if args.distill_alpha is None else args.distill_alpha
+    args.distill_temperature = 1.0 if args.distill_temperature is None else args.distill_temperature
 
 
 def add_hf_train_args(p: ArgParser, *, lora: bool, data_mode: str = "parallel", lora_name: str = "hf_lora",

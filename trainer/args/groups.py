@@ -397,12 +397,17 @@ def add_lora_train_args(p: ArgParser, *, name: str | None = None, rank: int = 8)
         add_lora_name_arg(p, g, name, f"adapter name: the output is {{out_dir}}/lora/{{lora_name}}_{{hidden}}.pth "
                                       f"(default {name})")
     add_lora_rank_arg(g, rank, f"LoRA rank (default {rank})")
+    add_lora_layer_args(g)
+
+
+def add_lora_layer_args(g) -> None:
+    """--lora_alpha --lora_dropout --lora_target_modules: the shape of a new adapter (`model_lora.apply_lora`)."""
     g.add_argument("--lora_alpha", type=positive_float, default=None,
                    help="LoRA alpha: the update is scaled by alpha / rank (default: the rank, scaling 1)")
     g.add_argument("--lora_dropout", type=ratio, default=0.0, help="dropout on the LoRA input (default 0)")
     g.add_argument("--lora_target_modules", nargs="+", default=None, metavar="NAME",
-                   help="Linear layers to adapt, by name or name suffix (default: every attention and MLP projection "
-                        "of the decoder blocks)")
+                   help="Linear layers to adapt, by name or name suffix, e.g. q_proj k_proj v_proj o_proj (default: "
+                        "every attention and MLP projection of the decoder blocks)")
 
 
 def add_lora_name_arg(p: ArgParser, g, default: str, help: str) -> None:
