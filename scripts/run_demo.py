@@ -244,7 +244,8 @@ the columnar mask a branch sees the others' earlier tokens and can read the card
 ![peer game](peer.png)"""
 
 
-def write_report(out_dir: Path, ckpt: Path, summary: dict) -> Path:
+def _report_rows(summary: dict) -> tuple[list[list], list[list]]:
+    """The loss-vs-branches and the accuracy table rows of the report."""
     base = summary["loss"][0]["loss"]
     loss_rows = [[r["branches"], f"{r['loss']:.4f}", f"{r['ppl']:.2f}", f"{(r['loss'] / base - 1) * 100:+.1f}%",
                   r["tokens"], r["samples"]] for r in summary["loss"]]
@@ -252,6 +253,11 @@ def write_report(out_dir: Path, ckpt: Path, summary: dict) -> Path:
                  f"{r['sequential']:.3f} ({r['sequential_correct']}/{r['sequential_total']})",
                  f"{r['parallel_tok_s']:.0f}", f"{r['sequential_tok_s']:.0f}"]
                 for setting, rows in summary["accuracy"].items() for r in rows]
+    return loss_rows, acc_rows
+
+
+def write_report(out_dir: Path, ckpt: Path, summary: dict) -> Path:
+    loss_rows, acc_rows = _report_rows(summary)
     timings = summary["timings_s"]
     text = f"""# ParallelMind demo report
 
@@ -411,6 +417,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def train_two_stages(args: argparse.Namespace, out_dir: Path, ckpt: Path, stage, log) -> None:
+    """Write both stages' training files, then pretrain stage 1 and stage 2 from its checkpoint."""
+    stage1_dir = out_dir / "stage1"
+    for k in (1, 2):
+        train_file = out_dir / f"train_stage{k}.jsonl"
+        n = mix_training_data(train_file, seed=SEED, stage=k)
+        what = "one task per record" if k == 1 else "grouped task records of 1..16 branches + pretraining text"
+        log(f"\nstage {k} training data: {n} records ({what}) -> {train_file}")
+    py = sys.executable
+    stage("pretrain, stage 1 (one task per sample)", lambda: run(
+        [py, *pretrain_args(out_dir / "train_stage1.jsonl", stage1_dir, args.stage1_steps)], log))
+    stage("pretrain, stage 2 (1..16 branches)", lambda: run(
+        [py, *pretrain_args(out_dir / "train_stage2.jsonl", out_dir, args.steps, init_weight=stage1_dir / ckpt.name)],
+        log))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     out_dir = (ROOT / args.out_dir).resolve()
@@ -435,17 +457,7 @@ def main(argv=None) -> int:
     if not demo_data_ready(log):
         stage("build data", lambda: run([py, "scripts/build_demo_data.py"], log))
     if not (args.skip_training and ckpt.exists()):
-        stage1_dir = out_dir / "stage1"
-        for k in (1, 2):
-            train_file = out_dir / f"train_stage{k}.jsonl"
-            n = mix_training_data(train_file, seed=SEED, stage=k)
-            what = "one task per record" if k == 1 else "grouped task records of 1..16 branches + pretraining text"
-            log(f"\nstage {k} training data: {n} records ({what}) -> {train_file}")
-        stage("pretrain, stage 1 (one task per sample)", lambda: run(
-            [py, *pretrain_args(out_dir / "train_stage1.jsonl", stage1_dir, args.stage1_steps)], log))
-        stage("pretrain, stage 2 (1..16 branches)", lambda: run(
-            [py, *pretrain_args(out_dir / "train_stage2.jsonl", out_dir, args.steps,
-                                init_weight=stage1_dir / ckpt.name)], log))
+        train_two_stages(args, out_dir, ckpt, stage, log)
     stage("loss vs branches", lambda: run([py, "scripts/eval_loss.py", "--model_path", str(ckpt), "--data_path",
                                            str(DATA / "pretrain_demo_val.jsonl"), "--eval_branches", BRANCHES_LOSS,
                                            "--eval_samples", "384", "--batch_size", "4", "--batch_by_samples",

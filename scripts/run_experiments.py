@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -42,8 +43,10 @@ RUNS = [  # name, scheme, ratio, branch flags
 
 
 def sh(cmd: list[str]) -> None:
-    print("\n$ python " + " ".join(cmd[1:]), flush=True)
-    r = subprocess.run(cmd, cwd=ROOT)
+    """Run a stage on one thread: float reductions differ with the thread count, so one thread makes the
+    numbers of docs/EXPERIMENTS.md the same on any machine (of the same CPU family), whatever its cores."""
+    print("\n$ OMP_NUM_THREADS=1 python " + " ".join(cmd[1:]), flush=True)
+    r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     if r.returncode:
         raise SystemExit(f"experiment stage failed (exit {r.returncode})")
 
