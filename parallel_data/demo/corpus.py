@@ -128,9 +128,9 @@ def _fresh_task(rng: random.Random, held: HeldOut, kind: str | None = None) -> T
     raise RuntimeError(f"could not draw a {kind or 'task'} outside the held-out set; lower the eval sizes")
 
 
-def _fresh_context(rng: random.Random, held: HeldOut) -> tuple[str, list[Task]]:
+def _fresh_context(rng: random.Random, held: HeldOut, facts: tuple[int, int] = FACTS) -> tuple[str, list[Task]]:
     for _ in range(1000):
-        ctx, tasks = fact_context(rng)
+        ctx, tasks = fact_context(rng, facts)
         if ctx not in held.contexts:
             return ctx, tasks
     raise RuntimeError("could not draw a fact context outside the held-out set")
@@ -245,11 +245,11 @@ def build_pretrain(seed: int, n: int, held: HeldOut = NO_HELDOUT, stream: str = 
 
 # ---- parallel (grouped) records ---------------------------------------------------------------------------
 
-# Shares of the grouped records: one task alone in the one-at-a-time format (a fact question after its
-# context, in the same branch), a fact context as the main with questions about it, independent tasks,
-# peer games. Single tasks come first in a model's learning: every retrieval is learned there, where the
-# attention has few tokens to choose from.
-PARALLEL_MIX = (("single", 0.60), ("fact", 0.15), ("independent", 0.15), ("peer", 0.10))
+# Shares of the grouped records: one task alone in the one-at-a-time format (a fact context and its
+# questions in the same branch, an independent task, or a dealer's own card), a fact context as the main
+# with questions about it, independent tasks, peer games. Single tasks come first in a model's learning:
+# every retrieval is learned there, where the attention has few tokens to choose from.
+PARALLEL_MIX = (("single", 0.55), ("fact", 0.15), ("independent", 0.10), ("peer", 0.20))
 MAX_BRANCHES = 16
 
 
@@ -266,6 +266,8 @@ def _branch_count(rng: random.Random, lo: int = 1) -> int:
 
 
 SINGLE_FACT_SHARE = 0.4  # of the one-task records, the share that is a fact context and its questions
+SINGLE_DEALER_SHARE = 0.05  # of the one-task records, the share that is a peer game's dealer alone
+SINGLE_FACTS = (1, FACTS[1])  # facts per context of a one-task record: from one, the retrieval's easy case
 QUESTIONS_PER_CONTEXT = 8  # at most, in a one-task fact record: distinct questions in random order, so a
 # fact may come twice in other words (twice the retrievals of one question per fact; with one per fact the
 # model learnt only some of the four attributes: docs/DEMO_EXPERIMENTS.md, p1-p4)
@@ -275,8 +277,12 @@ def _single(rng: random.Random, held: HeldOut) -> dict:
     """One branch in the one-at-a-time format: an independent task, or a fact context followed by up to
     QUESTIONS_PER_CONTEXT questions about it (the loss starts at the first answer, so every answer after
     the context trains the retrieval: several retrievals for one context's tokens)."""
-    if rng.random() < SINGLE_FACT_SHARE:
-        ctx, tasks = _fresh_context(rng, held)
+    u = rng.random()
+    if u < SINGLE_DEALER_SHARE:  # the dealer's own card: the game's one part that needs no other branch
+        t = peer_group(rng, 1)[0]
+        return {"main": "", "branches": [(prompt_text(t.question), t.answer)]}
+    if u < SINGLE_DEALER_SHARE + SINGLE_FACT_SHARE:
+        ctx, tasks = _fresh_context(rng, held, SINGLE_FACTS)
         qs = rng.sample(tasks, min(len(tasks), QUESTIONS_PER_CONTEXT))
         rest = "\n".join([qs[0].answer] + [qa_text(t.question, t.answer) for t in qs[1:]])
         return {"main": "", "branches": [(f"{ctx}\n{prompt_text(qs[0].question)}", rest)]}
@@ -287,7 +293,8 @@ def _single(rng: random.Random, held: HeldOut) -> dict:
 def build_parallel_raw(seed: int, n: int, held: HeldOut = NO_HELDOUT) -> list[dict]:
     """Grouped records before tokenisation: `{"main", "branches": [(prompt, answer), ...]}`.
 
-    PARALLEL_MIX of: one task alone (half of them a fact context and one question about it, in one branch),
+    PARALLEL_MIX of: one task alone (`_single`: an independent task, a fact context and questions about it
+    in one branch, or a dealer's own card),
     a fact context (main = context line + "\\n") with 1..16 questions about it, an empty main with 1..16
     independent tasks of mixed kinds, and an empty main with a peer game of 2..16 branches.
     """

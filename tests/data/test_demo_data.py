@@ -293,8 +293,10 @@ def test_peer_eval_games(corpus):
         assert [t["kind"] for t in group] == [DEALER_KIND] + [PEER_KIND] * 15
         card = dealer_card([t["prompt"] for t in group])
         assert all(t["answer"] == card for t in group)
-    recs = [r for r in corpus["parallel"] if r["main"] == "" and any(DEALER_RE.match(b["text"]) for b in r["branches"])]
+    recs = [r for r in corpus["parallel"] if r["main"] == "" and any(ASK_RE.match(b["text"]) for b in r["branches"])]
     assert recs and all(2 <= len(r["branches"]) <= 16 for r in recs)
+    alone = [r for r in corpus["parallel"] if len(r["branches"]) == 1 and DEALER_RE.match(r["branches"][0]["text"])]
+    assert alone  # the dealer's part also comes alone, as a one-task record
     assert any(not DEALER_RE.match(r["branches"][0]["text"]) for r in recs)  # the dealer is not always first
 
 
