@@ -1,7 +1,7 @@
 """Branch-scaling experiment at demo scale: which 2D RoPE scheme and ratio keep the loss flat as branches grow?
 
-    python scripts/run_experiments.py          # the 300-step table (about 15 min on 2 CPU cores)
-    make experiments                           # both tables of docs/EXPERIMENTS.md (about 35 min)
+    python scripts/run_experiments.py          # the 300-step table (49 min measured on 2 shared CPU cores)
+    make experiments                           # both tables of docs/EXPERIMENTS.md (about 95 min)
 
 Trains the demo-sized MiniMind six times on the bundled pretraining text with the same seed, data order and
 number of texts per optimizer step: `additive` and `reference` schemes x rope_2d_ratio 0.5 and 1.0, each on
