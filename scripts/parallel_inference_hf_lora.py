@@ -272,9 +272,7 @@ def main(args: argparse.Namespace) -> int:
     if args.max_branches_per_sample and not any(s.grouped for s in plan.samples):
         _log("note: every record is a sample already ({branches}); the branches-per-sample flags group single "
              "prompts ({text}) only")
-    import torch.distributed as dist
-
-    from trainer.distributed import init_distributed
+    from trainer.distributed import cleanup, init_distributed
 
     dist_info = init_distributed(args.device, args.ddp, args.local_rank)
     finished = False
@@ -283,10 +281,7 @@ def main(args: argparse.Namespace) -> int:
         finished = True
         return rc
     finally:
-        if dist.is_available() and dist.is_initialized():
-            if finished:
-                dist.barrier()
-            dist.destroy_process_group()  # after an error: without a barrier, so torchrun can end the others
+        cleanup(wait=finished)  # after an error: without a barrier, so torchrun can end the others
 
 
 if __name__ == "__main__":

@@ -93,11 +93,13 @@ def barrier() -> None:
 _GROUP_CLOSED = False  # this process ran a process group and closed it (see `group_closed`)
 
 
-def cleanup() -> None:
-    """Wait for every rank, then destroy the process group."""
+def cleanup(wait: bool = True) -> None:
+    """Wait for every rank (`wait=False` after an error: no barrier, so torchrun can end the others), then
+    destroy the process group."""
     global _GROUP_CLOSED
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
         _GROUP_CLOSED = True
 
